@@ -1,0 +1,29 @@
+"""ctv_core: CTV auto-delineation for cervical cancer radiotherapy, without Slicer.
+
+The public API (kept stable for the Slicer module, the command line and outside scripts):
+
+* ``load_ct_series(folder, series_uid=None)`` -> ``CTSeries`` (image in HU, LPS geometry, and
+  the references an RTSTRUCT or SEG needs)
+* ``make_phantom(out_dir, seed=...)``: a synthetic pelvic CT with known truth
+* the exception types of :mod:`ctv_core.errors`
+"""
+
+import logging
+
+from .ct_series import CTReference, CTSeries, PatientStudy, SliceReference
+from .dicom_series import load_ct_series
+from ._version import __version__
+from .errors import CTVError, DicomInputError
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "CTReference",
+    "CTSeries",
+    "CTVError",
+    "DicomInputError",
+    "PatientStudy",
+    "SliceReference",
+    "__version__",
+    "load_ct_series",
+]

@@ -1,0 +1,136 @@
+"""The ``ctv`` command line: parses arguments, then calls one public function by keyword.
+
+Errors that users can cause (``CTVError``) are printed as one paragraph on stderr with exit
+status 2; no traceback. Logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ._version import __version__
+from .errors import CTVError
+
+logger = logging.getLogger("ctv_core")
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from .phantom import ScanSettings, make_phantom
+
+    settings = ScanSettings(
+        matrix=args.matrix,
+        slices=args.slices,
+        position=args.position,
+        slice_thickness_mm=args.slice_thickness,
+        pixel_spacing_mm=tuple(args.pixel_spacing) if args.pixel_spacing else None,
+        oblique_deg=args.oblique,
+        metal=args.metal,
+        contrast=args.contrast,
+    )
+    start = time.perf_counter()
+    with tqdm(desc="writing CT slices", unit="slice", disable=args.quiet, leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        phantom = make_phantom(args.out_dir, seed=args.seed, settings=settings, progress=progress)
+    g = phantom.grid
+    print(f"Phantom (seed {args.seed}) written to {Path(args.out_dir).resolve()} in "
+          f"{time.perf_counter() - start:.1f} s")
+    print(f"  CT: {phantom.ct_dir} ({g.size[0]} x {g.size[1]} x {g.size[2]} voxels, spacing "
+          f"{g.spacing[0]:.3f} x {g.spacing[1]:.3f} x {g.spacing[2]:.2f} mm, {args.position})")
+    print(f"  truth masks: {', '.join(sorted(phantom.masks))} in {Path(args.out_dir) / 'masks'}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .dicom_series import load_ct_series
+
+    start = time.perf_counter()
+    ct = load_ct_series(args.ct_dir, series_uid=args.series, allow_resampling_gaps=args.allow_gaps)
+    seconds = time.perf_counter() - start
+    if args.json:
+        image = ct.image
+        print(json.dumps({
+            "series_instance_uid": ct.reference.series_instance_uid,
+            "study_instance_uid": ct.reference.study_instance_uid,
+            "frame_of_reference_uid": ct.reference.frame_of_reference_uid,
+            "size": list(image.GetSize()),
+            "spacing": list(image.GetSpacing()),
+            "origin": list(image.GetOrigin()),
+            "direction": list(image.GetDirection()),
+            "pixel_type": image.GetPixelIDTypeAsString(),
+            "patient_position": ct.reference.patient_position,
+            "regularization": ct.regularization,
+            "warnings": list(ct.warnings),
+            "load_seconds": round(seconds, 3),
+        }, indent=2))
+    else:
+        print(ct.describe())
+        print(f"  loaded in {seconds:.2f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctv", description="CTV auto-delineation for cervical cancer radiotherapy (ctv_core)."
+    )
+    parser.add_argument("--version", action="version", version=f"ctv_core {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="write a synthetic pelvic CT with known truth")
+    p.add_argument("out_dir", type=Path, help="new or empty folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same phantom")
+    p.add_argument("--matrix", type=int, choices=(256, 512), default=512, help="rows and columns per slice")
+    p.add_argument("--slices", type=int, default=None, help="number of slices (default: cover the pelvis)")
+    p.add_argument("--position", choices=("HFS", "FFS", "HFP", "FFP"), default="HFS", help="patient position")
+    p.add_argument("--slice-thickness", type=float, default=None, metavar="MM", help="default: drawn, 1.25-5")
+    p.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"),
+                   help="DICOM PixelSpacing (row, column); default: field of view / matrix")
+    p.add_argument("--oblique", type=float, default=0.0, metavar="DEG",
+                   help="tilt the slice plane about the left-right axis")
+    p.add_argument("--metal", action=argparse.BooleanOptionalAction, default=None, help="hip prosthesis streaks")
+    p.add_argument("--contrast", action=argparse.BooleanOptionalAction, default=None,
+                   help="contrast-enhanced vessels")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("inspect", help="load a CT series from a DICOM folder and describe it")
+    p.add_argument("ct_dir", type=Path, help="folder with the CT's DICOM files (searched recursively)")
+    p.add_argument("--series", default=None, metavar="UID", help="SeriesInstanceUID when there are several")
+    p.add_argument("--allow-gaps", action="store_true", help="resample across missing slices instead of refusing")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ctv`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # pydicom logs every oddity of every file it probes (vendor files, odd VRs); ours are enough.
+    logging.getLogger("pydicom").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    try:
+        return args.func(args)
+    except CTVError as exc:
+        print(f"ctv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ctv {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

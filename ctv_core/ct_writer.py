@@ -1,0 +1,183 @@
+"""Writing a CT Image Storage series from an image in HU (the phantom's scanner).
+
+One file per slice, classic single-frame CT Image Storage, explicit VR little endian, with the
+modules the CT Image IOD requires (patient, study, series, frame of reference, equipment,
+image plane, image pixel, CT image, SOP common). Geometry comes from the image: slice k of
+the image becomes the file whose ImagePositionPatient is the LPS position of voxel (0, 0, k);
+ImageOrientationPatient is the image's i and j axes. Stored values are HU + 1024 as 12-bit
+unsigned integers (RescaleIntercept -1024, RescaleSlope 1), so HU are clipped to
+[-1024, 3071] and rounded to integers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from ._version import __version__
+from .dicom_files import CT_IMAGE_STORAGE
+from .geometry import Grid
+
+HU_MIN, HU_MAX = -1024, 3071
+_INTERCEPT = -1024
+
+
+@dataclass(frozen=True)
+class SeriesIdentity:
+    """Who and what the written series belongs to (DICOM string forms)."""
+
+    patient_name: str = "PHANTOM^CTV"
+    patient_id: str = "CTV-PHANTOM"
+    patient_sex: str = "F"
+    patient_birth_date: str = ""
+    study_description: str = "Synthetic pelvic CT"
+    series_description: str = "Synthetic pelvic CT"
+    patient_position: str = "HFS"
+    manufacturer: str = "CTVDelineation"
+    model_name: str = "ctv_core phantom"
+    contrast_agent: str | None = None
+
+
+def _decimal(value: float) -> str:
+    """The most precise DICOM DS string (at most 16 characters) for ``value``."""
+    for digits in range(10, -1, -1):
+        text = f"{value:.{digits}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        if text == "-0":
+            text = "0"
+        if len(text) <= 16:
+            return text
+    raise ValueError(f"{value} cannot be written as a DICOM decimal string")
+
+
+def _ds_list(values) -> list[str]:
+    return [_decimal(float(v)) for v in values]
+
+
+def write_ct_series(
+    image: sitk.Image,
+    out_dir: str | Path,
+    identity: SeriesIdentity,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Write ``image`` (HU, LPS geometry) as a CT series into ``out_dir``; return the file paths.
+
+    Files are written into a temporary folder beside ``out_dir`` and moved in place only when
+    every slice is written, so a failure leaves no partial series. ``out_dir`` must not exist
+    or be empty. Fresh UIDs are generated on every call.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty")
+    grid = Grid.of_image(image)
+    hu = np.clip(np.rint(sitk.GetArrayViewFromImage(image)), HU_MIN, HU_MAX)
+    stored = (hu - _INTERCEPT).astype(np.uint16)
+
+    now = dt.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
+    d = grid.direction_matrix
+    iop = _ds_list(list(d[:, 0]) + list(d[:, 1]))
+    pixel_spacing = _ds_list([grid.spacing[1], grid.spacing[0]])  # (row spacing, column spacing)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    paths = []
+    try:
+        n = grid.size[2]
+        for k in range(n):
+            ds = _slice_dataset(identity, grid, k, stored[k], study_uid, series_uid, for_uid, iop, pixel_spacing,
+                                date, time)
+            name = f"CT{k + 1:04d}.dcm"
+            ds.save_as(staging / name, enforce_file_format=True)
+            paths.append(out_dir / name)
+            if progress is not None:
+                progress(k + 1, n)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(staging, out_dir)
+    except BaseException:
+        for f in staging.glob("*"):
+            f.unlink()
+        staging.rmdir()
+        raise
+    return paths
+
+
+def _slice_dataset(identity, grid, k, pixels, study_uid, series_uid, for_uid, iop, pixel_spacing, date, time):
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    # Patient
+    ds.PatientName = identity.patient_name
+    ds.PatientID = identity.patient_id
+    ds.PatientBirthDate = identity.patient_birth_date
+    ds.PatientSex = identity.patient_sex
+    # General study
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate, ds.StudyTime = date, time
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.StudyDescription = identity.study_description
+    # General series
+    ds.Modality = "CT"
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = 1
+    ds.SeriesDate, ds.SeriesTime = date, time
+    ds.SeriesDescription = identity.series_description
+    ds.PatientPosition = identity.patient_position
+    # Frame of reference
+    ds.FrameOfReferenceUID = for_uid
+    ds.PositionReferenceIndicator = ""
+    # General equipment
+    ds.Manufacturer = identity.manufacturer
+    ds.ManufacturerModelName = identity.model_name
+    ds.SoftwareVersions = f"ctv_core {__version__}"
+    # General image, image plane
+    ds.InstanceNumber = k + 1
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    ds.DerivationDescription = "Synthetic image computed from an analytical pelvic phantom"
+    ds.AcquisitionNumber = 1
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.ImagePositionPatient = _ds_list(grid.index_to_lps(np.array([0.0, 0.0, float(k)])))
+    ds.ImageOrientationPatient = iop
+    ds.PixelSpacing = pixel_spacing
+    ds.SliceThickness = _decimal(grid.spacing[2])
+    ds.SliceLocation = _decimal(float(grid.index_to_lps(np.array([0.0, 0.0, float(k)])) @ grid.direction_matrix[:, 2]))
+    # Image pixel and CT image
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = str(_INTERCEPT)
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.KVP = "120"
+    ds.WindowCenter, ds.WindowWidth = "40", "400"
+    if identity.contrast_agent:
+        ds.ContrastBolusAgent = identity.contrast_agent
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    return ds

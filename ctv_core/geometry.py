@@ -1,0 +1,150 @@
+"""Image grids in DICOM patient coordinates: the one place axis order and frame are defined.
+
+Conventions used everywhere in ctv_core:
+
+* Coordinates are DICOM patient coordinates (LPS): +x towards the patient's left, +y towards
+  the patient's posterior, +z towards the patient's head, in millimetres.
+* A grid is described the SimpleITK way: ``size`` and ``spacing`` are ordered (i, j, k) =
+  (column, row, slice); ``origin`` is the centre of voxel (0, 0, 0) in LPS mm; ``direction``
+  is a 3x3 matrix, stored row-major as a flat 9-tuple, whose *columns* are the LPS unit vectors
+  of the i, j and k axes. For a DICOM slice, column 0 is the row direction cosine of
+  ImageOrientationPatient (first three values), column 1 the column direction cosine (last
+  three values) and column 2 their cross product, the slice normal.
+* NumPy arrays are indexed ``[k, j, i]`` (slice, row, column), as returned by
+  ``SimpleITK.GetArrayFromImage``.
+
+Slicer's RAS frame is not spoken here; the Slicer module converts in one function of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+#: ImageOrientationPatient of an axial slice for each DICOM PatientPosition.
+#: Head-first supine is the identity; feet-first flips left-right (the scanner's x axis points
+#: to the patient's right); prone flips both left-right and anterior-posterior.
+PATIENT_POSITION_IOP: dict[str, tuple[float, float, float, float, float, float]] = {
+    "HFS": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    "FFS": (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    "HFP": (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
+    "FFP": (1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
+}
+
+
+def direction_from_iop(iop: tuple[float, ...] | list[float]) -> np.ndarray:
+    """Return the 3x3 direction matrix (columns = i, j, k axes in LPS) for an orientation.
+
+    ImageOrientationPatient holds the row direction cosine then the column direction cosine,
+    written with limited decimals; they are made exactly orthonormal here (row normalised,
+    column orthogonalised against it) and the k axis is their cross product, the slice normal.
+
+    Raises
+    ------
+    ValueError
+        When the cosines are not unit vectors at right angles (within 1e-3): not an image plane.
+    """
+    row = np.asarray(iop[:3], dtype=float)
+    col = np.asarray(iop[3:6], dtype=float)
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise ValueError(f"ImageOrientationPatient {list(iop)} is not two orthogonal unit vectors")
+    row = row / np.linalg.norm(row)
+    col = col - (col @ row) * row
+    col = col / np.linalg.norm(col)
+    return np.column_stack([row, col, np.cross(row, col)])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular voxel grid in LPS.
+
+    Attributes
+    ----------
+    size
+        Number of voxels along (i, j, k) = (columns, rows, slices).
+    spacing
+        Voxel spacing in mm along (i, j, k).
+    origin
+        LPS position in mm of the centre of voxel (0, 0, 0).
+    direction
+        Row-major flat 3x3 matrix whose columns are the i, j, k unit vectors in LPS.
+    """
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    @classmethod
+    def of_image(cls, image: sitk.Image) -> Grid:
+        """The grid of a 3D SimpleITK image."""
+        return cls(
+            size=tuple(int(s) for s in image.GetSize()),
+            spacing=tuple(float(s) for s in image.GetSpacing()),
+            origin=tuple(float(o) for o in image.GetOrigin()),
+            direction=tuple(float(d) for d in image.GetDirection()),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """NumPy shape ``(k, j, i)`` of an array on this grid."""
+        return (self.size[2], self.size[1], self.size[0])
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        """3x3 direction matrix; columns are the i, j, k unit vectors in LPS."""
+        return np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    def index_to_lps(self, index: np.ndarray) -> np.ndarray:
+        """LPS mm of continuous voxel indices given as ``(..., 3)`` arrays in (i, j, k) order."""
+        index = np.asarray(index, dtype=float)
+        scaled = index * np.asarray(self.spacing)
+        return scaled @ self.direction_matrix.T + np.asarray(self.origin)
+
+    def lps_to_index(self, points: np.ndarray) -> np.ndarray:
+        """Continuous (i, j, k) indices of ``(..., 3)`` LPS points in mm."""
+        points = np.asarray(points, dtype=float) - np.asarray(self.origin)
+        return (points @ self.direction_matrix) / np.asarray(self.spacing)
+
+    def axis_coordinates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """LPS coordinates of every voxel centre as three ``(k, j, i)`` float32 arrays (x, y, z).
+
+        Memory: three float32 arrays of the grid's shape.
+        """
+        d = self.direction_matrix * np.asarray(self.spacing)  # column c = step along axis c
+        i = np.arange(self.size[0], dtype=np.float32)
+        j = np.arange(self.size[1], dtype=np.float32)
+        k = np.arange(self.size[2], dtype=np.float32)
+        coords = []
+        for axis in range(3):
+            c = (
+                self.origin[axis]
+                + d[axis, 2] * k[:, None, None]
+                + d[axis, 1] * j[None, :, None]
+                + d[axis, 0] * i[None, None, :]
+            )
+            coords.append(np.broadcast_to(c, self.shape).astype(np.float32))
+        return coords[0], coords[1], coords[2]
+
+    def image(self, array: np.ndarray) -> sitk.Image:
+        """Wrap a ``(k, j, i)`` array as a SimpleITK image on this grid."""
+        if array.shape != self.shape:
+            raise ValueError(f"array shape {array.shape} does not match grid shape {self.shape}")
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def matches(self, other: Grid, tolerance_mm: float = 1e-3) -> bool:
+        """True when both grids have the same size and place every voxel within ``tolerance_mm``."""
+        if self.size != other.size:
+            return False
+        corners = np.array(
+            [[0, 0, 0], [self.size[0] - 1, self.size[1] - 1, self.size[2] - 1], [self.size[0] - 1, 0, 0],
+             [0, self.size[1] - 1, 0], [0, 0, self.size[2] - 1]],
+            dtype=float,
+        )
+        return bool(np.abs(self.index_to_lps(corners) - other.index_to_lps(corners)).max() <= tolerance_mm)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up the project's Python environment in .venv (idempotent).
+# torch is installed first and pinned: on this kind of machine `torch==2.13.0` is a CPU build
+# from local disk, while an unpinned torch would pull a multi-GB CUDA build. GPU users can
+# install any CUDA build of torch >= 2.1 before running this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+fi
+.venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true
+.venv/bin/python -c "import torch, ctv_core; print(f'ctv_core {ctv_core.__version__} ready (torch {torch.__version__})')"

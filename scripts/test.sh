@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite. Installs the Debian validators the tests use
+# (dciodvfy from dicom3tools, plastimatch, dcmtk) when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+command -v plastimatch >/dev/null || missing+=(plastimatch)
+command -v dcmdump >/dev/null || missing+=(dcmtk)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest -n 2 "$@"
