@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,14 @@ from ctv_core.ct_writer import SeriesIdentity, write_ct_series
 from ctv_core.geometry import PATIENT_POSITION_IOP, Grid
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def ctv_command() -> str:
+    """The installed ``ctv`` console script of the interpreter running the tests."""
+    path = Path(sys.executable).parent / "ctv"
+    if not path.exists():
+        pytest.fail(f"the ctv console script is not installed beside {sys.executable}; run scripts/setup.sh")
+    return str(path)
 
 
 def shared_data_dir() -> Path:
