@@ -84,11 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ctv", description="CTV auto-delineation for cervical cancer radiotherapy (ctv_core)."
     )
     parser.add_argument("--version", action="version", version=f"ctv_core {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log details")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("phantom", help="write a synthetic pelvic CT with known truth")
+    p = sub.add_parser("phantom", parents=[common], help="write a synthetic pelvic CT with known truth")
     p.add_argument("out_dir", type=Path, help="new or empty folder")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same phantom")
     p.add_argument("--matrix", type=int, choices=(256, 512), default=512, help="rows and columns per slice")
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contrast-enhanced vessels")
     p.set_defaults(func=_cmd_phantom)
 
-    p = sub.add_parser("inspect", help="load a CT series from a DICOM folder and describe it")
+    p = sub.add_parser("inspect", parents=[common], help="load a CT series from a DICOM folder and describe it")
     p.add_argument("ct_dir", type=Path, help="folder with the CT's DICOM files (searched recursively)")
     p.add_argument("--series", default=None, metavar="UID", help="SeriesInstanceUID when there are several")
     p.add_argument("--allow-gaps", action="store_true", help="resample across missing slices instead of refusing")

@@ -60,6 +60,7 @@ class CTReference:
     patient_study: PatientStudy
     slices: tuple[SliceReference, ...]
     patient_position: str = ""
+    position_reference_indicator: str = ""
     manufacturer: str = ""
     modality: str = "CT"
     series_description: str = ""

@@ -26,6 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ._version import __version__
 from .dicom_files import CT_IMAGE_STORAGE
+from .dicom_values import format_ds, format_ds_list
 from .geometry import Grid
 
 HU_MIN, HU_MAX = -1024, 3071
@@ -43,26 +44,10 @@ class SeriesIdentity:
     study_description: str = "Synthetic pelvic CT"
     series_description: str = "Synthetic pelvic CT"
     patient_position: str = "HFS"
+    body_part: str = "PELVIS"
     manufacturer: str = "CTVDelineation"
     model_name: str = "ctv_core phantom"
     contrast_agent: str | None = None
-
-
-def _decimal(value: float) -> str:
-    """The most precise DICOM DS string (at most 16 characters) for ``value``."""
-    for digits in range(10, -1, -1):
-        text = f"{value:.{digits}f}"
-        if "." in text:
-            text = text.rstrip("0").rstrip(".")
-        if text == "-0":
-            text = "0"
-        if len(text) <= 16:
-            return text
-    raise ValueError(f"{value} cannot be written as a DICOM decimal string")
-
-
-def _ds_list(values) -> list[str]:
-    return [_decimal(float(v)) for v in values]
 
 
 def write_ct_series(
@@ -89,8 +74,8 @@ def write_ct_series(
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
     d = grid.direction_matrix
-    iop = _ds_list(list(d[:, 0]) + list(d[:, 1]))
-    pixel_spacing = _ds_list([grid.spacing[1], grid.spacing[0]])  # (row spacing, column spacing)
+    iop = format_ds_list(list(d[:, 0]) + list(d[:, 1]))
+    pixel_spacing = format_ds_list([grid.spacing[1], grid.spacing[0]])  # (row spacing, column spacing)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -148,6 +133,7 @@ def _slice_dataset(identity, grid, k, pixels, study_uid, series_uid, for_uid, io
     ds.SeriesDate, ds.SeriesTime = date, time
     ds.SeriesDescription = identity.series_description
     ds.PatientPosition = identity.patient_position
+    ds.BodyPartExamined = identity.body_part
     # Frame of reference
     ds.FrameOfReferenceUID = for_uid
     ds.PositionReferenceIndicator = ""
@@ -161,11 +147,11 @@ def _slice_dataset(identity, grid, k, pixels, study_uid, series_uid, for_uid, io
     ds.DerivationDescription = "Synthetic image computed from an analytical pelvic phantom"
     ds.AcquisitionNumber = 1
     ds.ContentDate, ds.ContentTime = date, time
-    ds.ImagePositionPatient = _ds_list(grid.index_to_lps(np.array([0.0, 0.0, float(k)])))
+    ds.ImagePositionPatient = format_ds_list(grid.index_to_lps(np.array([0.0, 0.0, float(k)])))
     ds.ImageOrientationPatient = iop
     ds.PixelSpacing = pixel_spacing
-    ds.SliceThickness = _decimal(grid.spacing[2])
-    ds.SliceLocation = _decimal(float(grid.index_to_lps(np.array([0.0, 0.0, float(k)])) @ grid.direction_matrix[:, 2]))
+    ds.SliceThickness = format_ds(grid.spacing[2])
+    ds.SliceLocation = format_ds(float(grid.index_to_lps(np.array([0.0, 0.0, float(k)])) @ grid.direction_matrix[:, 2]))
     # Image pixel and CT image
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"

@@ -351,6 +351,7 @@ def _reference(s: SeriesFiles, ordered, warnings: list[str]) -> CTReference:
         patient_study=patient_study,
         slices=slices,
         patient_position=text(first, "PatientPosition"),
+        position_reference_indicator=text(first, "PositionReferenceIndicator"),
         manufacturer=text(first, "Manufacturer"),
         modality=text(first, "Modality") or "CT",
         series_description=text(first, "SeriesDescription"),

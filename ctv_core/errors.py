@@ -54,3 +54,19 @@ class CorruptDicomError(DicomInputError):
 
 class PhantomError(CTVError):
     """Phantom parameters that cannot be honoured."""
+
+
+class GridMismatchError(CTVError):
+    """A mask is not on the grid of the CT it is written against."""
+
+
+class StructureSetError(CTVError):
+    """An RTSTRUCT (or SEG) that cannot be read or written as asked."""
+
+
+class FrameOfReferenceMismatchError(StructureSetError):
+    """The structure set was drawn in another frame of reference than the CT's."""
+
+
+class ROINotFoundError(StructureSetError):
+    """No ROI of the structure set matches the name or pattern asked for."""
