@@ -12,9 +12,10 @@ integers):
 * ``fill_slice``: the voxels whose centres lie inside the polygons under the even-odd rule,
   i.e. the polygons of a slice are XOR-ed. A polygon nested in another is a hole, a keyhole
   (zero-width channel) contour works, and overlapping contours from other systems cancel the
-  way plastimatch ``--xor-contours``, Slicer and most planning systems read them. Crossing
-  rule: an edge spans rows ``ymin <= j < ymax``; a voxel is inside when an odd number of
-  crossings lie at or left of its centre.
+  way plastimatch ``--xor-contours``, Slicer and most planning systems read them. A centre
+  exactly on a boundary is inside (contours some systems draw through the centres of the
+  outermost voxels give those voxels back). Scanline rule: an edge spans rows
+  ``ymin <= j < ymax``; crossings of a row are paired in x order.
 
 Polygons are ``(n, 2)`` float arrays of (i, j), implicitly closed (last vertex not repeated).
 """
@@ -95,28 +96,61 @@ def trace_slice(mask: np.ndarray) -> list[np.ndarray]:
 def fill_slice(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Voxels ``[j, i]`` of a slice of ``shape`` whose centres are inside ``polygons`` (even-odd).
 
-    Parts of polygons outside the slice are clipped.
+    A voxel centre lying on a polygon's boundary (within 1e-3 voxel) counts as inside, so
+    contours drawn through the centres of the outermost voxels (as some systems write them)
+    give back those voxels. Parts of polygons outside the slice are clipped.
     """
     rows, cols = shape
-    toggles = np.zeros((rows, cols + 1), dtype=np.int32)
+    eps = 1e-3  # voxel: other systems write coordinates through float32 (errors ~1e-5 voxel)
+    crossing_rows, crossing_x = [], []
+    on_boundary = np.zeros(shape, dtype=bool)
     for poly in polygons:
         poly = np.asarray(poly, dtype=float)
         if len(poly) < 3:
             continue
         x0, y0 = poly[:, 0], poly[:, 1]
         x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-        moving = y0 != y1
+        _mark_centres_on_horizontal_edges(on_boundary, x0, y0, x1, y1, eps)
+        moving = np.abs(y0 - y1) > eps
         x0, y0, x1, y1 = x0[moving], y0[moving], x1[moving], y1[moving]
-        first_row = np.ceil(np.minimum(y0, y1)).astype(np.int64)
-        stop_row = np.ceil(np.maximum(y0, y1)).astype(np.int64)
-        first_row = np.clip(first_row, 0, rows)
-        stop_row = np.clip(stop_row, 0, rows)
+        first_row = np.clip(np.ceil(np.minimum(y0, y1) - eps).astype(np.int64), 0, rows)
+        stop_row = np.clip(np.ceil(np.maximum(y0, y1) - eps).astype(np.int64), 0, rows)
         n = np.maximum(stop_row - first_row, 0)
         if n.sum() == 0:
             continue
         edge = np.repeat(np.arange(len(n)), n)
         row = first_row[edge] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
-        x = x0[edge] + (row - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
-        col = np.clip(np.ceil(x), 0, cols).astype(np.int64)
-        np.add.at(toggles, (row, col), 1)
-    return (np.cumsum(toggles[:, :cols], axis=1) % 2).astype(bool)
+        crossing_rows.append(row)
+        crossing_x.append(x0[edge] + (row - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge]))
+    inside = on_boundary
+    if crossing_rows:
+        row = np.concatenate(crossing_rows)
+        x = np.concatenate(crossing_x)
+        order = np.lexsort((x, row))
+        row, x = row[order], x[order]
+        rank = np.arange(len(row)) - np.searchsorted(row, row, side="left")
+        entering = rank % 2 == 0
+        # A span runs from the first centre at or right of the entering crossing to the last
+        # centre at or left of the leaving crossing.
+        col = np.where(entering, np.ceil(x - eps), np.floor(x + eps) + 1)
+        col = np.clip(col, 0, cols).astype(np.int64)
+        toggles = np.zeros((rows, cols + 1), dtype=np.int32)
+        np.add.at(toggles, (row, col), np.where(entering, 1, -1))
+        inside = inside | (np.cumsum(toggles[:, :cols], axis=1) > 0)
+    return inside
+
+
+def _mark_centres_on_horizontal_edges(out: np.ndarray, x0, y0, x1, y1, eps: float) -> None:
+    """Set voxels whose centres lie on a horizontal polygon edge or on a vertex."""
+    rows, cols = out.shape
+    on_row = np.abs(y0 - np.rint(y0)) <= eps
+    horizontal = on_row & (np.abs(y0 - y1) <= eps)
+    for xa, xb, y in zip(np.minimum(x0, x1)[horizontal], np.maximum(x0, x1)[horizontal], np.rint(y0[horizontal])):
+        j = int(y)
+        lo, hi = max(int(np.ceil(xa - eps)), 0), min(int(np.floor(xb + eps)), cols - 1)
+        if 0 <= j < rows and lo <= hi:
+            out[j, lo:hi + 1] = True
+    at_centre = on_row & (np.abs(x0 - np.rint(x0)) <= eps)
+    i, j = np.rint(x0[at_centre]).astype(np.int64), np.rint(y0[at_centre]).astype(np.int64)
+    keep = (0 <= i) & (i < cols) & (0 <= j) & (j < rows)
+    out[j[keep], i[keep]] = True

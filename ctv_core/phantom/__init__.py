@@ -1,0 +1,9 @@
+"""Synthetic pelvic CT with known truth: the project's test, demo and benchmark patient.
+
+``make_phantom`` (in :mod:`.scan`) scans the anatomy of :mod:`.anatomy` and writes a CT series
+and truth masks; ``ctv phantom`` is its command line.
+"""
+
+from .scan import Phantom, ScanSettings, make_phantom, plan_scan
+
+__all__ = ["Phantom", "ScanSettings", "make_phantom", "plan_scan"]

@@ -1,0 +1,186 @@
+"""The phantom's virtual scan: choosing the CT grid, rendering the anatomy on it, writing the files.
+
+``make_phantom`` is what ``ctv phantom`` runs. The anatomy (what the patient looks like) lives
+in :mod:`ctv_core.phantom.anatomy`; this module decides how the patient is scanned: patient
+position, field of view and matrix, pixel spacing, slice thickness and count, an optional
+oblique slice orientation, and where the patient lies relative to the scanner's origin.
+
+Every choice is drawn from ``numpy.random.default_rng(seed)`` unless given, so pixel data,
+geometry and masks are identical for a given seed and version. UIDs and dates are fresh on
+every run (two phantoms must never collide in a PACS or a Slicer DICOM database).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..ct_writer import SeriesIdentity, write_ct_series
+from ..errors import PhantomError
+from ..geometry import PATIENT_POSITION_IOP, Grid
+from .anatomy import AnatomyParams, body_half_extent_mm, pelvis_extent_mm, render_phantom, sample_anatomy
+
+SLICE_THICKNESSES_MM = (1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
+MATRICES = (256, 512)
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """How the phantom is scanned. ``None`` fields are drawn from the seed.
+
+    Attributes
+    ----------
+    matrix
+        Rows and columns of each slice (256 or 512).
+    slices
+        Number of slices; default covers the pelvic planning CT range.
+    position
+        DICOM PatientPosition: HFS, FFS, HFP or FFP.
+    slice_thickness_mm
+        Slice spacing = thickness, mm (1.25 to 5).
+    pixel_spacing_mm
+        (row spacing, column spacing) in mm, DICOM PixelSpacing order; default: the field of
+        view (drawn to hold the body) divided by the matrix, the same for rows and columns.
+    oblique_deg
+        Rotation of the slice plane about the patient's left-right axis, degrees.
+    metal, contrast
+        Hip prosthesis streaks, contrast-enhanced vessels; None = drawn from the seed.
+    """
+
+    matrix: int = 512
+    slices: int | None = None
+    position: str = "HFS"
+    slice_thickness_mm: float | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    oblique_deg: float = 0.0
+    metal: bool | None = None
+    contrast: bool | None = None
+
+    def validate(self) -> None:
+        if self.matrix not in MATRICES:
+            raise PhantomError(f"--matrix must be 256 or 512, not {self.matrix}.")
+        if self.position not in PATIENT_POSITION_IOP:
+            raise PhantomError(
+                f"Unknown patient position '{self.position}'; use one of {', '.join(PATIENT_POSITION_IOP)}."
+            )
+        if self.slices is not None and not 1 <= self.slices <= 2000:
+            raise PhantomError(f"--slices must be between 1 and 2000, not {self.slices}.")
+        if self.slice_thickness_mm is not None and not 0.5 <= self.slice_thickness_mm <= 10:
+            raise PhantomError(f"Slice thickness must be 0.5 to 10 mm, not {self.slice_thickness_mm}.")
+        if self.pixel_spacing_mm is not None and not all(0.2 <= s <= 5 for s in self.pixel_spacing_mm):
+            raise PhantomError(f"Pixel spacing must be 0.2 to 5 mm, not {self.pixel_spacing_mm}.")
+        if not -45 <= self.oblique_deg <= 45:
+            raise PhantomError(f"Oblique angle must be within +-45 degrees, not {self.oblique_deg}.")
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """What ``make_phantom`` wrote.
+
+    Attributes
+    ----------
+    ct_dir
+        Folder of the CT series (``OUT_DIR/ct``).
+    masks
+        Structure name -> NIfTI path (``OUT_DIR/masks/<name>.nii.gz``), on the CT grid.
+    grid
+        The CT grid (LPS).
+    anatomy
+        The drawn anatomy parameters.
+    """
+
+    ct_dir: Path
+    masks: dict[str, Path]
+    grid: Grid
+    anatomy: AnatomyParams
+
+
+def plan_scan(seed: int, settings: ScanSettings) -> tuple[Grid, AnatomyParams, tuple[float, float, float],
+                                                          np.random.Generator]:
+    """Draw the anatomy and the scan geometry for ``seed``.
+
+    Returns the CT grid, the anatomy, the anatomy's offset in patient coordinates (LPS mm) and
+    the random generator positioned for rendering.
+    """
+    settings.validate()
+    rng = np.random.default_rng(seed)
+    anatomy = sample_anatomy(rng, metal=settings.metal, contrast=settings.contrast)
+    half_lr, half_ap = body_half_extent_mm(anatomy)
+
+    if settings.pixel_spacing_mm is None:
+        fov = float(np.clip(rng.uniform(2 * half_lr + 60, 650), 360, 666))
+        pixel_spacing = (fov / settings.matrix, fov / settings.matrix)
+    else:
+        pixel_spacing = tuple(float(s) for s in settings.pixel_spacing_mm)
+    thickness = settings.slice_thickness_mm or float(rng.choice(SLICE_THICKNESSES_MM))
+    z_lo, z_hi = pelvis_extent_mm()
+    n_slices = settings.slices or int(math.ceil((z_hi - z_lo) / thickness)) + 1
+
+    # Couch and table: the patient's offset from the scanner origin (table height, lateral shift,
+    # couch longitudinal position as real scanners report it).
+    offset = (float(rng.normal(0, 8)), float(rng.uniform(-25, 15)), float(rng.uniform(-900, 300)))
+    centre = np.array([offset[0], offset[1], offset[2] + 0.5 * (z_lo + z_hi)])
+
+    iop = PATIENT_POSITION_IOP[settings.position]
+    a = math.radians(settings.oblique_deg)
+    rot = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    row, col = rot @ np.asarray(iop[:3]), rot @ np.asarray(iop[3:])
+    direction = np.column_stack([row, col, np.cross(row, col)])
+    spacing = (pixel_spacing[1], pixel_spacing[0], thickness)  # (i, j, k): columns, rows, slices
+    size = (settings.matrix, settings.matrix, n_slices)
+    half = direction @ (np.asarray(spacing) * (np.asarray(size) - 1) / 2)
+    grid = Grid(size=size, spacing=spacing, origin=tuple(float(v) for v in centre - half),
+                direction=tuple(float(v) for v in direction.flatten()))
+    return grid, anatomy, offset, rng
+
+
+def make_phantom(
+    out_dir: str | Path,
+    seed: int = 0,
+    settings: ScanSettings | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Phantom:
+    """Render a synthetic pelvic CT for ``seed`` and write it to ``out_dir``.
+
+    Writes ``OUT_DIR/ct/*.dcm`` (one CT Image Storage series) and ``OUT_DIR/masks/<ROI>.nii.gz``
+    (uint8 masks on the CT grid). The folder is assembled under a temporary name and renamed,
+    so an interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty.
+    """
+    settings = settings or ScanSettings()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise PhantomError(f"'{out_dir}' exists and is not empty; choose a new folder for the phantom.")
+    grid, anatomy, offset, rng = plan_scan(seed, settings)
+    rendered = render_phantom(grid, anatomy, position=settings.position, anatomy_offset_mm=offset, rng=rng)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        identity = SeriesIdentity(
+            patient_name=f"PHANTOM^CTV^{seed}",
+            patient_id=f"CTVPH{seed:06d}",
+            patient_position=settings.position,
+            contrast_agent="Iodinated contrast (synthetic)" if anatomy.vessel_contrast else None,
+        )
+        write_ct_series(grid.image(rendered.hu), staging / "ct", identity, progress=progress)
+        (staging / "masks").mkdir()
+        for name, mask in rendered.structures.items():
+            sitk.WriteImage(grid.image(mask.astype(np.uint8)), str(staging / "masks" / f"{name}.nii.gz"),
+                            useCompression=True)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    masks = {name: out_dir / "masks" / f"{name}.nii.gz" for name in rendered.structures}
+    return Phantom(ct_dir=out_dir / "ct", masks=masks, grid=grid, anatomy=anatomy)
