@@ -4,14 +4,19 @@ The public API (kept stable for the Slicer module, the command line and outside 
 
 * ``load_ct_series(folder, series_uid=None)`` -> ``CTSeries`` (image in HU, LPS geometry, and
   the references an RTSTRUCT or SEG needs)
-* ``make_phantom(out_dir, seed=...)``: a synthetic pelvic CT with known truth
+* ``write_rtstruct(ct, {name: mask}, path)`` / ``read_rtstruct(path, ct, roi="CTV")``
+* ``write_seg`` / ``read_seg`` (DICOM SEG), ``convert_structures`` (between formats)
+* ``ctv_core.phantom.make_phantom(out_dir, seed=...)``: a synthetic pelvic CT with known truth
 * the exception types of :mod:`ctv_core.errors`
 """
 
 import logging
 
 from .ct_series import CTReference, CTSeries, PatientStudy, SliceReference
+from .convert import convert_structures
 from .dicom_series import load_ct_series
+from .rtstruct import read_rtstruct, write_rtstruct
+from .seg import read_seg, write_seg
 from ._version import __version__
 from .errors import CTVError, DicomInputError
 
@@ -25,5 +30,10 @@ __all__ = [
     "PatientStudy",
     "SliceReference",
     "__version__",
+    "convert_structures",
     "load_ct_series",
+    "read_rtstruct",
+    "read_seg",
+    "write_rtstruct",
+    "write_seg",
 ]

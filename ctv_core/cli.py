@@ -79,6 +79,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_structures
+
+    roi = args.roi if args.roi is None or len(args.roi) > 1 else args.roi[0]
+    out = convert_structures(args.ct_dir, args.input, args.output, roi=roi, to=args.to, series_uid=args.series)
+    print(f"Wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctv", description="CTV auto-delineation for cervical cancer radiotherapy (ctv_core)."
@@ -111,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-gaps", action="store_true", help="resample across missing slices instead of refusing")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("convert", parents=[common], help="a structure from one format to another on a CT")
+    p.add_argument("ct_dir", type=Path, help="folder of the CT the structures belong to")
+    p.add_argument("input", type=Path, help="RTSTRUCT, DICOM SEG, NIfTI or NRRD file")
+    p.add_argument("output", type=Path, help="file to write (.dcm, .nii.gz, .nrrd)")
+    p.add_argument("--roi", action="append", default=None, metavar="NAME",
+                   help="ROI name or regular expression (repeatable); default: all")
+    p.add_argument("--to", choices=("rtstruct", "seg", "nifti", "nrrd"), default=None,
+                   help="output format (default: from the output's ending; .dcm = rtstruct)")
+    p.add_argument("--series", default=None, metavar="UID", help="SeriesInstanceUID when CT_DIR has several")
+    p.set_defaults(func=_cmd_convert)
     return parser
 
 

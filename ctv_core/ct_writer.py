@@ -12,8 +12,6 @@ unsigned integers (RescaleIntercept -1024, RescaleSlope 1), so HU are clipped to
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ._version import __version__
+from .atomic_files import atomic_folder
 from .dicom_files import CT_IMAGE_STORAGE
 from .dicom_values import format_ds, format_ds_list
 from .geometry import Grid
@@ -77,11 +76,9 @@ def write_ct_series(
     iop = format_ds_list(list(d[:, 0]) + list(d[:, 1]))
     pixel_spacing = format_ds_list([grid.spacing[1], grid.spacing[0]])  # (row spacing, column spacing)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     paths = []
-    try:
-        n = grid.size[2]
+    n = grid.size[2]
+    with atomic_folder(out_dir) as staging:
         for k in range(n):
             ds = _slice_dataset(identity, grid, k, stored[k], study_uid, series_uid, for_uid, iop, pixel_spacing,
                                 date, time)
@@ -90,14 +87,6 @@ def write_ct_series(
             paths.append(out_dir / name)
             if progress is not None:
                 progress(k + 1, n)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    except BaseException:
-        for f in staging.glob("*"):
-            f.unlink()
-        staging.rmdir()
-        raise
     return paths
 
 

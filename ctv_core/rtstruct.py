@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,52 +39,25 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ._version import __version__
+from .atomic_files import atomic_file
 from .contours import fill_slice, trace_slice
 from .ct_series import CTSeries
 from .dicom_values import format_ds
-from .errors import (
-    FrameOfReferenceMismatchError,
-    GridMismatchError,
-    ROINotFoundError,
-    StructureSetError,
-)
+from .errors import FrameOfReferenceMismatchError, ROINotFoundError, StructureSetError
 from .geometry import Grid
 from .structures import INTERPRETED_TYPES, structure_for
+from .writer_checks import check_writable
 
 logger = logging.getLogger(__name__)
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 PLANE_TOLERANCE_FRACTION = 0.3
-GRID_TOLERANCE_MM = 1e-3
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
 _COORDINATE_DECIMALS = 4  # 0.1 micrometre: far below any voxel, keeps files small
 
 
 # --- writing ------------------------------------------------------------------------------------
-
-def check_mask_on_grid(name: str, mask: sitk.Image, grid: Grid) -> None:
-    """Raise ``GridMismatchError`` unless ``mask`` lies on ``grid`` (every voxel within 1 um)."""
-    if mask.GetDimension() != 3:
-        raise GridMismatchError(f"Mask '{name}' is {mask.GetDimension()}D; a 3D mask on the CT's grid is needed.")
-    other = Grid.of_image(mask)
-    if other.matches(grid, tolerance_mm=GRID_TOLERANCE_MM):
-        return
-    details = []
-    if other.size != grid.size:
-        details.append(f"size {other.size} vs the CT's {grid.size}")
-    if not np.allclose(other.spacing, grid.spacing, atol=1e-6):
-        details.append(f"spacing {tuple(round(s, 4) for s in other.spacing)} mm vs {tuple(round(s, 4) for s in grid.spacing)}")
-    if not np.allclose(other.origin, grid.origin, atol=GRID_TOLERANCE_MM):
-        details.append(f"origin {tuple(round(o, 3) for o in other.origin)} vs {tuple(round(o, 3) for o in grid.origin)}")
-    if not np.allclose(other.direction, grid.direction, atol=1e-6):
-        details.append(f"direction {tuple(round(d, 4) for d in other.direction)} vs {tuple(round(d, 4) for d in grid.direction)}")
-    raise GridMismatchError(
-        f"Mask '{name}' is not on the CT's grid ({'; '.join(details)}). A contour written from it would be in the "
-        "wrong place. Resample the mask onto the CT image (nearest neighbour onto ct.image) or write it against "
-        "the CT it was computed on."
-    )
-
 
 def mask_to_contours(mask: np.ndarray, grid: Grid) -> list[tuple[int, np.ndarray]]:
     """Planar contours of a ``[k, j, i]`` mask on ``grid``: a list of (slice k, ``(n, 3)`` LPS points, mm)."""
@@ -98,38 +69,12 @@ def mask_to_contours(mask: np.ndarray, grid: Grid) -> list[tuple[int, np.ndarray
     return contours
 
 
-def _validate_for_writing(ct: CTSeries, masks: Mapping[str, sitk.Image]) -> None:
-    if ct.regularization is not None:
-        raise StructureSetError(
-            f"This CT was resampled when loaded ({ct.regularization}), so its voxel slices are not the DICOM "
-            "slices an RTSTRUCT must reference. Contours cannot be written on it; use a CT acquired without "
-            "gantry tilt and with even slice spacing, as planning CTs are."
-        )
-    problems = ct.reference.problems_for_referencing()
-    if problems:
-        raise StructureSetError(
-            f"The CT cannot be referenced: {'; '.join(problems)}. Re-export the CT from the scanner or PACS with "
-            "valid identifiers, then run again."
-        )
-    if not masks:
-        raise StructureSetError("No structure to write: give at least one mask.")
-    seen = set()
-    for name in masks:
-        if not name or not name.strip() or len(name) > 64 or "\\" in name:
-            raise StructureSetError(f"ROI name '{name}' is not usable: 1 to 64 characters, no backslash.")
-        if name.lower() in seen:
-            raise StructureSetError(f"ROI name '{name}' is given twice (names are compared case-insensitively).")
-        seen.add(name.lower())
-    for name, mask in masks.items():
-        check_mask_on_grid(name, mask, ct.grid)
-
-
 def write_rtstruct(
     ct: CTSeries,
     masks: Mapping[str, sitk.Image],
     path: str | Path,
     *,
-    algorithm: str = f"ctv_core {__version__}",
+    algorithm: str | None = f"ctv_core {__version__}",
     label: str = "CTV_AUTO",
     series_description: str = "CTV auto-delineation (unapproved)",
     interpreted_types: Mapping[str, str] | None = None,
@@ -145,7 +90,9 @@ def write_rtstruct(
     path
         Output file; written to a temporary name beside it, then renamed.
     algorithm
-        ROIGenerationDescription: the model (name, version) that produced the masks.
+        The model (name, version) that produced the masks: ROIGenerationAlgorithm AUTOMATIC with
+        this ROIGenerationDescription. None when the origin is unknown (conversions):
+        ROIGenerationAlgorithm is then left empty.
     label
         StructureSetLabel (16 characters at most).
     interpreted_types
@@ -158,7 +105,7 @@ def write_rtstruct(
     StructureSetError
         The CT cannot be referenced, or names/types are not usable.
     """
-    _validate_for_writing(ct, masks)
+    check_writable(ct, masks)
     interpreted_types = {k.lower(): v for k, v in (interpreted_types or {}).items()}
     for name, kind in interpreted_types.items():
         if kind not in INTERPRETED_TYPES:
@@ -177,8 +124,9 @@ def write_rtstruct(
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = ref.frame_of_reference_uid
         roi.ROIName = name
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
-        roi.ROIGenerationDescription = algorithm[:64]
+        roi.ROIGenerationAlgorithm = "AUTOMATIC" if algorithm else ""
+        if algorithm:
+            roi.ROIGenerationDescription = algorithm[:64]
         ds.StructureSetROISequence.append(roi)
 
         contour_item = Dataset()
@@ -198,7 +146,9 @@ def write_rtstruct(
         observation.RTROIInterpretedType = kind
         observation.ROIInterpreter = ""
         ds.RTROIObservationsSequence.append(observation)
-    return _save_atomically(ds, Path(path))
+    with atomic_file(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return Path(path)
 
 
 def _contour_dataset(number: int, points: np.ndarray, slice_ref: tuple[str, str]) -> Dataset:
@@ -288,19 +238,6 @@ def _structure_set_header(ct: CTSeries, label: str, series_description: str) -> 
     # Approval: a clinician approves it in the planning system.
     ds.ApprovalStatus = "UNAPPROVED"
     return ds
-
-
-def _save_atomically(ds: Dataset, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The structures ctv_core knows: names, RT ROI interpreted types, display colours.
+"""The structures ctv_core knows: names, RT ROI interpreted types, display colours, SEG codes.
 
 The single source of truth for what a structure is called and how it is labelled in DICOM.
 Names follow TG-263 where it names the structure (Bladder, Rectum, Bowel, Femur_Head_L/R);
@@ -13,6 +13,15 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Code:
+    """A coded concept for DICOM SEG segment descriptions: (scheme designator, value, meaning)."""
+
+    scheme: str
+    value: str
+    meaning: str
+
+
+@dataclass(frozen=True)
 class Structure:
     """How one structure is written.
 
@@ -24,29 +33,48 @@ class Structure:
         RTROIInterpretedType: CTV, ORGAN, EXTERNAL, ...
     colour
         ROIDisplayColor, (R, G, B) in 0-255.
+    category, property_type
+        SegmentedPropertyCategory and SegmentedPropertyType codes for DICOM SEG.
     """
 
     name: str
     interpreted_type: str
     colour: tuple[int, int, int]
+    category: Code
+    property_type: Code
+
+
+RT_TARGET = Code("DCM", "130041", "RT Target")
+EXTERNAL_BODY_MODEL = Code("DCM", "130047", "External Body Model")
+ANATOMICAL_STRUCTURE = Code("SCT", "91723000", "Anatomical Structure")
+TISSUE = Code("SCT", "85756007", "Tissue")
+_TARGET_CODES = {
+    "CTV": Code("SCT", "228792002", "Clinical target volume"),
+    "PTV": Code("SCT", "228793007", "Planning target volume"),
+    "GTV": Code("SCT", "228791009", "Gross tumor volume"),
+}
+
+
+def _organ(name: str, colour: tuple[int, int, int], value: str, meaning: str) -> Structure:
+    return Structure(name, "ORGAN", colour, ANATOMICAL_STRUCTURE, Code("SCT", value, meaning))
 
 
 CATALOGUE: dict[str, Structure] = {
     s.name.lower(): s
     for s in (
-        Structure("CTV", "CTV", (255, 0, 255)),
-        Structure("Bladder", "ORGAN", (255, 255, 0)),
-        Structure("Rectum", "ORGAN", (153, 102, 51)),
-        Structure("Bowel", "ORGAN", (255, 170, 127)),
-        Structure("Femur_Head_L", "ORGAN", (0, 200, 0)),
-        Structure("Femur_Head_R", "ORGAN", (0, 150, 255)),
-        Structure("Bones", "ORGAN", (241, 214, 145)),
-        Structure("Body", "EXTERNAL", (0, 255, 0)),
-        Structure("Uterus", "ORGAN", (230, 120, 140)),
-        Structure("Cervix", "ORGAN", (200, 80, 120)),
-        Structure("Vagina", "ORGAN", (220, 150, 170)),
-        Structure("Vessels_Iliac", "ORGAN", (200, 0, 0)),
-        Structure("Lymph_Nodes", "ORGAN", (160, 255, 160)),
+        Structure("CTV", "CTV", (255, 0, 255), RT_TARGET, _TARGET_CODES["CTV"]),
+        _organ("Bladder", (255, 255, 0), "89837001", "Urinary bladder"),
+        _organ("Rectum", (153, 102, 51), "34402009", "Rectum"),
+        _organ("Bowel", (255, 170, 127), "30315005", "Small intestine"),
+        _organ("Femur_Head_L", (0, 200, 0), "2812003", "Head of femur"),
+        _organ("Femur_Head_R", (0, 150, 255), "2812003", "Head of femur"),
+        _organ("Bones", (241, 214, 145), "272673000", "Bone"),
+        Structure("Body", "EXTERNAL", (0, 255, 0), EXTERNAL_BODY_MODEL, Code("SCT", "38266002", "Entire body")),
+        _organ("Uterus", (230, 120, 140), "35039007", "Uterus"),
+        _organ("Cervix", (200, 80, 120), "71252005", "Cervix"),
+        _organ("Vagina", (220, 150, 170), "76784001", "Vagina"),
+        _organ("Vessels_Iliac", (200, 0, 0), "59820001", "Blood vessel"),
+        _organ("Lymph_Nodes", (160, 255, 160), "59441001", "Lymph node"),
     )
 }
 
@@ -70,7 +98,8 @@ def structure_for(name: str, index: int = 0) -> Structure:
     """
     known = CATALOGUE.get(name.lower())
     if known is not None:
-        return Structure(name, known.interpreted_type, known.colour)
+        return Structure(name, known.interpreted_type, known.colour, known.category, known.property_type)
     match = _TARGET_TYPES.match(name)
     kind = match.group(1).upper().replace("ITV", "CTV") if match else "ORGAN"
-    return Structure(name, kind, _PALETTE[index % len(_PALETTE)])
+    category = RT_TARGET if kind in _TARGET_CODES else ANATOMICAL_STRUCTURE
+    return Structure(name, kind, _PALETTE[index % len(_PALETTE)], category, _TARGET_CODES.get(kind, TISSUE))

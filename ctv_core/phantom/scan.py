@@ -13,19 +13,20 @@ every run (two phantoms must never collide in a PACS or a Slicer DICOM database)
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
+from .._version import __version__
+from ..atomic_files import atomic_folder
 from ..ct_writer import SeriesIdentity, write_ct_series
+from ..dicom_series import load_ct_series
 from ..errors import PhantomError
 from ..geometry import PATIENT_POSITION_IOP, Grid
+from ..mask_files import write_mask
+from ..rtstruct import write_rtstruct
 from .anatomy import AnatomyParams, body_half_extent_mm, pelvis_extent_mm, render_phantom, sample_anatomy
 
 SLICE_THICKNESSES_MM = (1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
@@ -91,6 +92,8 @@ class Phantom:
         Folder of the CT series (``OUT_DIR/ct``).
     masks
         Structure name -> NIfTI path (``OUT_DIR/masks/<name>.nii.gz``), on the CT grid.
+    truth_rtstruct
+        ``OUT_DIR/truth.dcm``: every structure as an RTSTRUCT on the CT.
     grid
         The CT grid (LPS).
     anatomy
@@ -99,6 +102,7 @@ class Phantom:
 
     ct_dir: Path
     masks: dict[str, Path]
+    truth_rtstruct: Path
     grid: Grid
     anatomy: AnatomyParams
 
@@ -151,8 +155,9 @@ def make_phantom(
 ) -> Phantom:
     """Render a synthetic pelvic CT for ``seed`` and write it to ``out_dir``.
 
-    Writes ``OUT_DIR/ct/*.dcm`` (one CT Image Storage series) and ``OUT_DIR/masks/<ROI>.nii.gz``
-    (uint8 masks on the CT grid). The folder is assembled under a temporary name and renamed,
+    Writes ``OUT_DIR/ct/*.dcm`` (one CT Image Storage series), ``OUT_DIR/truth.dcm`` (an
+    RTSTRUCT of every structure, referencing that CT) and ``OUT_DIR/masks/<ROI>.nii.gz`` (uint8
+    masks on the CT grid). The folder is assembled under a temporary name and renamed,
     so an interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty.
     """
     settings = settings or ScanSettings()
@@ -162,9 +167,7 @@ def make_phantom(
     grid, anatomy, offset, rng = plan_scan(seed, settings)
     rendered = render_phantom(grid, anatomy, position=settings.position, anatomy_offset_mm=offset, rng=rng)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:
         identity = SeriesIdentity(
             patient_name=f"PHANTOM^CTV^{seed}",
             patient_id=f"CTVPH{seed:06d}",
@@ -173,14 +176,12 @@ def make_phantom(
         )
         write_ct_series(grid.image(rendered.hu), staging / "ct", identity, progress=progress)
         (staging / "masks").mkdir()
-        for name, mask in rendered.structures.items():
-            sitk.WriteImage(grid.image(mask.astype(np.uint8)), str(staging / "masks" / f"{name}.nii.gz"),
-                            useCompression=True)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        truth = {name: grid.image(mask.astype(np.uint8)) for name, mask in rendered.structures.items()}
+        for name, mask in truth.items():
+            write_mask(mask, staging / "masks" / f"{name}.nii.gz")
+        ct = load_ct_series(staging / "ct")
+        write_rtstruct(ct, truth, staging / "truth.dcm", algorithm=f"ctv_core phantom {__version__} (truth)",
+                       label="TRUTH", series_description=f"Phantom truth structures, seed {seed}")
     masks = {name: out_dir / "masks" / f"{name}.nii.gz" for name in rendered.structures}
-    return Phantom(ct_dir=out_dir / "ct", masks=masks, grid=grid, anatomy=anatomy)
+    return Phantom(ct_dir=out_dir / "ct", masks=masks, truth_rtstruct=out_dir / "truth.dcm", grid=grid,
+                   anatomy=anatomy)
