@@ -35,8 +35,13 @@ def trace_slice(mask: np.ndarray) -> list[np.ndarray]:
     the other (orientation is not needed by the even-odd rule; it is a by-product).
     """
     mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
+    row_any, col_any = mask.any(axis=1), mask.any(axis=0)
+    if not row_any.any():
         return []
+    # Trace only the bounding box of the mask; shift the polygons back at the end.
+    j0, j1 = np.flatnonzero(row_any)[[0, -1]]
+    i0, i1 = np.flatnonzero(col_any)[[0, -1]]
+    mask = mask[j0:j1 + 1, i0:i1 + 1]
     rows, cols = mask.shape
     padded = np.zeros((rows + 2, cols + 2), dtype=bool)
     padded[1:-1, 1:-1] = mask
@@ -89,7 +94,7 @@ def trace_slice(mask: np.ndarray) -> list[np.ndarray]:
         loop = np.asarray(loop)
         turning = direction[loop] != direction[np.roll(loop, 1)]  # keep corners only
         corners = start[loop[turning]]
-        polygons.append(np.column_stack([corners % width - 0.5, corners // width - 0.5]).astype(float))
+        polygons.append(np.column_stack([corners % width - 0.5 + i0, corners // width - 0.5 + j0]).astype(float))
     return polygons
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
@@ -54,10 +55,25 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 PLANE_TOLERANCE_FRACTION = 0.3
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
+_ENCODING = convert_encodings("ISO_IR 192")
 _COORDINATE_DECIMALS = 4  # 0.1 micrometre: far below any voxel, keeps files small
 
 
 # --- writing ------------------------------------------------------------------------------------
+
+def _new_item(character_set: str | list[str] = "iso8859") -> Dataset:
+    """A dataset marked as already encoded the way it will be written (explicit VR little endian).
+
+    pydicom otherwise decodes every raw element (our ContourData) back into numbers to re-encode
+    it when saving, which costs seconds for a full set of structures. ``character_set`` is what
+    pydicom compares with: the top-level dataset's own (UTF-8), and for sequence items pydicom's
+    default for datasets without a SpecificCharacterSet; text in items is still written with the
+    top-level character set.
+    """
+    item = Dataset()
+    item.set_original_encoding(False, True, character_set)
+    return item
+
 
 def mask_to_contours(mask: np.ndarray, grid: Grid) -> list[tuple[int, np.ndarray]]:
     """Planar contours of a ``[k, j, i]`` mask on ``grid``: a list of (slice k, ``(n, 3)`` LPS points, mm)."""
@@ -120,7 +136,7 @@ def write_rtstruct(
     for number, (name, mask) in enumerate(masks.items(), start=1):
         structure = structure_for(name, number - 1)
         kind = interpreted_types.get(name.lower(), structure.interpreted_type)
-        roi = Dataset()
+        roi = _new_item()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = ref.frame_of_reference_uid
         roi.ROIName = name
@@ -129,7 +145,7 @@ def write_rtstruct(
             roi.ROIGenerationDescription = algorithm[:64]
         ds.StructureSetROISequence.append(roi)
 
-        contour_item = Dataset()
+        contour_item = _new_item()
         contour_item.ReferencedROINumber = number
         contour_item.ROIDisplayColor = list(structure.colour)
         contour_item.ContourSequence = DicomSequence()
@@ -140,7 +156,7 @@ def write_rtstruct(
             logger.warning("ROI '%s' is empty; it is written without contours", name)
         ds.ROIContourSequence.append(contour_item)
 
-        observation = Dataset()
+        observation = _new_item()
         observation.ObservationNumber = number
         observation.ReferencedROINumber = number
         observation.RTROIInterpretedType = kind
@@ -152,8 +168,8 @@ def write_rtstruct(
 
 
 def _contour_dataset(number: int, points: np.ndarray, slice_ref: tuple[str, str]) -> Dataset:
-    item = Dataset()
-    image = Dataset()
+    item = _new_item()
+    image = _new_item()
     image.ReferencedSOPClassUID, image.ReferencedSOPInstanceUID = slice_ref
     item.ContourImageSequence = DicomSequence([image])
     item.ContourGeometricType = "CLOSED_PLANAR"
@@ -179,7 +195,7 @@ def _structure_set_header(ct: CTSeries, label: str, series_description: str) -> 
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
+    ds = _new_item(_ENCODING)
     ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
@@ -217,18 +233,18 @@ def _structure_set_header(ct: CTSeries, label: str, series_description: str) -> 
     ds.StructureSetDate, ds.StructureSetTime = date, time
     contour_images = DicomSequence()
     for s in ref.slices:
-        image = Dataset()
+        image = _new_item()
         image.ReferencedSOPClassUID = s.sop_class_uid
         image.ReferencedSOPInstanceUID = s.sop_instance_uid
         contour_images.append(image)
-    series = Dataset()
+    series = _new_item()
     series.SeriesInstanceUID = ref.series_instance_uid
     series.ContourImageSequence = contour_images
-    study = Dataset()
+    study = _new_item()
     study.ReferencedSOPClassUID = DETACHED_STUDY_MANAGEMENT
     study.ReferencedSOPInstanceUID = ps.study_instance_uid
     study.RTReferencedSeriesSequence = DicomSequence([series])
-    frame = Dataset()
+    frame = _new_item()
     frame.FrameOfReferenceUID = ref.frame_of_reference_uid
     frame.RTReferencedStudySequence = DicomSequence([study])
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
@@ -342,6 +358,17 @@ def _check_frame_of_reference(ds: Dataset, ct: CTSeries, path: Path, allow: bool
         logger.warning("%s Read anyway, as asked.", message)
 
 
+def _contour_data(contour: Dataset) -> np.ndarray:
+    """ContourData as floats, parsed straight from the encoded string when pydicom has not yet."""
+    element = contour.get_item(_CONTOUR_DATA)
+    if element is None:
+        return np.zeros(0)
+    if element.is_raw:
+        text = element.value.decode("ascii").strip(" \x00")
+        return np.array(text.split("\\"), dtype=float) if text else np.zeros(0)
+    return np.asarray(element.value, dtype=float)
+
+
 def _rasterise_roi(name: str, item: Dataset, grid: Grid) -> sitk.Image:
     nk = grid.size[2]
     per_slice: dict[int, list[np.ndarray]] = {}
@@ -352,7 +379,7 @@ def _rasterise_roi(name: str, item: Dataset, grid: Grid) -> sitk.Image:
         if kind != "CLOSED_PLANAR":
             logger.warning("ROI '%s': %s contour ignored (only CLOSED_PLANAR encloses voxels)", name, kind)
             continue
-        data = np.asarray(contour.ContourData, dtype=float)
+        data = _contour_data(contour)
         if data.size < 9 or data.size % 3:
             logger.warning("ROI '%s': contour with %d coordinates ignored (not a polygon)", name, data.size)
             continue
