@@ -186,7 +186,7 @@ def test_couch_side(position):
     grid = _grid(n=96, px=5.0, dz=10.0, position=position, fov_centre=(0.0, 0.0))
     _, ph = _render(21, grid, position=position, noise=False)
     body = ph.structures["Body"]
-    couch = ~body & (ph.hu > -700)  # carbon shell and foam core
+    couch = ~body & (ph.hu > -900)  # mattress, carbon shell and foam core
     assert couch.sum() > 100
     y_couch = _centroid_lps(couch, grid)[1]
     ys = grid.index_to_lps(np.argwhere(body)[:, ::-1].astype(float))[:, 1]
@@ -207,3 +207,72 @@ def test_metal_prosthesis_is_bright():
     assert np.median(ph.hu[ph.structures["Femur_Head_R"]]) < 1000
     assert not np.any(ph.structures["CTV"] & ph.structures["Bones"])
 
+
+
+def _couch_gaps_mm(ph, grid, position):
+    """Per slice: smallest distance (mm) along y between the body and the couch below it, by column."""
+    body = ph.structures["Body"]
+    couch = ~body & (ph.hu > -900)  # mattress, carbon shell and foam core (air is -1000)
+    _, y, _ = grid.axis_coordinates()
+    u = y if position.endswith("S") else -y  # depth towards the couch
+    gaps = []
+    for k in range(grid.shape[0]):
+        if not body[k].any():
+            continue
+        u_body = np.where(body[k], u[k], -np.inf).max(axis=0)  # rows run along y on these grids
+        u_couch = np.where(couch[k], u[k], np.inf).min(axis=0)
+        both = np.isfinite(u_body) & np.isfinite(u_couch)
+        gaps.append(float((u_couch[both] - u_body[both]).min()) - grid.spacing[1] if both.any() else np.inf)
+    return np.array(gaps)
+
+
+@pytest.mark.parametrize("position, seed", [("HFS", 21), ("HFP", 22), ("FFS", 2), ("FFP", 5)])
+def test_body_rests_on_the_couch(position, seed):
+    grid = _grid(n=120, px=3.0, dz=10.0, position=position, fov_centre=(0.0, 0.0))
+    _, ph = _render(seed, grid, position=position, noise=False)
+    gaps = _couch_gaps_mm(ph, grid, position)
+    assert gaps.size > 20
+    assert np.all(gaps <= 3.0), gaps.max()
+    # The couch has a dense carbon shell and a light core, and no couch voxel is inside the body.
+    couch = ~ph.structures["Body"] & (ph.hu > -900)
+    assert np.percentile(ph.hu[couch], 98) > 150 and np.percentile(ph.hu[couch], 10) < -550
+
+
+def test_ctv_volume_is_clinical_over_seeds():
+    grid = _grid(n=96, px=4.5, dz=6.0)
+    vols = []
+    for seed in (0, 1, 2, 3, 4, 5):
+        _, ph = _render(seed, grid, noise=False)
+        s = ph.structures
+        assert not np.any(s["CTV"] & (s["Bones"] | s["Bladder"] | s["Rectum"] | s["Bowel"])), seed
+        vols.append(_cc(s["CTV"], grid))
+    assert 600.0 <= min(vols) and max(vols) <= 1200.0, vols
+    assert max(vols) - min(vols) > 30.0, vols  # anatomy varies the CTV
+
+
+def test_hip_joint_space_is_soft_tissue(hfs):
+    grid, params, ph = hfs
+    # Voxels just outside each femoral head (inside the joint space) are soft tissue, not fat or air.
+    from ctv_core.phantom.layout import build_layout
+    lay = build_layout(params)
+    x, y, z = grid.axis_coordinates()
+    for side in (1, -1):
+        r = np.sqrt((x - OFFSET[0] - side * lay.head_x) ** 2 + (y - OFFSET[1]) ** 2 + (z - OFFSET[2]) ** 2)
+        shell = (r > lay.head_r + 0.8) & (r < lay.head_r + 2.7) & ~ph.structures["Bones"]
+        assert shell.sum() > 5
+        assert np.median(ph.hu[shell]) > 0, side
+
+
+def test_gas_rises_away_from_the_couch():
+    grid_s = _grid(n=96, px=4.0, dz=6.0, position="HFS")
+    grid_p = _grid(n=96, px=4.0, dz=6.0, position="HFP")
+    _, s = _render(7, grid_s, position="HFS", noise=False)
+    _, q = _render(7, grid_p, position="HFP", noise=False)
+    ys = []
+    for ph, grid in ((s, grid_s), (q, grid_p)):
+        gut = ph.structures["Bowel"] | ph.structures["Rectum"]
+        gas = gut & (ph.hu < -500)
+        assert gas.sum() >= 5
+        ys.append(_centroid_lps(gas, grid)[1] - _centroid_lps(gut, grid)[1])
+    # Same gut, but its gas lies anterior (-y) when supine and moves posterior (+y) when prone.
+    assert ys[1] - ys[0] > 5.0, ys

@@ -23,13 +23,13 @@ import numpy as np
 
 from ..geometry import Grid
 from . import tissues as T
-from .body import Painter, body_extremes, paint_body, paint_couch, paint_muscles
+from .body import Painter, body_extremes, couch_contact, paint_body, paint_couch, paint_muscles
 from .ctv_rules import build_ctv
 from .layout import build_layout
 from .organs import paint_nodes, paint_vessels, paint_viscera
 from .shapes import Canvas
 from .skeleton import build_bones, paint_bones, paint_iliacus, paint_prostheses
-from .texture import coarse_noise, correlated_noise, streaks
+from .texture import coarse_noise, correlated_noise, fat_septa, streaks
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def body_half_extent_mm(params: AnatomyParams) -> tuple[float, float]:
 
     Both are measured from the anatomy origin (``max |x|`` and ``max |y|`` of the outline), so a
     field of view centred on the anatomy origin with these half sizes contains the body. The
-    couch (about 75 mm beyond the body on its side) is not included.
+    couch (about 56 mm deep, directly under the body on its side) is not included.
     """
     lay = build_layout(params)
     half_x, y_front, y_back = body_extremes(lay, params, *pelvis_extent_mm())
@@ -288,11 +288,12 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     lay = build_layout(params)
     canvas = Canvas(grid, anatomy_offset_mm)
     painter = Painter(canvas)
-    body = paint_body(painter, lay, params)
+    couch = couch_contact(lay, params, position)
+    body = paint_body(painter, lay, params, couch)
     paint_muscles(painter, lay, params, canvas)
     paint_iliacus(painter, lay, canvas)
     paint_vessels(painter, canvas, lay)
-    paint_viscera(painter, canvas, lay, params)
+    paint_viscera(painter, canvas, lay, params, up=-1.0 if position.endswith("S") else 1.0)
     field, extras = build_bones(canvas, lay, params)
     paint_bones(painter, field, extras)
     del field
@@ -302,13 +303,10 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     labels[~body] = T.Tissue.AIR
 
     z_lo, z_hi = canvas.z_range()
-    _, y_front, y_back = body_extremes(lay, params, z_lo, z_hi)
-    supine = position.endswith("S")
-    y_surface = lay.back_y + lay.fat_post if supine else y_front
-    band = (np.array([-300.0, y_surface - 80.0, z_lo - 1.0]), np.array([300.0, y_surface + 80.0, z_hi + 1.0]))
+    band = (np.array([-300.0, couch.y - 90.0, z_lo - 1.0]), np.array([300.0, couch.y + 90.0, z_hi + 1.0]))
     win = canvas.window(*band)
     if win is not None:
-        paint_couch(painter, win, body[win.sl], position, y_surface, 0.0)
+        paint_couch(painter, win, body[win.sl], couch)
     del win
 
     ctv = build_ctv(canvas, labels, lay, params)
@@ -323,6 +321,8 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     del fine
     coarse = coarse_noise(rng, grid.shape, spacing_kji, 4.0)
     hu += amp_coarse[labels] * coarse
+    # Fibrous septa of fat: thin bright lines along the zero level set of the coarse field.
+    hu += T.septa_table()[labels] * fat_septa(coarse)
     del coarse
 
     structures = _structures(labels, body, extras, ctv)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .layout import Layout
@@ -36,31 +38,109 @@ def _profiles(lay: Layout, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ta[idx], tb[idx]
 
 
-def body_sdf(win: Window, lay: Layout, wobble, with_fat: bool, profiles=None) -> np.ndarray:
-    """Signed distance (mm) to the body outline (``with_fat``) or to the lean, under-fat outline."""
+@dataclass(frozen=True)
+class CouchContact:
+    """Where the body rests on the couch (anatomy frame, mm).
+
+    ``sign`` is +1 when the couch is posterior (supine) and -1 when anterior (prone); ``y`` is the
+    y of the couch-top surface at the midline; the top rises towards the patient by
+    ``lift(x) = COUCH_LIFT_MM * (x / COUCH_HALF_WIDTH_MM)**2`` at its edges (a slightly curved top).
+    """
+
+    sign: float
+    y: float
+
+    def depth(self, x, y) -> np.ndarray:
+        """Signed depth (mm) below the couch-top surface: > 0 inside the mattress and couch."""
+        lift = np.float32(COUCH_LIFT_MM / COUCH_HALF_WIDTH_MM ** 2) * x * x
+        return ((y - np.float32(self.y)) * np.float32(self.sign) + lift).astype(np.float32, copy=False)
+
+
+#: Rise (mm) of the couch top at its edges, and its half width (mm).
+COUCH_LIFT_MM = 14.0
+COUCH_HALF_WIDTH_MM = 260.0
+
+
+def couch_contact(lay: Layout, params, position: str) -> CouchContact:
+    """The couch surface the body rests on for a DICOM PatientPosition.
+
+    Supine: the back (flattened) lies on it. Prone: the belly and thighs sag onto it; the surface
+    is placed 10 mm behind the most protruding anterior point, so no level floats above it.
+    """
+    if position.endswith("S"):
+        return CouchContact(1.0, float(lay.back_y + lay.fat_post))
+    zz = np.linspace(lay.trunk_bottom_z + 10.0, float(lay.body_z_table[-2]), 64)
+    b = np.interp(zz, lay.body_z_table, lay.lean_b)
+    front = lay.back_y - 2.0 * b - lay.fat_ant * (1.0 + _pannus(lay, zz))
+    return CouchContact(-1.0, float(front.min()) + 10.0)
+
+
+def _pannus(lay: Layout, z):
+    # Extra anterior fat (fraction of fat_ant) of the lower abdominal wall in heavier patients.
+    return lay.pannus * np.exp(-(((z - 70.0 * lay.s) / (55.0 * lay.s)) ** 2))
+
+
+def _buttock(lay: Layout, z):
+    # Extra posterolateral width (mm) of the buttocks below S2.
+    return (14.0 * lay.s + 0.35 * lay.fat_post) * np.exp(-(((z + 10.0 * lay.s) / (45.0 * lay.s)) ** 2))
+
+
+def body_sdf(win: Window, lay: Layout, wobble, with_fat: bool, profiles=None,
+             couch: CouchContact | None = None) -> np.ndarray:
+    """Signed distance (mm) to the body outline (``with_fat``) or to the lean, under-fat outline.
+
+    With ``couch``, the outline is pressed flat against the couch top: the side towards the
+    couch is extended until it reaches the surface everywhere, then cut by it.
+    """
     x, y, z = win.x, win.y, win.z
     a, b = profiles if profiles is not None else _profiles(lay, z)
     yc = np.float32(lay.back_y) - b
-    f_lat = np.float32(lay.fat_lat if with_fat else 0.0)
-    f_ant = np.float32(lay.fat_ant if with_fat else 0.0)
-    f_post = np.float32(lay.fat_post if with_fat else 0.0)
+    s = lay.s
     yy = y - yc
-    # The posterior half is longer than the flat back cuts it at: the patient lies flat.
-    half_ap = np.where(yy < 0, b + f_ant, b + f_post + np.float32(30.0 * lay.s))
-    d = superellipse(x, yy, a + f_lat, half_ap, 2.5)
+    if with_fat:
+        f_lat = np.float32(lay.fat_lat)
+        f_ant = np.float32(lay.fat_ant) * (1.0 + _pannus(lay, z)).astype(np.float32)
+        f_post = np.float32(lay.fat_post)
+        # Buttocks widen the posterior half below S2; fat is thickest anterolaterally when obese.
+        a_post = a + f_lat + _buttock(lay, z).astype(np.float32)
+        a_ant = a + f_lat * np.float32(1.0 + 0.25 * lay.pannus)
+        # Blend front and back widths smoothly across the coronal midplane (no step in the outline).
+        w = np.float32(0.5) + np.float32(0.5) * np.tanh(yy / np.float32(30.0))
+        half_lr = a_ant + (a_post - a_ant) * w
+    else:
+        f_ant = f_post = np.float32(0.0)
+        half_lr = a
+    half_ant = b + f_ant
+    half_post = b + f_post + np.float32(30.0 * s)
+    if couch is not None and with_fat:
+        if couch.sign > 0:
+            half_post = np.maximum(half_post, np.float32(couch.y) - yc + np.float32(6.0))
+        else:
+            half_ant = np.maximum(half_ant, yc - np.float32(couch.y) + np.float32(6.0))
+    half_ap = np.where(yy < 0, half_ant, half_post)
+    d = superellipse(x, yy, half_lr, half_ap, 2.5)
     if with_fat:
         d += wobble(x, y, z)
-    np.maximum(d, y - np.float32(lay.back_y + f_post), out=d)
+    np.maximum(d, y - np.float32(lay.back_y + (lay.fat_post if with_fat else 0.0)), out=d)
     np.maximum(d, np.float32(lay.trunk_bottom_z) - z, out=d)
-    s = lay.s
     top = np.float32(-30.0 * s)
     if float(z.min()) < top + 25.0:
+        fa, fp, fl = (lay.fat_ant, lay.fat_post, lay.fat_lat) if with_fat else (0.0, 0.0, 0.0)
         for side in (1, -1):
-            cx = side * (82.0 * s + 0.4 * f_lat)
-            th = superellipse(x - np.float32(cx), y - np.float32(14.0 * s), np.float32(60.0 * s) + f_lat,
-                              np.float32(68.0 * s) + 0.5 * (f_ant + f_post), 2)
+            cx = side * (82.0 * s + 0.4 * fl)
+            cy = 14.0 * s
+            th_half = 68.0 * s + 0.5 * (fa + fp)
+            half_y = np.float32(th_half)
+            if couch is not None and with_fat:
+                half_y = np.float32(max(th_half, abs(couch.y - cy) + 6.0))
+                # Only the couch side of the thigh is extended.
+                w = np.float32(0.5) + np.float32(0.5) * np.tanh((y - np.float32(cy)) * np.float32(couch.sign) / 20.0)
+                half_y = np.float32(th_half) + (half_y - np.float32(th_half)) * w
+            th = superellipse(x - np.float32(cx), y - np.float32(cy), np.float32(60.0 * s + fl), half_y, 2)
             np.maximum(th, z - top, out=th)
             d = smooth_min(d, th, 18.0)
+    if couch is not None and with_fat:
+        np.maximum(d, couch.depth(x, y), out=d)
     return d
 
 
@@ -68,8 +148,11 @@ def body_sdf(win: Window, lay: Layout, wobble, with_fat: bool, profiles=None) ->
 CHUNK_SLICES = 12
 
 
-def paint_body(painter: Painter, lay: Layout, params) -> np.ndarray:
-    """Paint fat, skin and the muscular wall over the whole grid; returns the body mask."""
+def paint_body(painter: Painter, lay: Layout, params, couch: CouchContact | None = None) -> np.ndarray:
+    """Paint fat, skin and the muscular wall over the whole grid; returns the body mask.
+
+    With ``couch``, the body is pressed flat against the couch top (see ``body_sdf``).
+    """
     canvas = painter.canvas
     wob = Wobble(params.layout_seed + 1, 2.5, (60.0, 160.0), terms=3)
     body = np.zeros(canvas.shape, dtype=bool)
@@ -78,7 +161,7 @@ def paint_body(painter: Painter, lay: Layout, params) -> np.ndarray:
         win = canvas.slab(k0, min(k0 + CHUNK_SLICES, canvas.shape[0]))
         x, y, z = win.x, win.y, win.z
         prof = _profiles(lay, z)
-        d_body = body_sdf(win, lay, wob, True, prof)
+        d_body = body_sdf(win, lay, wob, True, prof, couch)
         inside = d_body < 0
         body[win.sl] = inside
         painter.paint(win, inside, Tissue.FAT)
@@ -91,6 +174,8 @@ def paint_body(painter: Painter, lay: Layout, params) -> np.ndarray:
         # No muscle in front of the pubis, a fat gap at the linea alba, and the gluteal cleft.
         ring &= ~(anterior & ((z < np.float32(22 * s)) | (np.abs(x) < 6)))
         ring &= ~((y > np.float32(lay.back_y - 30 * s)) & (np.abs(x) < 14 * s) & (z < np.float32(70 * s)))
+        # Below the iliac crests the flank and back are gluteal muscle (painted separately), not a wall.
+        ring &= (z > np.float32(125 * s)) | (y < np.float32(lay.back_y) - b * np.float32(1.15))
         ring |= (lean < 0) & (z < np.float32(-70 * s)) & (np.abs(x) > 30 * s)  # thigh muscles
         painter.paint(win, ring & inside, Tissue.MUSCLE)
     return body
@@ -104,8 +189,9 @@ def paint_muscles(painter: Painter, lay: Layout, params, canvas: Canvas) -> None
         ell += [
             ((side * 32 * s, by - 24 * s, 250 * s), (26 * s, 22 * s, 200 * s), None),   # erector spinae
             ((side * 62 * s, by - 38 * s, 230 * s), (18 * s, 14 * s, 80 * s), None),    # quadratus lumborum
-            ((side * 72 * s, by - 20 * s, -10 * s), (54 * s, 24 * s, 80 * s), None),    # gluteus maximus
-            ((side * 110 * s, 36 * s, 66 * s), (30 * s, 44 * s, 50 * s), None),         # gluteus medius
+            ((side * 112 * s, 34 * s, 66 * s), (30 * s, 44 * s, 52 * s), None),         # gluteus medius
+            ((side * 104 * s, 22 * s, 62 * s), (14 * s, 36 * s, 40 * s), None),         # gluteus minimus
+            ((side * 80 * s, by - 26 * s, -8 * s), (62 * s, 30 * s, 84 * s), None),     # gluteus maximus
         ]
     for c, r, rot in ell:
         c, r = np.asarray(c), np.asarray(r)
@@ -115,6 +201,8 @@ def paint_muscles(painter: Painter, lay: Layout, params, canvas: Canvas) -> None
         d = ellipsoid(win.x, win.y, win.z, c, r, rot)
         lean = body_sdf(win, lay, _NO_WOBBLE, with_fat=False)
         painter.paint(win, (d < 0) & (lean < -1.0), Tissue.MUSCLE, only=(Tissue.FAT, Tissue.MUSCLE))
+        # A thin fat plane where this muscle meets one painted before it.
+        painter.paint(win, (d < 0) & (d > -1.3), Tissue.FAT, only=(Tissue.MUSCLE,))
 
     for side in (1, -1):
         m = np.array([side, 1.0, 1.0])
@@ -168,36 +256,47 @@ _NO_WOBBLE = _NoWobble()
 
 
 def body_extremes(lay: Layout, params, z_lo: float, z_hi: float) -> tuple[float, float, float]:
-    """(max |x|, min y, max y) of the body outline (mm) over ``z_lo..z_hi``, with a safety margin."""
+    """(max |x|, min y, max y) of the body outline (mm) over ``z_lo..z_hi``, with a safety margin.
+
+    Holds for every patient position (the prone couch surface lies behind the most anterior point).
+    """
     zz = np.linspace(z_lo, z_hi, 256)
     a = np.interp(zz, lay.body_z_table, lay.lean_a)
     b = np.interp(zz, lay.body_z_table, lay.lean_b)
     below = zz < lay.trunk_bottom_z
-    a = np.where(below, 0.0, a)
+    a = np.where(below, 0.0, a + lay.fat_lat * (1.0 + 0.25 * lay.pannus) + _buttock(lay, zz))
     wob = Wobble(params.layout_seed + 1, 2.5, (60.0, 160.0), terms=3).bound
-    half_x = max(float(np.max(a + lay.fat_lat)), 82 * lay.s + 0.4 * lay.fat_lat + 60 * lay.s + lay.fat_lat) + wob
+    half_x = max(float(np.max(a)), 82 * lay.s + 0.4 * lay.fat_lat + 60 * lay.s + lay.fat_lat) + wob
     yc = lay.back_y - b
-    y_front = float(np.min(np.where(below, 14 * lay.s - 68 * lay.s - lay.fat_ant, yc - b - lay.fat_ant))) - wob
+    front = yc - b - lay.fat_ant * (1.0 + _pannus(lay, zz))
+    y_front = float(np.min(np.where(below, 14 * lay.s - 68 * lay.s - lay.fat_ant, front))) - wob
     y_back = lay.back_y + lay.fat_post
     return half_x, y_front, y_back
 
 
-def paint_couch(painter: Painter, win: Window, body: np.ndarray, position: str, y_surface: float,
-                x_centre: float) -> None:
-    """Foam mattress and a flat-topped, curved-bottom carbon couch outside the body.
+#: Couch build-up on the couch side of the body (mm of depth below the couch-top surface).
+MATTRESS_MM = 6.0
+COUCH_SHELL_MM = 2.0
+COUCH_THICK_MM = 50.0
 
-    ``y_surface`` is the anatomy-frame y (mm) of the body surface on the couch side; the couch
-    lies posterior to it for supine positions and anterior for prone ones.
+
+def paint_couch(painter: Painter, win: Window, body: np.ndarray, couch: CouchContact) -> None:
+    """A thin foam mattress and a curved carbon-fibre couch top directly under the body.
+
+    The mattress fills from the couch-top surface (where the body rests) to ``MATTRESS_MM``; the
+    couch below it is a carbon shell (top and bottom skins, rounded side walls) around a
+    low-density foam core, ``COUCH_THICK_MM`` deep at the midline and thinner towards the edges.
     """
-    sign = 1.0 if position.endswith("S") else -1.0
-    u = (win.y - np.float32(y_surface)) * np.float32(sign)  # depth below the body surface, mm
-    x = win.x - np.float32(x_centre)
+    u = couch.depth(win.x, win.y)
+    x = win.x
     outside = ~body
-    mattress = (u > -1.0) & (u < 10.0) & (np.abs(x) < 240) & outside
-    painter.paint(win, mattress, Tissue.MATTRESS)
-    top = np.float32(12.0)
-    bottom = top + np.float32(48.0) - np.float32(30.0) * (x / np.float32(265.0)) ** 2
-    inside = (u > top) & (u < bottom) & (np.abs(x) < 265)
-    shell = inside & ((u < top + 2.5) | (u > bottom - 2.5) | (np.abs(x) > 261))
+    mattress = (u >= -0.5) & (u < MATTRESS_MM) & (np.abs(x) < 235.0)
+    painter.paint(win, mattress & outside, Tissue.MATTRESS)
+    top = np.float32(MATTRESS_MM)
+    # The underside curves up towards the edges: the couch is deepest at the midline.
+    bottom = top + np.float32(COUCH_THICK_MM) - np.float32(18.0) * (x / np.float32(COUCH_HALF_WIDTH_MM)) ** 2
+    edge = np.abs(x) - np.float32(COUCH_HALF_WIDTH_MM)
+    inside = (u >= top) & (u < bottom) & (edge < 0)
+    shell = inside & ((u < top + COUCH_SHELL_MM) | (u > bottom - COUCH_SHELL_MM) | (edge > -COUCH_SHELL_MM - 1.0))
     painter.paint(win, inside & outside, Tissue.COUCH_CORE)
     painter.paint(win, shell & outside, Tissue.COUCH_SHELL)

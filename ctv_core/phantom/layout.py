@@ -61,6 +61,7 @@ class Layout:
     fat_lat: float = 0.0
     fat_post: float = 0.0
     trunk_bottom_z: float = 0.0
+    pannus: float = 0.0       # extra anterior abdominal fat (fraction of fat_ant) when obese
     vessels: list[Vessel] = field(default_factory=list)
     bladder_centre: np.ndarray = None
     bladder_radii: np.ndarray = None
@@ -123,6 +124,7 @@ def build_layout(params) -> Layout:
         fat_lat=params.fat_lateral_mm,
         fat_post=params.fat_posterior_mm,
         trunk_bottom_z=TRUNK_BOTTOM_Z * s,
+        pannus=0.6 * params.habitus ** 2,
     )
     lay.sacrum_pts = SACRUM_PTS * s
     lay.sacrum_half_width = SACRUM_HALF_WIDTH * s

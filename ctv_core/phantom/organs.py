@@ -117,9 +117,14 @@ def bowel_loops(lay: Layout, params) -> list[tuple[np.ndarray, float, int]]:
     return loops
 
 
-def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params) -> None:
-    """Mesorectum, bowel, colon, rectum, vagina, urethra, bladder, ovaries, uterus and cervix."""
+def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params, up: float = -1.0) -> None:
+    """Mesorectum, bowel, colon, rectum, vagina, urethra, bladder, ovaries, uterus and cervix.
+
+    ``up`` is the sign of y pointing away from the couch (-1 supine: anterior; +1 prone:
+    posterior): gas rises to that side of every loop.
+    """
     s = lay.s
+    up = np.float32(up)
     # Mesorectal fat envelope around the rectum (below the rectosigmoid).
     rp, rr = catmull_rom(lay.rectum_pts, lay.rectum_radii, 3.0)
     _tube_paint(painter, canvas, rp[rp[:, 2] > -45 * s], rr[rp[:, 2] > -45 * s] + 13.0 * s,
@@ -141,7 +146,7 @@ def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params) -> None
         content = {0: Tissue.BOWEL_FLUID, 2: Tissue.BOWEL_FLUID, 3: Tissue.BOWEL_CONTRAST}[kind]
         painter.paint(win, lumen, content)
         if kind == 2:
-            painter.paint(win, lumen & (dy < np.float32(-0.15 * radius)), Tissue.BOWEL_GAS)
+            painter.paint(win, lumen & (dy * up > np.float32(0.15 * radius)), Tissue.BOWEL_GAS)
 
     # Colon: caecum and ascending colon on the right, sigmoid and descending colon on the left.
     cae = np.array([[-60, -24, 72], [-66, -16, 100], [-76, -4, 160], [-82, 8, 230], [-84, 12, 340]], float) * [1, s, s]
@@ -154,9 +159,9 @@ def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params) -> None
         d, dy = tube(win, p, r, margin=1.0, want_dy=True)
         painter.paint(win, d < 0, Tissue.BOWEL_WALL)
         painter.paint(win, d < -wall, Tissue.BOWEL_FECES)
-        painter.paint(win, (d < -wall) & (dy < -0.55 * r.mean()), Tissue.BOWEL_GAS)
+        painter.paint(win, (d < -wall) & (dy * up > 0.55 * r.mean()), Tissue.BOWEL_GAS)
 
-    # Rectum: wall, faeces, and a gas pocket on the anterior (non-dependent) side.
+    # Rectum: wall, faeces, and a gas pocket on the non-dependent side.
     lo, hi = tube_bounds(rp, rr, 1.0)
     win = canvas.window(lo, hi)
     if win is not None:
@@ -169,7 +174,7 @@ def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params) -> None
         frac = min(params.rectal_gas_cc / max(lumen_cc, 1.0), 0.6)
         if frac > 0.005:
             level = np.float32(float(np.mean(rr)) * (1.0 - 2.0 * frac ** (2.0 / 3.0)))
-            painter.paint(win, lumen & (dy < -level), Tissue.RECTUM_GAS)
+            painter.paint(win, lumen & (dy * up > level), Tissue.RECTUM_GAS)
 
     # Vagina from the fornices down, and the urethra in front of it.
     _tube_paint(painter, canvas, lay.vagina_pts,

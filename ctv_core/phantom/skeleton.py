@@ -14,6 +14,10 @@ from .shapes import FAR, Canvas, Window, catmull_rom, ellipsoid, superellipse, t
 from .tissues import Tissue
 
 
+#: Hip joint space (cartilage of head and acetabulum), mm.
+JOINT_MM = 3.5
+
+
 def _sig(v):
     return (1.0 / (1.0 + np.exp(-v))).astype(np.float32)
 
@@ -22,15 +26,20 @@ def iliac_wing(win: Window, lay: Layout, side: int):
     """Signed distance (mm) to one iliac wing plate and the x (mm, >0) of its mid-surface."""
     s = lay.s
     yn, zn = win.y / np.float32(s), win.z / np.float32(s)
+    # Axial: a C-shaped plate, concave medially (the iliac fossa), from the sacroiliac joint
+    # (u = 0) bowing laterally and curving back medially towards the anterior superior spine.
+    # Coronal: flaring laterally and upwards from the acetabulum to the crest.
     u = np.clip(62.0 - yn, 0.0, 110.0)
-    flare = 0.3 * np.maximum(zn - 60.0, 0.0)
-    mid = (48.0 + 1.12 * u - 0.0046 * u * u + flare) * s
-    gy = np.where((62.0 - yn > 0) & (62.0 - yn < 110), 1.12 - 0.0092 * u, 0.0)
-    gz = np.where(zn > 60.0, 0.3, 0.0)
-    t = (5.0 + 11.0 * _sig((yn - 46.0) / 6.0) + 14.0 * _sig((45.0 - zn) / 8.0)) * s
+    zf = np.maximum(zn - 40.0, 0.0)
+    mid = (44.0 + 1.45 * u - 0.0082 * u * u + 0.0026 * zf * zf) * s
+    gy = np.where((62.0 - yn > 0) & (62.0 - yn < 110), 1.45 - 0.0164 * u, 0.0)
+    gz = 0.0052 * zf
+    z_crest = 145.0 - 45.0 * ((yn - 20.0) / 58.0) ** 2
+    # Thin in the fossa, thick at the crest, posteriorly (sacroiliac part) and above the acetabulum.
+    t = (3.0 + 13.0 * _sig((yn - 46.0) / 6.0) + 16.0 * _sig((45.0 - zn) / 8.0)
+         + 6.0 * _sig((zn - z_crest + 12.0) / 3.0)) * s
     plate = np.abs(win.x * side - mid) / np.sqrt(1.0 + gy * gy + gz * gz) - t / 2
     z_low = 25.0 + 37.0 * _sig((yn - 44.0) / 5.0)
-    z_crest = 145.0 - 45.0 * ((yn - 20.0) / 58.0) ** 2
     d = np.maximum(plate, np.maximum(-38.0 - yn, yn - 80.0) * s)
     d = np.maximum(d, np.maximum(z_low - zn, zn - z_crest) * s)
     return d.astype(np.float32), mid.astype(np.float32), t.astype(np.float32)
@@ -144,6 +153,17 @@ def build_bones(canvas: Canvas, lay: Layout, params) -> tuple[BoneField, dict]:
         field.add(win, sac, 1.5)
         canal = superellipse(win.x, win.y - (yc + dax * 0.45), np.minimum(w * 0.33, 13 * s), dax * 0.28, 2.0)
         extras["canal"][win.sl] |= (canal < 0) & (win.z > np.float32(30 * s)) & (sac < -1.5)
+        # Anterior sacral foramina (S1-S4): nerve roots in fat, running front to back.
+        for n, zf in enumerate((100.0, 78.0, 57.0, 39.0)):
+            zf *= s
+            ys, ws, ds = (float(v[0]) for v in lay.sacrum_at(np.array([zf])))
+            for side in (1, -1):
+                fc = (side * max(ws * 0.52, 9.0 * s), ys - 0.2 * ds, zf)
+                fr = ((5.0 - 0.6 * n) * s, ds * 0.75, (5.0 - 0.6 * n) * s)
+                loc = win.local(np.array(fc) - max(fr) - 1, np.array(fc) + max(fr) + 1)
+                if loc is not None:
+                    extras["canal"][win.sl][loc] |= (ellipsoid(win.x[loc], win.y[loc], win.z[loc], fc, fr) < 0) & (
+                        sac[loc] < -1.0)
         sac_win = win
     else:
         sac_win = None
@@ -170,17 +190,18 @@ def build_bones(canvas: Canvas, lay: Layout, params) -> tuple[BoneField, dict]:
         def cup_cut(w, c=c, n_open=n_open):
             return (w.x - c[0]) * n_open[0] + (w.y - c[1]) * n_open[1] + (w.z - c[2]) * n_open[2] - 0.3 * hr
 
-        rr = hr + 8.0
+        # Joint space: cartilage and capsule (soft tissue) between head and cup, JOINT_MM wide.
+        rr = hr + JOINT_MM + 7.0
         win = canvas.window(c - rr - 1, c + rr + 1)
         if win is not None:
             dist = np.sqrt((win.x - c[0]) ** 2 + win.y ** 2 + win.z ** 2)
-            cup = np.maximum(np.maximum(dist - rr, hr + 2.0 - dist), cup_cut(win))
+            cup = np.maximum(np.maximum(dist - rr, hr + JOINT_MM - dist), cup_cut(win))
             field.add(win, cup, 1.8)
             extras[f"head_{tag}"][win.sl] |= dist < hr
-            extras["joint"][win.sl] |= (dist >= hr) & (dist < hr + 2.0) & (cup_cut(win) < 0)
+            extras["joint"][win.sl] |= (dist >= hr) & (dist < hr + JOINT_MM)
 
         def no_head(w, c=c):
-            return hr + 2.0 - np.sqrt((w.x - c[0]) ** 2 + (w.y - c[1]) ** 2 + (w.z - c[2]) ** 2)
+            return hr + JOINT_MM - np.sqrt((w.x - c[0]) ** 2 + (w.y - c[1]) ** 2 + (w.z - c[2]) ** 2)
 
         _ell(field, canvas, (side * (hx - 6 * s), 8 * s, 30 * s), (17 * s, 30 * s, 24 * s), 1.8, cut=no_head)
         # Pubis: superior ramus, body (with the symphysis gap), inferior ramus.

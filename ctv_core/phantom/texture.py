@@ -55,6 +55,19 @@ def coarse_noise(rng: np.random.Generator, shape, spacing_kji, sigma_mm: float, 
     return out.astype(np.float32, copy=False)
 
 
+def fat_septa(field: np.ndarray, width: float = 0.07) -> np.ndarray:
+    """Thin line network (0..1) where a smooth unit-variance random ``field`` crosses zero.
+
+    The zero level set of a smooth Gaussian field is a web of curved lines whose spacing is
+    about the field's correlation length; ``width`` (in units of the field) sets their thickness.
+    """
+    out = field * np.float32(1.0 / width)
+    np.square(out, out=out)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    return out
+
+
 def streaks(canvas: Canvas, sources: list, others: list, rng: np.random.Generator, body: np.ndarray,
             strength: float, z_range: tuple[float, float], out: np.ndarray) -> None:
     """Add radial streaks around dense objects and dark bands between dense objects, axially.
@@ -86,13 +99,15 @@ def streaks(canvas: Canvas, sources: list, others: list, rng: np.random.Generato
     for c in sources:
         dx, dy = x - np.float32(c[0]), y - np.float32(c[1])
         r = np.sqrt(dx * dx + dy * dy) + np.float32(1.0)
-        n_rays = 14
-        angles = rng.uniform(0, np.pi, n_rays)
-        amps = rng.uniform(0.3, 1.0, n_rays) * rng.choice([-1.0, 1.0], n_rays)
-        for a, amp in zip(angles, amps):
+        # Thin lines through the metal, alternating bright and dark, fading with distance.
+        n_rays = 26
+        angles = np.sort(rng.uniform(0, np.pi, n_rays))
+        amps = rng.uniform(0.25, 1.0, n_rays) * np.where(np.arange(n_rays) % 2 == 0, 1.0, -1.0)
+        widths = rng.uniform(1.0, 2.2, n_rays)
+        fade = np.float32(45.0) / (r + np.float32(45.0))
+        for a, amp, w in zip(angles, amps, widths):
             perp = np.abs(dx * np.float32(np.sin(a)) - dy * np.float32(np.cos(a)))
-            acc += np.float32(amp * strength) * np.exp(-(perp / np.float32(2.5)) ** 2) * (
-                np.float32(60.0) / (r + np.float32(60.0)))
+            acc += np.float32(amp * strength) * np.exp(-(perp / np.float32(w)) ** 2) * fade
     for a_i in range(len(pts)):
         for b_i in range(a_i + 1, len(pts)):
             a, b = np.asarray(pts[a_i], float), np.asarray(pts[b_i], float)
@@ -100,8 +115,8 @@ def streaks(canvas: Canvas, sources: list, others: list, rng: np.random.Generato
             l2 = float(ab @ ab)
             t = np.clip(((x - a[0]) * ab[0] + (y - a[1]) * ab[1]) / np.float32(l2), 0, 1)
             px, py = x - (a[0] + t * ab[0]), y - (a[1] + t * ab[1])
-            band = np.exp(-(px * px + py * py) / np.float32(2 * 9.0 ** 2))
-            acc -= np.float32(strength * 0.8) * band * (np.float32(0.3) + np.sin(np.pi * t).astype(np.float32))
+            band = np.exp(-(px * px + py * py) / np.float32(2 * 6.0 ** 2))
+            acc -= np.float32(strength * 0.35) * band * (np.float32(0.3) + np.sin(np.pi * t).astype(np.float32))
     acc *= zw
     view = out[win.sl]
     m = body[win.sl]

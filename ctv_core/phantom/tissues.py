@@ -71,6 +71,14 @@ def lookup(tissues) -> np.ndarray:
     return table
 
 
+def septa_table() -> np.ndarray:
+    """Peak HU added by fibrous septa (see ``texture.fat_septa``) per label: fat only."""
+    table = np.zeros(N_TISSUES, dtype=np.float32)
+    table[Tissue.FAT] = 40.0
+    table[Tissue.MESORECTAL_FAT] = 25.0
+    return table
+
+
 def hu_tables(params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Base HU and fine / coarse texture amplitudes (HU per unit noise) per label.
 
@@ -90,9 +98,9 @@ def hu_tables(params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     vein = params.vein_hu if params.vessel_contrast else params.blood_hu
     boost = 15.0 if params.vessel_contrast else 0.0
     put(Tissue.AIR, -1000.0)
-    put(Tissue.MATTRESS, -820.0, 15.0, 10.0)
-    put(Tissue.COUCH_SHELL, 180.0, 20.0)
-    put(Tissue.COUCH_CORE, -420.0, 10.0, 10.0)
+    put(Tissue.MATTRESS, -780.0, 15.0, 10.0)
+    put(Tissue.COUCH_SHELL, 300.0, 40.0, 20.0)
+    put(Tissue.COUCH_CORE, -680.0, 12.0, 10.0)
     put(Tissue.FAT, params.fat_hu, 7.0, 5.0)
     put(Tissue.MESORECTAL_FAT, params.fat_hu + 12.0, 8.0, 5.0)
     put(Tissue.SKIN, 45.0, 4.0, 3.0)
@@ -120,7 +128,7 @@ def hu_tables(params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     put(Tissue.BOWEL_CONTRAST, params.oral_contrast_hu, 20.0, 25.0)
     put(Tissue.BOWEL_FECES, -10.0, 50.0, 40.0)
     put(Tissue.UTERUS, params.uterus_hu + boost, 3.0, 4.0)
-    put(Tissue.ENDOMETRIUM, params.uterus_hu + boost - 18.0, 3.0, 3.0)
+    put(Tissue.ENDOMETRIUM, params.uterus_hu + boost * 0.6 - 12.0, 3.0, 3.0)
     put(Tissue.CERVIX, params.cervix_hu + boost * 0.7, 3.0, 4.0)
     put(Tissue.VAGINA, 38.0 + boost * 0.5, 3.0, 3.0)
     return base, fine, coarse
