@@ -22,15 +22,13 @@ from ctv_core.phantom import ScanSettings, make_phantom
 
 
 def _peak_rss_of_load(ct_dir: Path) -> tuple[float, float]:
-    """Peak resident memory (MB) of a fresh process that loads the series, and of one that only imports."""
+    """Peak resident memory (MB) of a fresh process while it loads the series, and its RSS before."""
     code = (
-        "import resource, ctv_core; ctv_core.load_ct_series(%r); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)" % str(ct_dir)
-    )
-    baseline = "import resource, ctv_core; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-    base = float(subprocess.run([sys.executable, "-c", baseline], capture_output=True, text=True, check=True).stdout)
-    return peak, base
+        "import sys; sys.path.insert(0, %r); from memory import reset_peak_rss, status_mb; import ctv_core; "
+        "base = reset_peak_rss(); ctv_core.load_ct_series(%r); print(status_mb('VmHWM'), base)"
+    ) % (str(Path(__file__).parent), str(ct_dir))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
 
 
 def main() -> None:
@@ -61,7 +59,7 @@ def main() -> None:
         print(f"image {ct.image.GetSize()} {ct.image.GetPixelIDTypeAsString()}, "
               f"{ct.image.GetNumberOfPixels() * ct.image.GetSizeOfPixelComponent() / 2**20:.0f} MB in memory")
         peak, base = _peak_rss_of_load(phantom.ct_dir)
-        print(f"peak RSS of a loading process: {peak:.0f} MB (import alone {base:.0f} MB)")
+        print(f"peak RSS while loading: {peak:.0f} MB ({peak - base:.0f} MB above the process before loading)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from memory import reset_peak_rss, status_mb
 
 ROIS = ("CTV", "Bladder", "Rectum", "Bowel", "Femur_Head_L", "Femur_Head_R", "Body")
 
@@ -46,7 +47,7 @@ def worker(task: str, phantom_dir: Path, out: Path) -> dict:
     masks = _masks(phantom_dir)
     arrays = {n: sitk.GetArrayFromImage(m) != 0 for n, m in masks.items()}
     result: dict = {}
-    baseline_mb = _reset_peak_rss()
+    baseline_mb = reset_peak_rss()
     start = time.perf_counter()
     if task == "ours-write":
         write_rtstruct(ct, masks, out)
@@ -76,24 +77,11 @@ def worker(task: str, phantom_dir: Path, out: Path) -> dict:
     else:
         raise ValueError(task)
     result["seconds"] = time.perf_counter() - start
-    result["peak_rss_mb"] = _status_mb("VmHWM")
+    result["peak_rss_mb"] = status_mb("VmHWM")
     result["peak_increase_mb"] = result["peak_rss_mb"] - baseline_mb
     if task.endswith("read"):
         result["dice"] = {n: _dice(read_back[n], arrays[n]) for n in ROIS}
     return result
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> float:
-    """Reset the kernel's peak-RSS mark (Linux clear_refs 5) so it measures only what follows; return RSS in MB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_mb("VmRSS")
 
 
 def _run(task: str, phantom_dir: Path, out: Path) -> dict:

@@ -166,18 +166,19 @@ def _load_selected(s: SeriesFiles, folder: Path, warnings: list[str], allow_gaps
 
     ordered = [headers[i] for i in layout.order]
     ordered_pixels = [pixels[i] for i in layout.order]
-    hu_slices, dtype = _to_hu(ordered, ordered_pixels)
+    hu = _to_hu(ordered, ordered_pixels)
+    del pixels, ordered_pixels
     row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
     spacing_ij = (col_spacing, row_spacing)
     origin = positions[layout.order[0]].copy()
     regularization = None
     if layout.needs_regularization:
-        volume, grid = regularize_slices(hu_slices, layout, spacing_ij, PAD_HU)
+        volume, grid = regularize_slices(hu, layout, spacing_ij, PAD_HU)
         origin = origin + grid.origin_offset[0] * direction[:, 0] + grid.origin_offset[1] * direction[:, 1]
         regularization = _describe_regularization(layout, first)
         warnings.append(f"resampled onto a rectilinear grid: {regularization}")
     else:
-        volume = np.stack(hu_slices).astype(dtype, copy=False)
+        volume = hu
     image = sitk.GetImageFromArray(volume)
     image.SetSpacing((col_spacing, row_spacing, layout.spacing))
     image.SetOrigin(tuple(float(v) for v in origin))
@@ -281,17 +282,20 @@ def _check_gaps_from_corrupt_files(layout, warnings) -> None:
         )
 
 
-def _to_hu(headers, pixels) -> tuple[list[np.ndarray], type]:
+def _to_hu(headers, pixels) -> np.ndarray:
+    """Stack the slices as HU ``[k, j, i]``: int16 when the rescale is integral and fits, else float32."""
     slopes = [float(ds.get("RescaleSlope", 1) or 1) for _, ds in headers]
     intercepts = [float(ds.get("RescaleIntercept", 0) or 0) for _, ds in headers]
-    hu = [p.astype(np.float32) * np.float32(m) + np.float32(b) for p, m, b in zip(pixels, slopes, intercepts)]
-    integral = all(m.is_integer() for m in slopes) and all(b.is_integer() for b in intercepts)
-    lo = min(float(h.min()) for h in hu)
-    hi = max(float(h.max()) for h in hu)
+    ends = [sorted((float(p.min()) * m + b, float(p.max()) * m + b)) for p, m, b in zip(pixels, slopes, intercepts)]
     info = np.iinfo(np.int16)
-    if integral and info.min <= lo and hi <= info.max:
-        return hu, np.int16
-    return hu, np.float32
+    integral = all(m.is_integer() for m in slopes) and all(b.is_integer() for b in intercepts)
+    fits = info.min <= min(lo for lo, _ in ends) and max(hi for _, hi in ends) <= info.max
+    dtype = np.int16 if integral and fits else np.float32
+    work = np.int32 if dtype == np.int16 else np.float32
+    volume = np.empty((len(pixels), *pixels[0].shape), dtype=dtype)
+    for k, (p, m, b) in enumerate(zip(pixels, slopes, intercepts)):
+        volume[k] = p.astype(work) * work(m) + work(b)
+    return volume
 
 
 def _describe_regularization(layout, first) -> str:
