@@ -36,12 +36,19 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         contrast=args.contrast,
     )
     start = time.perf_counter()
-    with tqdm(desc="writing CT slices", unit="slice", disable=args.quiet, leave=False) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    bar = None
 
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="writing CT slices", unit="slice", disable=args.quiet, leave=False)
+        bar.update(done - bar.n)
+
+    try:
         phantom = make_phantom(args.out_dir, seed=args.seed, settings=settings, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     g = phantom.grid
     print(f"Phantom (seed {args.seed}) written to {Path(args.out_dir).resolve()} in "
           f"{time.perf_counter() - start:.1f} s")

@@ -9,9 +9,18 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+log=.venv/setup.log
+: > "$log"
+pip_install() {
+  if ! .venv/bin/python -m pip install --quiet "$@" >>"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: 'pip install $*' failed (log above, also in $log)" >&2
+    exit 1
+  fi
+}
+pip_install --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/python -m pip install --quiet "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+  pip_install "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true
+pip_install -e ".[test]"
 .venv/bin/python -c "import torch, ctv_core; print(f'ctv_core {ctv_core.__version__} ready (torch {torch.__version__})')"
