@@ -11,20 +11,19 @@ unsigned integers (RescaleIntercept -1024, RescaleSlope 1), so HU are clipped to
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from ._version import __version__
 from .atomic_files import atomic_folder
+from .ct_series import PatientStudy
 from .dicom_files import CT_IMAGE_STORAGE
+from .dicom_instances import dicom_now, new_instance, set_patient_study
 from .dicom_values import format_ds, format_ds_list
 from .geometry import Grid
 
@@ -34,13 +33,14 @@ _INTERCEPT = -1024
 
 @dataclass(frozen=True)
 class SeriesIdentity:
-    """Who and what the written series belongs to (DICOM string forms)."""
+    """Who and what the written series belongs to (DICOM string forms).
 
-    patient_name: str = "PHANTOM^CTV"
-    patient_id: str = "CTV-PHANTOM"
-    patient_sex: str = "F"
-    patient_birth_date: str = ""
-    study_description: str = "Synthetic pelvic CT"
+    ``patient`` gives the patient and study attributes; an empty StudyInstanceUID, date or
+    time in it is filled with a fresh UID and the time of writing.
+    """
+
+    patient: PatientStudy = PatientStudy(patient_name="PHANTOM^CTV", patient_id="CTV-PHANTOM", patient_sex="F",
+                                         study_id="1", study_description="Synthetic pelvic CT")
     series_description: str = "Synthetic pelvic CT"
     patient_position: str = "HFS"
     body_part: str = "PELVIS"
@@ -69,9 +69,14 @@ def write_ct_series(
     hu = np.clip(np.rint(sitk.GetArrayViewFromImage(image)), HU_MIN, HU_MAX)
     stored = (hu - _INTERCEPT).astype(np.uint16)
 
-    now = dt.datetime.now()
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
+    date, time = dicom_now()
+    patient = replace(
+        identity.patient,
+        study_instance_uid=identity.patient.study_instance_uid or generate_uid(),
+        study_date=identity.patient.study_date or date,
+        study_time=identity.patient.study_time or time,
+    )
+    series_uid, for_uid = generate_uid(), generate_uid()
     d = grid.direction_matrix
     iop = format_ds_list(list(d[:, 0]) + list(d[:, 1]))
     pixel_spacing = format_ds_list([grid.spacing[1], grid.spacing[0]])  # (row spacing, column spacing)
@@ -80,7 +85,7 @@ def write_ct_series(
     n = grid.size[2]
     with atomic_folder(out_dir) as staging:
         for k in range(n):
-            ds = _slice_dataset(identity, grid, k, stored[k], study_uid, series_uid, for_uid, iop, pixel_spacing,
+            ds = _slice_dataset(identity, patient, grid, k, stored[k], series_uid, for_uid, iop, pixel_spacing,
                                 date, time)
             name = f"CT{k + 1:04d}.dcm"
             ds.save_as(staging / name, enforce_file_format=True)
@@ -90,31 +95,9 @@ def write_ct_series(
     return paths
 
 
-def _slice_dataset(identity, grid, k, pixels, study_uid, series_uid, for_uid, iop, pixel_spacing, date, time):
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = CT_IMAGE_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    # Patient
-    ds.PatientName = identity.patient_name
-    ds.PatientID = identity.patient_id
-    ds.PatientBirthDate = identity.patient_birth_date
-    ds.PatientSex = identity.patient_sex
-    # General study
-    ds.StudyInstanceUID = study_uid
-    ds.StudyDate, ds.StudyTime = date, time
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = "1"
-    ds.AccessionNumber = ""
-    ds.StudyDescription = identity.study_description
+def _slice_dataset(identity, patient, grid, k, pixels, series_uid, for_uid, iop, pixel_spacing, date, time):
+    ds = new_instance(CT_IMAGE_STORAGE, "ISO_IR 192")
+    set_patient_study(ds, patient)
     # General series
     ds.Modality = "CT"
     ds.SeriesInstanceUID = series_uid

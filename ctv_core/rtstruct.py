@@ -23,7 +23,6 @@ An RTSTRUCT in another frame of reference is refused unless explicitly allowed.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -34,15 +33,16 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from ._version import __version__
 from .atomic_files import atomic_file
 from .contours import fill_slice, trace_slice
 from .ct_series import CTSeries
+from .dicom_instances import dicom_now, new_instance, set_patient_study
 from .dicom_values import format_ds
 from .errors import FrameOfReferenceMismatchError, ROINotFoundError, StructureSetError
 from .geometry import Grid
@@ -186,35 +186,9 @@ def _contour_dataset(number: int, points: np.ndarray, slice_ref: tuple[str, str]
 def _structure_set_header(ct: CTSeries, label: str, series_description: str) -> Dataset:
     ref = ct.reference
     ps = ref.patient_study
-    now = dt.datetime.now()
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    sop_uid = generate_uid()
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-    ds = _new_item(_ENCODING)
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    # Patient and study: the CT's own.
-    ds.PatientName = ps.patient_name
-    ds.PatientID = ps.patient_id
-    if ps.issuer_of_patient_id:
-        ds.IssuerOfPatientID = ps.issuer_of_patient_id
-    ds.PatientBirthDate = ps.patient_birth_date
-    ds.PatientSex = ps.patient_sex
-    ds.StudyInstanceUID = ps.study_instance_uid
-    ds.StudyDate, ds.StudyTime = ps.study_date, ps.study_time
-    ds.ReferringPhysicianName = ps.referring_physician_name
-    ds.StudyID = ps.study_id
-    ds.AccessionNumber = ps.accession_number
-    if ps.study_description:
-        ds.StudyDescription = ps.study_description
+    date, time = dicom_now()
+    ds = new_instance(RT_STRUCTURE_SET_STORAGE, "ISO_IR 192", _new_item(_ENCODING))
+    set_patient_study(ds, ps)  # the CT's own patient and study
     # RT series and equipment: ours.
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._version import __version__
 from ..atomic_files import atomic_folder
+from ..ct_series import PatientStudy
 from ..ct_writer import SeriesIdentity, write_ct_series
 from ..dicom_series import load_ct_series
 from ..errors import PhantomError
@@ -169,8 +170,8 @@ def make_phantom(
 
     with atomic_folder(out_dir) as staging:
         identity = SeriesIdentity(
-            patient_name=f"PHANTOM^CTV^{seed}",
-            patient_id=f"CTVPH{seed:06d}",
+            patient=PatientStudy(patient_name=f"PHANTOM^CTV^{seed}", patient_id=f"CTVPH{seed:06d}", patient_sex="F",
+                                 study_id="1", study_description="Synthetic pelvic CT"),
             patient_position=settings.position,
             contrast_agent="Iodinated contrast (synthetic)" if anatomy.vessel_contrast else None,
         )
