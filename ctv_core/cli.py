@@ -95,6 +95,35 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict_job import run_predict_job
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, fraction: float) -> None:
+        if args.quiet or stage == "done":
+            return
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(total=100, desc=f"{stage:>22s}", unit="%", leave=False)
+        bar = bars[stage]
+        bar.update(int(round(fraction * 100)) - bar.n)
+
+    try:
+        result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
+                                 series_uid=args.series, formats=args.formats.split(","), progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    report = result.report
+    print(f"CTV {report['ctv']['volume_cc']:.0f} cc in {report['seconds']['total']:.1f} s on {report['device']} "
+          f"with {report['model']['name']} {report['model']['version']}")
+    for key, path in result.files.items():
+        print(f"  {key:8s} {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctv", description="CTV auto-delineation for cervical cancer radiotherapy (ctv_core)."
@@ -138,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: from the output's ending; .dcm = rtstruct)")
     p.add_argument("--series", default=None, metavar="UID", help="SeriesInstanceUID when CT_DIR has several")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("predict", parents=[common], help="CTV auto-delineation of one CT series")
+    p.add_argument("ct_dir", type=Path, help="folder with the CT's DICOM files")
+    p.add_argument("out_dir", type=Path, help="folder for rtstruct.dcm, report.json, qa.png (created if needed)")
+    p.add_argument("--model", type=Path, default=None, metavar="PKG", help="model package (default: the bundled one)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--series", default=None, metavar="UID", help="SeriesInstanceUID when CT_DIR has several")
+    p.add_argument("--formats", default="rtstruct", metavar="LIST",
+                   help="comma-separated outputs among rtstruct, seg, nifti (default: rtstruct)")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -70,3 +70,15 @@ class FrameOfReferenceMismatchError(StructureSetError):
 
 class ROINotFoundError(StructureSetError):
     """No ROI of the structure set matches the name or pattern asked for."""
+
+
+class PreprocessingError(CTVError):
+    """The CT cannot be turned into a network input (no body found, too small)."""
+
+
+class ModelPackageError(CTVError):
+    """A model package is missing, corrupt, or does not match its manifest."""
+
+
+class PredictionCancelled(CTVError):
+    """The user cancelled a running prediction."""

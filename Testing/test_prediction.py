@@ -1,0 +1,297 @@
+"""The prediction pipeline: geometry end to end, model packages, sliding window, ``ctv predict``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import axial_grid, ctv_command, linear_hu, require_tool, write_linear_series
+
+from ctv_core import load_ct_series, read_rtstruct
+from ctv_core.errors import ModelPackageError, PredictionCancelled, StructureSetError
+from ctv_core.geometry import Grid
+from ctv_core.model_config import InferenceConfig, ModelSettings, PostprocessingConfig, PreprocessingConfig
+from ctv_core.model_package import load_model_package, save_model_package
+from ctv_core.network_config import NetworkConfig
+from ctv_core.phantom import ScanSettings, make_phantom
+from ctv_core.prediction import CTVPredictor
+from ctv_core.predict_job import run_predict_job
+from ctv_core.preprocessing import prepare_input, probability_to_mask
+from ctv_core.qa_models import HUWindowConfig, HUWindowModel
+from ctv_core.sliding_window import sliding_window_probability
+from ctv_core.unet3d import UNet3D
+
+BONE = (500.0, 10000.0)  # cortical bone: the couch shell (+300 HU) stays out
+SMALL = dict(matrix=256, slices=16, slice_thickness_mm=4.0)
+
+
+def qa_package(path, spacing_mm, window=BONE):
+    """A packaged HU-window "model": inside exactly where the CT's HU lie in ``window``."""
+    settings = ModelSettings(
+        preprocessing=PreprocessingConfig(spacing_mm=spacing_mm, hu_window=(-1024.0, 3071.0)),
+        inference=InferenceConfig(patch_zyx=(64, 128, 128), overlap=0.25),
+        postprocessing=PostprocessingConfig(keep_largest=0, fill_holes=False),
+    )
+    config = HUWindowConfig(low_hu=window[0], high_hu=window[1], input_window=settings.preprocessing.hu_window)
+    return save_model_package(path, HUWindowModel(config), "hu_window", config, settings, name="qa-bone",
+                              version="1", description="geometric QA model")
+
+
+def unet_package(path, spacing_mm=(6.0, 6.0, 6.0), seed=0):
+    torch.manual_seed(seed)
+    config = NetworkConfig(widths=(4, 8, 8), passes=2)
+    settings = ModelSettings(preprocessing=PreprocessingConfig(spacing_mm=spacing_mm),
+                             inference=InferenceConfig(patch_zyx=(32, 48, 64), overlap=0.25, threshold=0.5))
+    return save_model_package(path, UNet3D(config), "unet3d", config, settings, name="untrained-test",
+                              version="0", description="untrained weights for geometry and format tests")
+
+
+def _array(image):
+    return sitk.GetArrayFromImage(image) != 0
+
+
+def _interior(grid: Grid, margin_mm: float) -> np.ndarray:
+    """Voxels at least ``margin_mm`` inside the grid's faces, ``[k, j, i]``."""
+    distance = [np.minimum(np.arange(n), np.arange(n)[::-1]) * s for n, s in zip(grid.size, grid.spacing)]
+    i, j, k = (d >= margin_mm for d in distance)
+    return k[:, None, None] & j[None, :, None] & i[None, None, :]
+
+
+def _ct_window(ct, window):
+    hu = sitk.GetArrayFromImage(ct.image)
+    return (hu >= window[0]) & (hu <= window[1])
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    out = {}
+    for name, settings in {
+        "HFS": ScanSettings(position="HFS", **SMALL),
+        "FFS": ScanSettings(position="FFS", **SMALL),
+        "HFP": ScanSettings(position="HFP", **SMALL),
+        "FFP": ScanSettings(position="FFP", **SMALL),
+        "oblique": ScanSettings(position="HFS", oblique_deg=14.0, **SMALL),
+        "anisotropic": ScanSettings(position="FFP", pixel_spacing_mm=(1.7, 2.3), **SMALL),
+    }.items():
+        phantom = make_phantom(root / name, seed=41, settings=settings)
+        out[name] = (phantom, load_ct_series(phantom.ct_dir))
+    return out
+
+
+@pytest.mark.parametrize("position", ["HFS", "FFS", "HFP", "FFP"])
+def test_qa_model_reproduces_the_ct_voxel_for_voxel(phantoms, tmp_path, position):
+    """Model grid at the CT's spacing: any flip, shift or half-voxel error would break equality."""
+    _, ct = phantoms[position]
+    package = qa_package(tmp_path / "qa", tuple(ct.image.GetSpacing()))
+    mask = CTVPredictor(package, device="cpu").predict(ct.image)
+    assert Grid.of_image(mask).matches(ct.grid)
+    expected = _ct_window(ct, BONE)
+    assert expected.sum() > 1000
+    np.testing.assert_array_equal(_array(mask), expected)
+
+
+@pytest.mark.parametrize("position, oblique, spacing", [
+    ("HFS", 17.0, (0.9, 1.1, 2.5)),
+    ("FFP", 0.0, (2.3, 1.7, 3.0)),
+    ("HFP", -11.0, (1.3, 0.8, 2.0)),
+])
+def test_qa_model_on_resampled_grids_stays_in_place(tmp_path, position, oblique, spacing):
+    """Oblique and anisotropic CTs through a 2 mm LPS-aligned model grid. The CT holds a linear HU
+    field, which linear interpolation reproduces exactly, and the QA window selects a slab between
+    two planes: it must come back on the CT in place (no flip, no shift), its boundary within about
+    one model voxel."""
+    grid = axial_grid(position, size=(96, 80, 40), spacing=spacing, oblique_deg=oblique)
+    ct = load_ct_series(write_linear_series(tmp_path / "ct", grid, position))
+    window = (0.0, 120.0)
+    package = qa_package(tmp_path / "qa", (2.0, 2.0, 2.0), window)
+    interior = _interior(ct.grid, margin_mm=6.0)  # the outermost CT voxels mix with "outside the CT"
+    mask = _array(CTVPredictor(package, device="cpu").predict(ct.image)) & interior
+    expected = _ct_window(ct, window) & interior
+    assert expected.sum() > 5000 and expected.mean() < 0.6
+    dice = 2 * (mask & expected).sum() / (mask.sum() + expected.sum())
+    assert dice > 0.95
+    x, y, z = ct.grid.axis_coordinates()
+    shift = [abs(c[mask].mean() - c[expected].mean()) for c in (x, y, z)]
+    assert max(shift) < 0.3, shift  # mm
+    # every disagreement lies within one model voxel (2 mm diagonal: 3.5 mm) of a slab face
+    hu = linear_hu(x, y, z)
+    gradient = np.linalg.norm([2.0, -3.0, 1.5])  # HU per mm of linear_hu
+    distance_mm = np.minimum(np.abs(hu - window[0]), np.abs(hu - window[1])) / gradient
+    assert distance_mm[mask != expected].max() < 3.5
+
+
+def test_untrained_unet_mask_is_on_the_ct_grid_in_every_position(phantoms, tmp_path):
+    package = unet_package(tmp_path / "unet")
+    predictor = CTVPredictor(package, device="cpu")
+    for name, (_, ct) in phantoms.items():
+        result = predictor.run(ct.image)
+        assert Grid.of_image(result.mask).matches(ct.grid), name
+        assert result.mask.GetPixelID() == sitk.sitkUInt8
+        assert set(result.seconds) == {"preprocessing", "network", "inverse", "postprocessing"}
+        assert result.volume_cc == pytest.approx(_array(result.mask).sum() * np.prod(ct.grid.spacing) / 1000)
+
+
+def test_inverse_resampling_equals_full_resampling(phantoms):
+    _, ct = phantoms["oblique"]
+    model_input = prepare_input(ct.image, PreprocessingConfig(spacing_mm=(3.0, 3.0, 3.0)))
+    rng = np.random.default_rng(2)
+    prob = np.zeros(model_input.array.shape, np.float32)
+    z, y, x = (s // 4 for s in prob.shape)
+    prob[z:3 * z, y:3 * y, x:3 * x] = rng.random((2 * z, 2 * y, 2 * x))
+    fast = probability_to_mask(prob, model_input.grid, ct.grid, 0.5)
+    full = sitk.Resample(model_input.grid.image(prob), ct.image, sitk.Transform(), sitk.sitkLinear, 0.0,
+                         sitk.sitkFloat32)
+    np.testing.assert_array_equal(fast.astype(bool), sitk.GetArrayFromImage(full) >= 0.5)
+
+
+def test_sliding_window_equals_whole_volume_for_a_pointwise_model():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(48, 64, 80)).astype(np.float32)
+    model = torch.nn.Conv3d(1, 1, 1)
+    with torch.inference_mode():
+        whole = sliding_window_probability(volume, model, (48, 64, 80))
+        tiled = sliding_window_probability(volume, model, (16, 32, 32), overlap=0.5)
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+def test_sliding_window_with_a_unet_agrees_away_from_window_edges():
+    torch.manual_seed(0)
+    net = UNet3D(NetworkConfig(widths=(4, 8), passes=1)).eval()
+    volume = np.random.default_rng(1).normal(size=(32, 64, 64)).astype(np.float32)
+    with torch.inference_mode():
+        whole = sliding_window_probability(volume, net, (32, 64, 64))
+        tiled = sliding_window_probability(volume, net, (32, 48, 48), overlap=0.5)
+    centre = (slice(None), slice(24, 40), slice(24, 40))
+    np.testing.assert_allclose(tiled[centre], whole[centre], atol=0.05)
+    assert np.abs(tiled - whole).mean() < 0.05
+
+
+def test_cancel_stops_the_prediction(phantoms, tmp_path):
+    _, ct = phantoms["HFS"]
+    predictor = CTVPredictor(unet_package(tmp_path / "unet"), device="cpu")
+    stages = []
+    with pytest.raises(PredictionCancelled):
+        predictor.predict(ct.image, progress=lambda s, f: stages.append(s), cancelled=lambda: "network" in stages)
+
+
+# --- model packages ---------------------------------------------------------------------------
+
+def test_package_round_trip_and_checksum(tmp_path):
+    package = unet_package(tmp_path / "pkg")
+    again = load_model_package(tmp_path / "pkg")
+    assert again.sha256 == package.sha256 and again.model_id == "untrained-test 0"
+    manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert manifest["network"]["widths"] == [4, 8, 8] and manifest["settings"]["inference"]["threshold"] == 0.5
+    net = again.build_network()
+    torch.manual_seed(0)
+    reference = UNet3D(NetworkConfig(widths=(4, 8, 8), passes=2))
+    for (name, a), (_, b) in zip(net.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("flip_byte", "SHA-256"),
+    ("truncate", "bytes"),
+    ("no_manifest", "manifest.json is missing"),
+    ("bad_json", "not valid JSON"),
+    ("wrong_format", "format"),
+    ("unknown_architecture", "unknown architecture"),
+    ("unknown_setting", "unknown setting"),
+    ("other_widths", "do not fit"),
+])
+def test_damaged_packages_are_refused_clearly(tmp_path, damage, message):
+    unet_package(tmp_path / "pkg")
+    pkg = tmp_path / "pkg"
+    manifest_path, weights = pkg / "manifest.json", pkg / "weights.safetensors"
+    manifest = json.loads(manifest_path.read_text())
+    if damage == "flip_byte":
+        data = bytearray(weights.read_bytes())
+        data[-10] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif damage == "no_manifest":
+        manifest_path.unlink()
+    elif damage == "bad_json":
+        manifest_path.write_text("{not json")
+    else:
+        if damage == "wrong_format":
+            manifest["format_version"] = 99
+        elif damage == "unknown_architecture":
+            manifest["architecture"] = "transformer"
+        elif damage == "unknown_setting":
+            manifest["settings"]["inference"]["stride"] = 2
+        elif damage == "other_widths":
+            manifest["network"]["widths"] = [4, 8, 16]
+        manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelPackageError, match=message):
+        load_model_package(pkg).build_network()
+
+
+# --- ctv predict --------------------------------------------------------------------------------
+
+def test_ctv_predict_end_to_end_matches_plastimatch(phantoms, tmp_path):
+    plastimatch = require_tool("plastimatch")
+    phantom, ct = phantoms["FFS"]
+    qa_package(tmp_path / "qa", tuple(ct.image.GetSpacing()))
+    out = tmp_path / "out"
+    result = subprocess.run([ctv_command(), "predict", str(ct.folder), str(out), "--model", str(tmp_path / "qa"),
+                             "--device", "cpu", "--formats", "rtstruct,seg,nifti", "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["ctv.nii.gz", "qa.png", "report.json", "rtstruct.dcm", "seg.dcm"]
+    expected = _ct_window(ct, BONE)
+    subprocess.run([plastimatch, "convert", "--input", str(out / "rtstruct.dcm"), "--referenced-ct", str(ct.folder),
+                    "--output-prefix", str(tmp_path / "pm"), "--prefix-format", "nii.gz", "--xor-contours"],
+                   check=True, capture_output=True)
+    theirs = sitk.ReadImage(str(tmp_path / "pm" / "CTV.nii.gz"))
+    theirs = sitk.GetArrayFromImage(sitk.Resample(theirs, ct.image, sitk.Transform(), sitk.sitkNearestNeighbor)) != 0
+    np.testing.assert_array_equal(theirs, expected)
+    np.testing.assert_array_equal(_array(read_rtstruct(out / "rtstruct.dcm", ct)["CTV"]), expected)
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"]["series_instance_uid"] == ct.reference.series_instance_uid
+    assert report["model"]["sha256"] == load_model_package(tmp_path / "qa").sha256
+    assert report["ctv"]["volume_cc"] == pytest.approx(expected.sum() * np.prod(ct.grid.spacing) / 1000, rel=1e-3)
+    assert {"load", "preprocessing", "network", "inverse", "postprocessing", "writing", "total"} <= set(report["seconds"])
+    assert report["seconds"]["total"] >= report["seconds"]["network"]
+    assert report["device"] == "cpu"
+    rs = pydicom.dcmread(out / "rtstruct.dcm")
+    assert rs.StructureSetROISequence[0].ROIGenerationDescription == "qa-bone 1"
+    png = (out / "qa.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+
+
+def test_predict_refuses_outputs_that_cannot_reference_the_ct(shared_data, tmp_path):
+    package = qa_package(tmp_path / "qa", (2.0, 2.0, 2.0))
+    tilted = shared_data / "dicom" / "ge_head_ct_gantry_tilt"
+    with pytest.raises(StructureSetError, match="resampled when loaded"):
+        run_predict_job(tilted, tmp_path / "out", model=package.path, device="cpu")
+    assert not (tmp_path / "out").exists()
+    result = run_predict_job(tilted, tmp_path / "out", model=package.path, device="cpu", formats=["nifti"])
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["ctv.nii.gz", "qa.png", "report.json"]
+
+
+def test_predict_cli_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args, text in (
+        (["predict", str(tmp_path / "empty"), str(tmp_path / "out")], "No DICOM files found"),
+        (["predict", str(tmp_path / "empty"), str(tmp_path / "out"), "--formats", "pdf"], "Unknown output format"),
+    ):
+        result = subprocess.run([ctv_command(), *args], capture_output=True, text=True)
+        assert result.returncode == 2 and text in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_and_cuda_give_clear_errors(phantoms, tmp_path):
+    _, ct = phantoms["HFS"]
+    with pytest.raises(ModelPackageError, match="not a folder"):
+        CTVPredictor(tmp_path / "nope", device="cpu")
+    package = unet_package(tmp_path / "unet")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            CTVPredictor(package, device="cuda")

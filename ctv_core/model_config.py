@@ -1,0 +1,144 @@
+"""What a model needs besides its weights: preprocessing, inference and post-processing settings.
+
+Written once into the model package's manifest and read back through these frozen classes,
+so training and prediction share one definition. ``from_dict`` is strict: an unknown key or
+a value of the wrong kind raises ``ValueError`` naming it (no silent fallbacks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+def _strict_kwargs(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be an object, not {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """How a CT becomes the network's input.
+
+    Attributes
+    ----------
+    spacing_mm
+        Voxel spacing of the model grid along LPS (x, y, z), mm. The model grid is aligned with
+        the LPS axes (identity direction) whatever the CT's orientation or patient position.
+    fixed_shape_zyx
+        Instead of a fixed spacing, squeeze the body's bounding box to this shape (z, y, x), as
+        the original method did (72, 256, 256). None: use ``spacing_mm``.
+    hu_window
+        HU range kept (values clipped), mapped linearly onto [-1, 1].
+    body_threshold_hu
+        Voxels above this HU form the body; its largest connected part sets the crop.
+    margin_mm
+        Margin added around the body's bounding box, mm.
+    """
+
+    spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)
+    fixed_shape_zyx: tuple[int, int, int] | None = None
+    hu_window: tuple[float, float] = (-250.0, 350.0)
+    body_threshold_hu: float = -400.0
+    margin_mm: float = 8.0
+
+    def __post_init__(self) -> None:
+        if len(self.spacing_mm) != 3 or any(not 0.2 <= s <= 20 for s in self.spacing_mm):
+            raise ValueError(f"preprocessing.spacing_mm must be three values in 0.2..20 mm, not {self.spacing_mm}")
+        if self.fixed_shape_zyx is not None and (len(self.fixed_shape_zyx) != 3
+                                                 or any(int(s) < 8 for s in self.fixed_shape_zyx)):
+            raise ValueError(f"preprocessing.fixed_shape_zyx must be three sizes >= 8, not {self.fixed_shape_zyx}")
+        if len(self.hu_window) != 2 or self.hu_window[0] >= self.hu_window[1]:
+            raise ValueError(f"preprocessing.hu_window must be (low, high) with low < high, not {self.hu_window}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessingConfig:
+        return cls(**_strict_kwargs(cls, data, "preprocessing"))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How the network is applied.
+
+    Attributes
+    ----------
+    patch_zyx
+        Largest input the network sees at once (z, y, x voxels, multiples of the network's
+        divisor); bigger volumes go through a sliding window.
+    overlap
+        Fraction of the patch by which neighbouring windows overlap (0 to 0.9).
+    threshold
+        Probability at and above which a voxel is CTV (applied on the CT grid).
+    test_time_flips
+        Also predict on the left-right mirrored input and average (doubles the network time).
+    """
+
+    patch_zyx: tuple[int, int, int] = (160, 96, 128)
+    overlap: float = 0.25
+    threshold: float = 0.5
+    test_time_flips: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.patch_zyx) != 3 or any(int(p) < 8 for p in self.patch_zyx):
+            raise ValueError(f"inference.patch_zyx must be three sizes >= 8, not {self.patch_zyx}")
+        if not 0.0 <= self.overlap <= 0.9:
+            raise ValueError(f"inference.overlap must be within 0..0.9, not {self.overlap}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"inference.threshold must be within (0, 1), not {self.threshold}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceConfig:
+        return cls(**_strict_kwargs(cls, data, "inference"))
+
+
+@dataclass(frozen=True)
+class PostprocessingConfig:
+    """Clean-up of the binary mask on the CT grid.
+
+    Attributes
+    ----------
+    keep_largest
+        Keep this many largest connected components (0 keeps all).
+    min_component_cc
+        Drop components smaller than this, cc (0 keeps all).
+    fill_holes
+        Fill enclosed holes slice by slice (a CTV has none).
+    """
+
+    keep_largest: int = 1
+    min_component_cc: float = 0.0
+    fill_holes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.keep_largest < 0 or self.min_component_cc < 0:
+            raise ValueError("postprocessing.keep_largest and min_component_cc must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PostprocessingConfig:
+        return cls(**_strict_kwargs(cls, data, "postprocessing"))
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything but the architecture and the weights."""
+
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSettings:
+        _strict_kwargs(cls, data, "settings")
+        return cls(
+            preprocessing=PreprocessingConfig.from_dict(data.get("preprocessing", {})),
+            inference=InferenceConfig.from_dict(data.get("inference", {})),
+            postprocessing=PostprocessingConfig.from_dict(data.get("postprocessing", {})),
+        )
