@@ -295,3 +295,58 @@ def test_missing_model_and_cuda_give_clear_errors(phantoms, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             CTVPredictor(package, device="cuda")
+
+
+def test_test_time_flips_and_progress_stages(phantoms, tmp_path):
+    """A left-right symmetric operation (the HU window) must give the same mask with flip averaging."""
+    _, ct = phantoms["HFP"]
+    plain = qa_package(tmp_path / "plain", tuple(ct.image.GetSpacing()))
+    flipped_settings = ModelSettings(
+        preprocessing=plain.settings.preprocessing,
+        inference=InferenceConfig(patch_zyx=(64, 128, 128), overlap=0.25, test_time_flips=True),
+        postprocessing=plain.settings.postprocessing,
+    )
+    config = plain.network_config
+    flipped = save_model_package(tmp_path / "flipped", HUWindowModel(config), "hu_window", config, flipped_settings,
+                                 name="qa-bone-tta", version="1", description="flip averaging")
+    stages = []
+    a = CTVPredictor(plain, device="cpu").predict(ct.image)
+    b = CTVPredictor(flipped, device="cpu").predict(ct.image, progress=lambda s, f: stages.append((s, f)))
+    np.testing.assert_array_equal(_array(a), _array(b))
+    names = [s for s, _ in stages]
+    assert names[0] == "preprocessing" and names[-1] == "done"
+    assert {"network", "resampling to the CT", "post-processing"} <= set(names)
+    network = [f for s, f in stages if s == "network"]
+    assert network == sorted(network) and network[-1] == pytest.approx(1.0)
+
+
+def test_fixed_shape_option_of_the_original_method(phantoms, tmp_path):
+    """The original method squeezed the body's box to a fixed grid; the mask must still land in place."""
+    _, ct = phantoms["FFS"]
+    preprocessing = PreprocessingConfig(fixed_shape_zyx=(32, 64, 96), hu_window=(-1024.0, 3071.0))
+    model_input = prepare_input(ct.image, preprocessing)
+    assert model_input.array.shape == (32, 64, 96)
+    settings = ModelSettings(preprocessing=preprocessing, inference=InferenceConfig(patch_zyx=(32, 64, 96)),
+                             postprocessing=PostprocessingConfig(keep_largest=0, fill_holes=False))
+    config = HUWindowConfig(low_hu=150.0, high_hu=10000.0, input_window=preprocessing.hu_window)
+    package = save_model_package(tmp_path / "fixed", HUWindowModel(config), "hu_window", config, settings,
+                                 name="qa-fixed", version="1", description="fixed-shape QA")
+    mask = _array(CTVPredictor(package, device="cpu").predict(ct.image))
+    expected = _ct_window(ct, (150.0, 10000.0))
+    x, y, z = ct.grid.axis_coordinates()
+    assert abs(x[mask].mean() - x[expected].mean()) < 2.0 and abs(z[mask].mean() - z[expected].mean()) < 3.0
+
+
+def test_postprocessing_keeps_largest_fills_holes_and_drops_small_parts():
+    from ctv_core.postprocessing import postprocess
+
+    mask = np.zeros((6, 40, 40), np.uint8)
+    mask[1:5, 5:25, 5:25] = 1
+    mask[2:4, 12:16, 12:16] = 0  # a hole inside every middle slice
+    mask[1:3, 30:33, 30:33] = 1  # a small second part (18 voxels)
+    out = postprocess(mask, 0.001, PostprocessingConfig(keep_largest=1, fill_holes=True))
+    assert out[1:3, 30:33, 30:33].sum() == 0 and out[2:4, 12:16, 12:16].all()
+    kept = postprocess(mask, 0.001, PostprocessingConfig(keep_largest=0, min_component_cc=0.01, fill_holes=False))
+    assert kept[1:3, 30:33, 30:33].sum() == 18 and kept[2:4, 12:16, 12:16].sum() == 0
+    dropped = postprocess(mask, 0.001, PostprocessingConfig(keep_largest=0, min_component_cc=0.05, fill_holes=False))
+    assert dropped[1:3, 30:33, 30:33].sum() == 0 and dropped.sum() > 1000
