@@ -82,3 +82,7 @@ class ModelPackageError(CTVError):
 
 class PredictionCancelled(CTVError):
     """The user cancelled a running prediction."""
+
+
+class DeviceError(CTVError, ValueError):
+    """The compute device asked for is not available or not known."""

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .errors import DeviceError
 from .network_config import NetworkConfig
 
 logger = logging.getLogger(__name__)
@@ -339,7 +340,7 @@ def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
 def select_device(device: str = "auto") -> torch.device:
     """The torch device for ``--device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``.
 
-    Raises ``ValueError`` for ``"cuda"`` without a usable CUDA device, or an unknown name.
+    Raises ``DeviceError`` (a ``ValueError``) for ``"cuda"`` without a usable CUDA device, or an unknown name.
     """
     name = str(device).strip().lower()
     if name == "auto":
@@ -348,12 +349,12 @@ def select_device(device: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise DeviceError(
                 "CUDA is not available (no CUDA GPU is visible, or this torch build has no CUDA "
                 f"support: torch {torch.__version__}); use --device cpu (or device='cpu'), or "
                 "--device auto to take the GPU when there is one")
         return torch.device("cuda")
-    raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
 
 
 def _usable_cpu_count() -> int:
