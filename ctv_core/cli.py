@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="rtstruct", metavar="LIST",
                    help="comma-separated outputs among rtstruct, seg, nifti (default: rtstruct)")
     p.set_defaults(func=_cmd_predict)
+
+    from .evaluation import add_evaluate_command
+
+    add_evaluate_command(sub, common)
     return parser
 
 
