@@ -178,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated outputs among rtstruct, seg, nifti (default: rtstruct)")
     p.set_defaults(func=_cmd_predict)
 
+    from .dataset_builder import add_dataset_commands
     from .evaluation import add_evaluate_command
 
+    add_dataset_commands(sub, common)
     add_evaluate_command(sub, common)
     return parser
 
