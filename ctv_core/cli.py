@@ -180,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .dataset_builder import add_dataset_commands
     from .evaluation import add_evaluate_command
+    from .training_cli import add_training_commands
 
     add_dataset_commands(sub, common)
+    add_training_commands(sub, common)
     add_evaluate_command(sub, common)
     return parser
 

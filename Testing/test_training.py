@@ -1,0 +1,332 @@
+"""Training: configuration, the split by patient, sampling, train/resume, two processes, export.
+
+The data is a tiny HDF5 training set written here with h5py in the ``ctv-dataset`` schema
+(version 1) from small phantoms (256 x 256 x 12 at 5 mm), and the network is tiny (widths
+4/8, 2 passes, 8 mm model grid, 16 x 32 x 32 patches), so every run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+import ctv_core
+from ctv_core.export import export_package
+from ctv_core.model_package import load_model_package
+from ctv_core.phantom import ScanSettings, make_phantom
+from ctv_core.prediction import CTVPredictor
+from ctv_core.training import load_checkpoint, train
+from ctv_core.training_config import TrainingConfig, TrainingError, load_training_config
+from ctv_core.training_data import (CaseStore, PatchDataset, StepBatchSampler, describe_dataset, kfold_split,
+                                    prepare_case)
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: case id -> (phantom seed, patient key); case_00003 is a second CT of patient A.
+CASES = {"case_00000": (1, "PAT-A"), "case_00001": (2, "PAT-B"), "case_00002": (3, "PAT-C"),
+         "case_00003": (1, "PAT-A")}
+
+
+def tiny_config(steps: int = 4, **changes) -> TrainingConfig:
+    data = {
+        "data": {"folds": 3, "fold": 0, "seed": 7, "cache": "disk"},
+        "sampling": {"patch_zyx": [16, 32, 32], "batch_size": 2, "foreground_probability": 0.5},
+        "optimisation": {"steps": steps, "learning_rate": 1e-3},
+        "schedule": {"checkpoint_every": 2, "validate_every": 2, "log_every": 1, "sample_images": 1},
+        "network": {"widths": [4, 8], "passes": 2},
+        "settings": {"preprocessing": {"spacing_mm": [8.0, 8.0, 8.0]}, "inference": {"patch_zyx": [16, 32, 32]}},
+    }
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        data.setdefault(section, {})[key] = value
+    return TrainingConfig.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> dict[int, tuple[sitk.Image, sitk.Image]]:
+    root = tmp_path_factory.mktemp("phantoms")
+    out = {}
+    for seed in sorted({s for s, _ in CASES.values()}):
+        make_phantom(root / str(seed), seed=seed, settings=ScanSettings(matrix=256, slices=12, slice_thickness_mm=5.0))
+        ct = ctv_core.load_ct_series(root / str(seed) / "ct").image
+        mask = sitk.ReadImage(str(root / str(seed) / "masks" / "CTV.nii.gz"))
+        out[seed] = (ct, mask)
+    return out
+
+
+def write_dataset(path: Path, phantoms) -> Path:
+    """A ctv-dataset version 1 file (the schema of ctv_core.hdf5_dataset) built with h5py."""
+    text = h5py.string_dtype()
+    with h5py.File(path, "w") as h5:
+        h5.attrs["format"] = "ctv-dataset"
+        h5.attrs["format_version"] = 1
+        h5.attrs["case_count"] = len(CASES)
+        h5.attrs["axis_order"] = "k,j,i"
+        h5.attrs["frame"] = "LPS"
+        cases = h5.create_group("cases")
+        for case_id, (seed, patient) in CASES.items():
+            ct, mask = phantoms[seed]
+            group = cases.create_group(case_id)
+            group.create_dataset("ct", data=sitk.GetArrayFromImage(ct).astype(np.int16))
+            target = sitk.GetArrayFromImage(mask).astype(np.uint8)
+            data = group.create_group("masks").create_dataset("target", data=target)
+            data.attrs["roi_name"] = "CTV"
+            data.attrs["voxel_count"] = int(target.sum())
+            data.attrs["volume_cc"] = float(target.sum() * np.prod(ct.GetSpacing()) / 1000)
+            group.attrs["spacing"] = np.asarray(ct.GetSpacing(), dtype=float)
+            group.attrs["origin"] = np.asarray(ct.GetOrigin(), dtype=float)
+            group.attrs["direction"] = np.asarray(ct.GetDirection(), dtype=float)
+            group.attrs["patient_key"] = patient
+            group.attrs["roi_name"] = "CTV"
+            group.attrs["patient_position"] = "HFS"
+            group.attrs["hu_rounded"] = False
+        h5.create_dataset("skipped", data=np.array([], dtype=[("source", text), ("category", text),
+                                                              ("reason", text)]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(phantoms, tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "train.h5", phantoms)
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_config_round_trip_defaults_and_strictness(tmp_path):
+    default = TrainingConfig()
+    assert default.data.folds == 3 and default.optimisation.learning_rate == 1e-4
+    assert default.sampling.foreground_probability == pytest.approx(0.33)
+    assert default.augmentation.noise_variance == 0.001 and default.augmentation.rotation_deg == 10.0
+    assert default.augmentation.translation_voxels == 8 and default.augmentation.flip_axes == (0, 1, 2)
+    assert default.pass_weights == (0.5, 1.0)
+    config = tiny_config()
+    assert TrainingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"optimisation": {"learning_rate": 3e-4, "momentum": 0.9}, "colour": 1}))
+    with pytest.raises(TrainingError, match="unknown setting.*colour"):
+        load_training_config(path)
+    path.write_text(json.dumps({"optimisation": {"learning_rate": 3e-4, "momentum": 0.9}}))
+    with pytest.raises(TrainingError, match="momentum"):
+        load_training_config(path)
+    path.write_text(json.dumps({"sampling": {"patch_zyx": [18, 32, 32]}, "network": {"widths": [4, 8, 16]}}))
+    with pytest.raises(TrainingError, match="multiples of 4"):
+        load_training_config(path)
+    path.write_text(json.dumps({"optimisation": {"pass_weights": [1.0]}}))
+    with pytest.raises(TrainingError, match="one weight per pass"):
+        load_training_config(path)
+    path.write_text(json.dumps({"optimisation": {"learning_rate": 3e-4}}))
+    assert load_training_config(path).optimisation.learning_rate == 3e-4
+    with pytest.raises(TrainingError, match="does not exist"):
+        load_training_config(tmp_path / "missing.json")
+    with pytest.raises(TrainingError, match="fold"):
+        default.with_fold(folds=3, fold=3)
+
+
+# --------------------------------------------------------------------------- split and sampling
+
+
+def test_kfold_split_by_patient_is_seeded_and_keeps_patients_together():
+    patients = {f"case_{n:03d}": f"P{n // 2 if n < 10 else n}" for n in range(30)}  # cases 0-9: two per patient
+    folds = kfold_split(patients, 3, seed=11)
+    assert sorted(c for fold in folds for c in fold) == sorted(patients)
+    owners = [{patients[c] for c in fold} for fold in folds]
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not owners[a] & owners[b]  # no patient in two folds
+    for n in range(0, 10, 2):  # the two cases of a patient stay together
+        assert any({f"case_{n:03d}", f"case_{n + 1:03d}"} <= set(fold) for fold in folds)
+    sizes = sorted(len(o) for o in owners)
+    assert sizes[-1] - sizes[0] <= 1  # patients are dealt evenly
+    assert kfold_split(patients, 3, seed=11) == folds
+    assert kfold_split(patients, 3, seed=12) != folds
+    with pytest.raises(TrainingError, match="at least 3 patients"):
+        kfold_split({"a": "P1", "b": "P1", "c": "P2"}, 3, seed=0)
+
+
+def test_batch_sampler_shares_the_global_batch_between_ranks():
+    single = list(StepBatchSampler(3, 5, 4))
+    rank0 = list(StepBatchSampler(3, 5, 4, rank=0, world=2))
+    rank1 = list(StepBatchSampler(3, 5, 4, rank=1, world=2))
+    assert single == [[12, 13, 14, 15], [16, 17, 18, 19]]
+    assert [a + b for a, b in zip(rank0, rank1)] == single
+    with pytest.raises(TrainingError, match="multiple"):
+        StepBatchSampler(0, 1, 3, rank=0, world=2)
+
+
+def test_case_preparation_and_patches(dataset, phantoms, tmp_path):
+    config = tiny_config()
+    patients, info = describe_dataset(dataset)
+    assert patients == {c: p for c, (_, p) in CASES.items()} and info["cases"] == 4
+    store = CaseStore(dataset, config.settings.preprocessing, config.network.divisor,
+                      cache_dir=tmp_path / "cache")
+    case = store.get("case_00001")
+    # the mask is on the very grid prepare_input gives the CT (the prediction path)
+    ct, mask = phantoms[2]
+    direct = prepare_case(ct, mask, config.settings.preprocessing, config.network.divisor)
+    np.testing.assert_array_equal(case.image, direct.image)
+    np.testing.assert_array_equal(case.mask, direct.mask)
+    assert case.grid == direct.grid and case.mask.shape == case.image.shape
+    assert all(s % config.network.divisor == 0 for s in case.image.shape)
+    # the resampled mask keeps the CTV's volume (linear, >= 0.5)
+    ct_cc = sitk.GetArrayFromImage(mask).sum() * np.prod(mask.GetSpacing()) / 1000
+    model_cc = case.mask.sum() * np.prod(case.grid.spacing) / 1000
+    assert model_cc == pytest.approx(ct_cc, rel=0.15)
+    store.close()
+    again = CaseStore(dataset, config.settings.preprocessing, config.network.divisor, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    np.testing.assert_array_equal(again.get("case_00001").mask, case.mask)  # from the npz
+    fg = PatchDataset(again, ["case_00001"], config.sampling.__class__(patch_zyx=(16, 32, 32), batch_size=2,
+                                                                         foreground_probability=1.0),
+                      config.augmentation, seed=3)
+    image, target = fg[5]
+    assert image.shape == (1, 16, 32, 32) and target.shape == (1, 16, 32, 32)
+    assert target.sum() > 0  # centred on the target
+    image2, target2 = fg[5]
+    assert torch.equal(image, image2) and torch.equal(target, target2)  # a sample is a function of (seed, index)
+    assert not torch.equal(fg[6][0], image)
+
+
+# --------------------------------------------------------------------------- training, resume, export
+
+
+@pytest.fixture(scope="module")
+def straight_run(dataset, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "straight"
+    return train(dataset, run_dir, tiny_config(steps=4), device="cpu")
+
+
+def test_training_runs_writes_checkpoints_and_logs(straight_run):
+    result = straight_run
+    run_dir = result.run_dir
+    assert result.step == 4 and np.isfinite(result.final_loss)
+    assert result.best_dice is not None and 0.0 <= result.best_dice <= 1.0
+    assert result.last_checkpoint == run_dir / "checkpoints" / "last.pt"
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    checkpoint = load_checkpoint(result.last_checkpoint)  # weights_only=True
+    assert checkpoint["step"] == 4 and set(checkpoint["rng"]) >= {"python", "numpy", "torch"}
+    assert TrainingConfig.from_dict(json.loads((run_dir / "config.json").read_text())) == tiny_config(steps=4)
+    split = json.loads((run_dir / "splits.json").read_text())
+    assert not set(split["train"]) & set(split["validation"])
+    assert {"case_00000", "case_00003"} <= set(split["train"]) or {"case_00000", "case_00003"} <= set(
+        split["validation"])
+    rows = (run_dir / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,metric,value"
+    metrics = {r.split(",")[1] for r in rows[1:]}
+    assert {"loss", "lr", "val_dice"} <= metrics
+    assert any((run_dir / "tensorboard").glob("events.*"))
+
+
+def test_resume_is_bitwise_identical_to_a_straight_run(dataset, straight_run, tmp_path):
+    run_dir = tmp_path / "resumed"
+    first = train(dataset, run_dir, tiny_config(steps=2), device="cpu")
+    assert first.step == 2
+    second = train(dataset, run_dir, tiny_config(steps=4), device="cpu")
+    assert second.resumed_from == 2 and second.step == 4
+    straight, resumed = weights_of(straight_run.last_checkpoint), weights_of(second.last_checkpoint)
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    rows = [r for r in (run_dir / "log.csv").read_text().splitlines()[1:] if r.split(",")[1] == "loss"]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_other_settings_or_split(dataset, straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    train(dataset, run_dir, tiny_config(steps=1), device="cpu")
+    with pytest.raises(TrainingError, match="optimisation.learning_rate"):
+        train(dataset, run_dir, tiny_config(steps=2, optimisation__learning_rate=5e-4), device="cpu")
+    with pytest.raises(TrainingError, match="data.fold"):
+        train(dataset, run_dir, tiny_config(steps=2).with_fold(fold=1), device="cpu")
+    (run_dir / "checkpoints" / "last.pt").unlink()
+    with pytest.raises(TrainingError, match="splits.json.*another split"):
+        train(dataset, run_dir, tiny_config(steps=2).with_fold(fold=1), device="cpu")
+
+
+def test_export_gives_a_package_that_predicts(straight_run, phantoms, tmp_path):
+    package = export_package(straight_run.run_dir, tmp_path / "pkg", version="0.0.1")
+    loaded = load_model_package(tmp_path / "pkg")
+    assert loaded.sha256 == package.sha256 and loaded.version == "0.0.1"
+    manifest = loaded.manifest
+    assert manifest["training"]["folds"] == 3 and manifest["training"]["fold"] == 0
+    assert manifest["training"]["steps"] == straight_run.best_step
+    assert manifest["training"]["data"]["cases"] == 4
+    assert manifest["metrics"]["validation_dice"] == pytest.approx(straight_run.best_dice)
+    assert loaded.settings == tiny_config().settings
+    ct, _ = phantoms[2]
+    mask = CTVPredictor(loaded, device="cpu").predict(ct)
+    assert mask.GetSize() == ct.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
+    assert np.allclose(mask.GetOrigin(), ct.GetOrigin()) and np.allclose(mask.GetDirection(), ct.GetDirection())
+    last = export_package(straight_run.run_dir, tmp_path / "pkg_last", checkpoint="last")
+    assert last.manifest["training"]["steps"] == 4
+    with pytest.raises(TrainingError, match="not a training run folder"):
+        export_package(tmp_path, tmp_path / "pkg2")
+
+
+# --------------------------------------------------------------------------- two processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(dataset, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo) at global batch 2 vs one process at batch 2 on the same samples.
+
+    Batch norm uses the global batch's statistics (sampling.sync_batch_norm, an all-reduce of
+    the moments on the CPU), so the two runs compute the same function; they differ only in
+    the order of floating-point sums (the gradient all-reduce, the moments summed per process
+    then across processes, one oneDNN thread per process instead of two), hence a tolerance
+    instead of bitwise equality: 1e-5 on weights of order 0.1 that 3 Adam steps at lr 1e-3
+    move by ~3e-3.
+    """
+    config = tiny_config(steps=3, schedule__validate_every=100, schedule__checkpoint_every=100)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.to_dict()))
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               "-m", "ctv_core", "train", str(dataset), str(tmp_path / "ddp"), "--config", str(config_file),
+               "--device", "cpu", "-q"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = train(dataset, tmp_path / "single", config, device="cpu")
+    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert ddp["step"] == 3
+    reference = weights_of(single.last_checkpoint)
+    initial = {k: v for k, v in _initial_weights(config).items()}
+    worst, moved = 0.0, 0.0
+    for name, value in reference.items():
+        if not value.is_floating_point():
+            continue
+        worst = max(worst, float((ddp["model"][name] - value).abs().max()))
+        if name in initial and name.endswith("weight"):
+            moved = max(moved, float((value - initial[name]).abs().max()))
+    assert moved > 1e-3  # training did move the weights
+    assert worst < 1e-5, f"two-process weights differ from one process by {worst:.3g}"
+
+
+def _initial_weights(config: TrainingConfig) -> dict[str, torch.Tensor]:
+    from ctv_core.unet3d import UNet3D
+
+    torch.manual_seed(config.data.seed)
+    return UNet3D(config.network).state_dict()
