@@ -276,3 +276,78 @@ def test_gas_rises_away_from_the_couch():
         ys.append(_centroid_lps(gas, grid)[1] - _centroid_lps(gut, grid)[1])
     # Same gut, but its gas lies anterior (-y) when supine and moves posterior (+y) when prone.
     assert ys[1] - ys[0] > 5.0, ys
+
+
+def test_bowel_loops_are_packed_and_vary_in_calibre():
+    from ctv_core.phantom.layout import build_layout
+    from ctv_core.phantom.organs import COLLAPSED, bowel_loops
+    for seed in (0, 1, 2):
+        params = sample_anatomy(np.random.default_rng(seed))
+        lay = build_layout(params)
+        loops = bowel_loops(lay, params)
+        assert len(loops) >= 12, len(loops)
+        pts = np.vstack([p for p, _, _ in loops])
+        rad = np.concatenate([r for _, r, _ in loops])
+        owner = np.concatenate([np.full(len(p), n) for n, (p, _, _) in enumerate(loops)])
+        # Loops lie side by side: centres of different loops keep (almost) a wall-to-wall distance.
+        d = np.linalg.norm(pts[:, None] - pts[None], axis=2) - rad[:, None] - rad[None]
+        other = owner[:, None] != owner[None]
+        assert d[other].min() > -1.5
+        # Calibre varies (collapsed and distended loops, 2-3 cm typical), and loops stay clear of the bladder.
+        assert rad.max() - rad.min() > 4.0 and 6.0 < np.median(rad) < 16.0 and rad.max() > 11.0
+        assert any(k == COLLAPSED for _, _, k in loops) or len(loops) < 15
+        inside = np.sum(((pts - lay.bladder_centre) / lay.bladder_radii) ** 2, axis=1) < 1.0
+        assert not inside.any()
+
+
+def test_lean_pelvis_is_mostly_muscle(hfs):
+    grid, params, ph = hfs
+    x, y, z = grid.axis_coordinates()
+    za = z - OFFSET[2]
+    body = ph.structures["Body"]
+    # At the femoral heads, lateral to the bony sidewall and inside the subcutaneous fat, the
+    # hip and gluteal muscles dominate (median in the soft-tissue range), with thin fat planes.
+    lat = body & (np.abs(za) < 12) & (np.abs(x - OFFSET[0]) > 100) & (np.abs(x - OFFSET[0]) < 125) \
+        & ~ph.structures["Bones"]
+    assert lat.sum() > 30
+    assert np.median(ph.hu[lat]) > 20
+    assert 0.01 < np.mean(ph.hu[lat] < -50) < 0.5
+
+
+def _back_chord_mm(position, seed=3, depth_mm=4.0):
+    """Left-right width (mm) of the body within ``depth_mm`` of its most posterior point at L4-L5."""
+    grid = _grid(n=110, px=4.0, dz=10.0, position=position, fov_centre=(0.0, 0.0))
+    _, ph = _render(seed, grid, position=position, noise=False)
+    body = ph.structures["Body"]
+    x, y, z = grid.axis_coordinates()
+    k = int(np.argmin(np.abs(z[:, 0, 0] - OFFSET[2] - 150.0)))
+    yb, xb = y[k][body[k]] - OFFSET[1], x[k][body[k]] - OFFSET[0]
+    return float(np.ptp(xb[yb > yb.max() - depth_mm]))
+
+
+def test_back_is_flat_only_on_the_couch_side():
+    # Supine the back is pressed flat on the couch; prone it is free and rounded.
+    supine, prone = _back_chord_mm("HFS"), _back_chord_mm("HFP")
+    assert supine > 150.0 and supine > prone + 40.0, (supine, prone)
+
+
+def test_noise_is_stronger_in_the_body_centre_and_band_limited():
+    grid = _grid(n=96, px=4.5, dz=8.0)
+    rng = np.random.default_rng(6)
+    p = dataclasses.replace(sample_anatomy(rng, metal=False), habitus=0.9)
+    quiet = render_phantom(grid, dataclasses.replace(p, noise_sd_hu=0.0), position="HFS",
+                           anatomy_offset_mm=OFFSET, rng=np.random.default_rng(1))
+    noisy = render_phantom(grid, dataclasses.replace(p, noise_sd_hu=15.0), position="HFS",
+                           anatomy_offset_mm=OFFSET, rng=np.random.default_rng(1))
+    n = noisy.hu - quiet.hu
+    x, y, z = grid.axis_coordinates()
+    r = np.hypot(x - OFFSET[0], y - OFFSET[1])
+    za = z - OFFSET[2]
+    body = noisy.structures["Body"] & (za > 80)  # away from the femoral-head streaks
+    centre = body & (r < 50)
+    edge = body & (r > 140)
+    assert np.std(n[centre]) > 1.15 * np.std(n[edge])
+    # Neighbouring voxels are not independent (correlated grain) but not blotchy either.
+    a, b = n[:, :, :-1][body[:, :, :-1]], n[:, :, 1:][body[:, :, :-1]]
+    rho = float(np.corrcoef(a, b)[0, 1])
+    assert -0.4 < rho < 0.6, rho

@@ -24,12 +24,13 @@ import numpy as np
 from ..geometry import Grid
 from . import tissues as T
 from .body import Painter, body_extremes, couch_contact, paint_body, paint_couch, paint_muscles
+from .compartments import paint_muscle_compartments
 from .ctv_rules import build_ctv
 from .layout import build_layout
 from .organs import paint_nodes, paint_vessels, paint_viscera
 from .shapes import Canvas
 from .skeleton import build_bones, paint_bones, paint_iliacus, paint_prostheses
-from .texture import coarse_noise, correlated_noise, fat_septa, streaks
+from .texture import coarse_noise, correlated_noise, ct_noise, fat_septa, streaks
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class AnatomyParams:
     rectum_radius_mm, rectum_wall_mm, rectal_gas_cc, sigmoid_shift_mm
         Rectal calibre, wall, gas volume; left-right shift of the sigmoid loop.
     n_bowel_loops, oral_contrast
-        Number of small-bowel loops; positive oral contrast in some loops.
+        Number of small-bowel loops to pack (fewer fit in a small abdomen); positive oral
+        contrast in some loops.
     vessel_contrast
         Intravenous contrast (arteries and veins enhanced, organs slightly).
     artery_hu, vein_hu, blood_hu
@@ -202,7 +204,7 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
         rectum_wall_mm=float(u(2.5, 4.0)),
         rectal_gas_cc=0.0 if rng.random() < 0.35 else float(u(2.0, 35.0)),
         sigmoid_shift_mm=float(u(-8.0, 10.0)),
-        n_bowel_loops=int(rng.integers(5, 10)),
+        n_bowel_loops=int(rng.integers(40, 70)),
         oral_contrast=bool(rng.random() < 0.3),
         vessel_contrast=has_contrast,
         artery_hu=float(u(160.0, 250.0)),
@@ -216,7 +218,7 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
         node_hu=float(u(30.0, 48.0)),
         oral_contrast_hu=float(u(180.0, 300.0)),
         lymph_nodes=nodes,
-        noise_sd_hu=float(u(8.0, 25.0)),
+        noise_sd_hu=float(u(9.0, 20.0)),
         metal_left=has_metal and metal_sides in (0, 2),
         metal_right=has_metal and metal_sides in (1, 2),
     )
@@ -291,6 +293,7 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     couch = couch_contact(lay, params, position)
     body = paint_body(painter, lay, params, couch)
     paint_muscles(painter, lay, params, canvas)
+    paint_muscle_compartments(painter, lay, params, canvas)
     paint_iliacus(painter, lay, canvas)
     paint_vessels(painter, canvas, lay)
     paint_viscera(painter, canvas, lay, params, up=-1.0 if position.endswith("S") else 1.0)
@@ -337,10 +340,8 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     else:
         streaks(canvas, [], heads, rng, body, 30.0, (-0.8 * hr, 0.8 * hr), hu)
     if params.noise_sd_hu > 0:
-        noise = correlated_noise(rng, grid.shape, spacing_kji, 0.7)
-        noise *= np.float32(params.noise_sd_hu)
-        hu += noise
-        del noise
+        hu += ct_noise(rng, canvas, spacing_kji, body, params.noise_sd_hu, params.habitus,
+                       heads, hr)
     np.clip(hu, -1024.0, 3071.0, out=hu)
     return RenderedPhantom(hu=hu, structures=structures)
 

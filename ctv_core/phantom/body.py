@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layout import Layout
+from .layout import Layout, psoas_paths
 from .shapes import Canvas, Window, Wobble, catmull_rom, ellipsoid, smooth_min, superellipse, tube, tube_bounds
 from .tissues import Tissue
 
@@ -111,7 +111,9 @@ def body_sdf(win: Window, lay: Layout, wobble, with_fat: bool, profiles=None,
         f_ant = f_post = np.float32(0.0)
         half_lr = a
     half_ant = b + f_ant
-    half_post = b + f_post + np.float32(30.0 * s)
+    prone = couch is not None and couch.sign < 0 and with_fat
+    # Supine the back is flattened (cut below), so its ellipse reaches further; prone it is round.
+    half_post = b + f_post + np.float32(0.0 if prone else 30.0 * s)
     if couch is not None and with_fat:
         if couch.sign > 0:
             half_post = np.maximum(half_post, np.float32(couch.y) - yc + np.float32(6.0))
@@ -121,7 +123,9 @@ def body_sdf(win: Window, lay: Layout, wobble, with_fat: bool, profiles=None,
     d = superellipse(x, yy, half_lr, half_ap, 2.5)
     if with_fat:
         d += wobble(x, y, z)
-    np.maximum(d, y - np.float32(lay.back_y + (lay.fat_post if with_fat else 0.0)), out=d)
+    if not prone:
+        # A flat back with rounded corners (a smooth maximum), not angled ones.
+        d = -smooth_min(-d, -(y - np.float32(lay.back_y + (lay.fat_post if with_fat else 0.0))), 22.0)
     np.maximum(d, np.float32(lay.trunk_bottom_z) - z, out=d)
     top = np.float32(-30.0 * s)
     if float(z.min()) < top + 25.0:
@@ -182,16 +186,18 @@ def paint_body(painter: Painter, lay: Layout, params, couch: CouchContact | None
 
 
 def paint_muscles(painter: Painter, lay: Layout, params, canvas: Canvas) -> None:
-    """Psoas, paraspinals, gluteals, obturator internus, levator ani, piriformis (not iliacus)."""
+    """Paraspinal muscles, psoas, piriformis and levator ani.
+
+    The gluteal, hip and sidewall muscles below the iliac crests fill the lean body outside
+    the cavities (``compartments.paint_muscle_compartments``); iliacus lines the iliac fossa
+    (``skeleton.paint_iliacus``).
+    """
     s, by = lay.s, lay.back_y
     ell = []
     for side in (1, -1):
         ell += [
             ((side * 32 * s, by - 24 * s, 250 * s), (26 * s, 22 * s, 200 * s), None),   # erector spinae
             ((side * 62 * s, by - 38 * s, 230 * s), (18 * s, 14 * s, 80 * s), None),    # quadratus lumborum
-            ((side * 112 * s, 34 * s, 66 * s), (30 * s, 44 * s, 52 * s), None),         # gluteus medius
-            ((side * 104 * s, 22 * s, 62 * s), (14 * s, 36 * s, 40 * s), None),         # gluteus minimus
-            ((side * 80 * s, by - 26 * s, -8 * s), (62 * s, 30 * s, 84 * s), None),     # gluteus maximus
         ]
     for c, r, rot in ell:
         c, r = np.asarray(c), np.asarray(r)
@@ -201,38 +207,23 @@ def paint_muscles(painter: Painter, lay: Layout, params, canvas: Canvas) -> None
         d = ellipsoid(win.x, win.y, win.z, c, r, rot)
         lean = body_sdf(win, lay, _NO_WOBBLE, with_fat=False)
         painter.paint(win, (d < 0) & (lean < -1.0), Tissue.MUSCLE, only=(Tissue.FAT, Tissue.MUSCLE))
-        # A thin fat plane where this muscle meets one painted before it.
-        painter.paint(win, (d < 0) & (d > -1.3), Tissue.FAT, only=(Tissue.MUSCLE,))
 
     for side in (1, -1):
         m = np.array([side, 1.0, 1.0])
-        psoas = np.array([[30, 45, 340], [38, 48, 175], [45, 46, 140], [55, 37, 115], [68, 22, 90], [78, 2, 60],
-                          [84, -24, 35], [88, -37, 18], [86, -32, -20], [100, 2, -60]], float) * s * m
-        pr = np.array([13, 16, 18, 19, 20, 19, 17, 16, 15, 9]) * s
+        # Psoas down the lumbar spine, joining iliacus at the brim and running in front of the hip.
+        psoas, pr = psoas_paths(lay)[0 if side > 0 else 1]
         _tube_paint(painter, canvas, psoas, pr, Tissue.MUSCLE)
         piri = np.array([[18, 76, 72], [40, 76, 60], [70, 60, 35], [112, 25, -12]], float) * s * m
         _tube_paint(painter, canvas, piri, np.array([9, 11, 11, 7]) * s, Tissue.MUSCLE)
 
-        # Obturator internus: a plate on the inner surface of the bony sidewall.
-        lo = np.array([-140.0, -50 * s, -50 * s])
-        hi = np.array([140.0, 60 * s, 40 * s])
-        win = canvas.window(lo, hi)
-        if win is not None:
-            sw = lay.sidewall_x(win.z)
-            ax = win.x * side
-            d = np.maximum(np.maximum(ax - (sw + 3), (sw - 11 * s) - ax),
-                           np.maximum(np.abs(win.y - np.float32(5 * s)) - 47 * s,
-                                      np.abs(win.z - np.float32(-6 * s)) - 40 * s))
-            painter.paint(win, d < 0, Tissue.MUSCLE)
-
-    # Levator ani: a funnel around the urethra, vagina and anorectum.
+    # Levator ani: a thin sling from the sidewalls around the vagina and anorectum.
     lo = np.array([-70 * s, -40 * s, -60 * s])
     hi = np.array([70 * s, 85 * s, 0.0])
     win = canvas.window(lo, hi)
     if win is not None:
         rho = np.sqrt(win.x ** 2 + ((win.y - np.float32(22 * s)) / 1.25) ** 2)
         r = np.float32(20 * s) + (win.z + np.float32(52 * s)) * 0.85
-        d = np.maximum(np.abs(rho - r) - 2.6, np.maximum(-52 * s - win.z, win.z + 8 * s))
+        d = np.maximum(np.abs(rho - r) - 1.8, np.maximum(-52 * s - win.z, win.z + 8 * s))
         painter.paint(win, d < 0, Tissue.MUSCLE)
 
 

@@ -249,3 +249,14 @@ def _frame(axis) -> np.ndarray:
     from .shapes import frame_from_axis
 
     return frame_from_axis(axis)
+
+
+def psoas_paths(lay: Layout) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Centre lines and radii (mm) of both psoas muscles (painted in ``body.paint_muscles``)."""
+    s = lay.s
+    out = []
+    for side in (1, -1):
+        pts = np.array([[30, 45, 340], [38, 48, 175], [45, 46, 140], [55, 37, 115], [68, 22, 90], [78, 2, 60],
+                        [84, -24, 35], [88, -37, 18], [86, -32, -20], [100, 2, -60]], float) * s * [side, 1, 1]
+        out.append((pts, np.array([13, 16, 18, 19, 20, 19, 17, 16, 15, 9]) * s))
+    return out

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from .body import Painter, _tube_paint
-from .layout import Layout
+from .layout import Layout, psoas_paths
 from .shapes import Canvas, Wobble, catmull_rom, ellipsoid, frame_from_axis, tube, tube_bounds
 from .tissues import Tissue
 
-FATS = (Tissue.FAT, Tissue.MESORECTAL_FAT)
+FATS = (Tissue.FAT, Tissue.MESORECTAL_FAT, Tissue.VISCERAL_FAT)
 
 
 def paint_vessels(painter: Painter, canvas: Canvas, lay: Layout) -> None:
@@ -63,58 +63,162 @@ def paint_nodes(painter: Painter, canvas: Canvas, lay: Layout, params) -> None:
             painter.paint(win, ellipsoid(win.x, win.y, win.z, c, r) < 0, Tissue.NODE, only=FATS)
 
 
-def bowel_loops(lay: Layout, params) -> list[tuple[np.ndarray, float, int]]:
-    """Small-bowel loop centre lines (random walks above the bladder and uterus).
+#: Contents of a small-bowel loop.
+FLUID, COLLAPSED, GAS, CONTRAST = 0, 1, 2, 3
 
-    Returns ``(points (N, 3) mm, radius mm, content)`` per loop; content 0 fluid, 1 collapsed,
-    2 gas with a fluid level, 3 positive oral contrast.
+
+def _bowel_region_ok(lay: Layout, p, r: float) -> bool:
+    """Whether a loop centre ``p`` with radius ``r`` (mm) lies in the peritoneal cavity above the pelvis."""
+    s = lay.s
+    x, y, z = p
+    if z > 260 * s or z < 64 * s + 0.4 * r:
+        return False
+    b = float(np.interp(z, lay.body_z_table, lay.lean_b))
+    a = float(np.interp(z, lay.body_z_table, lay.lean_a))
+    front = lay.back_y - 2.0 * b + 12.0 * s  # inside the anterior abdominal wall
+    half = min(a - 30.0 * s, 96.0 * s if z > 105 * s else 78.0 * s) - r
+    if abs(x) > half:
+        return False
+    # In front of the spine and the great vessels (obstacles of their own), deeper laterally.
+    y_max = min(26 * s + 0.5 * max(abs(x) - 26 * s, 0.0), 40 * s) - 0.5 * r
+    # The lean front is an ellipse: near the sides the wall curves back.
+    y_min = front + r + 40.0 * s * (abs(x) / max(a, 1.0)) ** 4
+    return y_min < y < y_max
+
+
+def bowel_loops(lay: Layout, params) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Small-bowel loops packed in the lower abdomen and upper pelvis (mm, anatomy frame).
+
+    Each loop is a random walk whose every step keeps a wall-to-wall distance from the loops
+    already placed, the colon, the iliac vessels, the bladder and the uterus, so the loops lie
+    side by side like real bowel instead of crossing each other. Calibre varies per loop and
+    along it (collapsed loops are thin).
+
+    Returns ``(points (N, 3), radii (N,), content)`` per loop; content is ``FLUID``,
+    ``COLLAPSED``, ``GAS`` (gas over a fluid level) or ``CONTRAST`` (positive oral contrast).
     """
     s = lay.s
     rng = np.random.default_rng(params.layout_seed + 11)
-    keep_out = [(lay.bladder_centre, lay.bladder_radii + 14.0),
-                (lay.uterus_centre, lay.uterus_radii[[0, 1, 2]] + 14.0)]
+    obst_p, obst_r = [], []
+    for v in lay.vessels:
+        if v.iliac or v.name in ("aorta", "ivc"):
+            obst_p.append(v.pts)
+            obst_r.append(v.radii + 4.0)
+    for pts, radii in colon_paths(lay) + psoas_paths(lay):
+        p, r = catmull_rom(pts, radii, 6.0)
+        obst_p.append(p)
+        obst_r.append(r + 1.0)
+    occ_p = np.vstack(obst_p)
+    occ_r = np.concatenate(obst_r)
+    keep_out = [(lay.bladder_centre, lay.bladder_radii + 8.0), (lay.uterus_centre, lay.uterus_radii.max() + 8.0)]
 
-    def ok(p):
-        x, y, z = p
-        if abs(x) > 92 * s or z > 250 * s or z < 62 * s:
-            return False
-        y_max = min(-10 * s + 0.45 * max(abs(x) - 28 * s, 0.0), 16 * s)
-        if y < -62 * s or y > y_max:
-            return False
-        for c, r in keep_out:
-            if np.sum(((p - c) / r) ** 2) < 1.0:
+    def free(q, r, own):
+        for c, rr in keep_out:
+            if np.sum(((q - c) / (rr + r)) ** 2) < 1.0:
                 return False
-        return True
+        if not _bowel_region_ok(lay, q, r):
+            return False
+        if q[2] < 150 * s and abs(q[0]) + r > _iliacus_inner_x(lay, q):
+            return False
+        d = np.linalg.norm(occ_p - q, axis=1) - occ_r - r
+        if own:
+            d = d[:-own]
+        return d.size == 0 or float(d.min()) > -1.0  # walls may touch
 
+    if params.oral_contrast:
+        kinds, probs = [FLUID, COLLAPSED, GAS, CONTRAST], [0.25, 0.25, 0.05, 0.45]
+    else:
+        kinds, probs = [FLUID, COLLAPSED, GAS], [0.55, 0.35, 0.10]
     loops = []
-    for n in range(params.n_bowel_loops):
-        for _ in range(200):
-            p = np.array([rng.uniform(-85, 85) * s, rng.uniform(-55, 0) * s, rng.uniform(70, 240) * s])
-            if ok(p):
+    for _n in range(params.n_bowel_loops):
+        kind = int(rng.choice(kinds, p=probs))
+        r0 = (rng.uniform(5.5, 8.0) if kind == COLLAPSED else rng.uniform(9.0, 15.0)) * s
+        for _ in range(150):
+            p = np.array([rng.uniform(-90, 90) * s, rng.uniform(-70, 30) * s, rng.uniform(66, 220) * s])
+            if free(p, r0, 0):
                 break
         else:
             continue
-        pts = [p]
+        pts, radii = [p], [r0]
+        occ_p = np.vstack([occ_p, p])
+        occ_r = np.append(occ_r, r0)
         d = rng.normal(size=3)
+        d[2] *= 0.5
         d /= np.linalg.norm(d)
-        for _ in range(rng.integers(9, 15)):
-            for _try in range(12):
-                nd = 0.55 * d + rng.normal(size=3) * 0.8
+        for _ in range(int(rng.integers(8, 22))):
+            r = float(np.clip(radii[-1] * rng.uniform(0.9, 1.1), 0.75 * r0, 1.2 * r0))
+            step = 0.9 * (r + radii[-1])
+            for _try in range(24):
+                nd = 0.6 * d + rng.normal(size=3) * 0.75
                 nd /= np.linalg.norm(nd)
-                q = pts[-1] + nd * 16.0 * s
-                if ok(q):
+                q = pts[-1] + nd * step
+                # A loop may touch its own last points (it is continuous), not the rest of itself.
+                if free(q, r, 3):
                     break
             else:
                 break
             pts.append(q)
+            radii.append(r)
+            occ_p = np.vstack([occ_p, q])
+            occ_r = np.append(occ_r, r)
             d = nd
         if len(pts) < 3:
             continue
-        kinds = [0, 1, 2, 3] if params.oral_contrast else [0, 1, 2]
-        kind = int(rng.choice(kinds))
-        radius = 7.0 * s if kind == 1 else rng.uniform(10.0, 13.5) * s
-        loops.append((np.array(pts), float(radius), kind))
+        loops.append((np.array(pts), np.array(radii), kind))
     return loops
+
+
+def _iliacus_inner_x(lay: Layout, q) -> float:
+    """|x| (mm) of the medial surface of iliacus at the point's y and z (large where there is none)."""
+    from .skeleton import iliac_wing
+
+    class _P:
+        x = np.array([abs(q[0])], np.float32)
+        y = np.array([q[1]], np.float32)
+        z = np.array([q[2]], np.float32)
+
+    s = lay.s
+    yn, zn = q[1] / s, q[2] / s
+    if not (-32 < yn < 50 and zn > 30):
+        return 1.0e3
+    _, mid, t = iliac_wing(_P, lay, 1)
+    return float(mid[0] - t[0] / 2) - 19.0 * s
+
+
+def colon_paths(lay: Layout) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Caecum and ascending colon (right), and the sigmoid and descending colon (left): points, radii."""
+    s = lay.s
+    cae = np.array([[-60, -24, 72], [-66, -16, 100], [-76, -4, 160], [-82, 8, 230], [-84, 12, 340]], float) * [1, s, s]
+    return [(cae, np.array([24, 22, 20, 19, 19]) * s), (lay.sigmoid_pts, lay.sigmoid_radii)]
+
+
+def _mesenteric_vessels(lay: Layout, loops, params) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Thin vessels fanning out from the mesenteric root towards the loops (mm)."""
+    s = lay.s
+    rng = np.random.default_rng(params.layout_seed + 13)
+    root = np.array([4.0 * s, -4.0 * s, 280.0 * s])
+    out = []
+    for pts, radii, _ in loops:
+        target = pts[len(pts) // 2]
+        mid = 0.5 * (root + target) + rng.normal(size=3) * 12.0
+        path = np.array([root, mid, target - (target - mid) / np.linalg.norm(target - mid) * (radii.max() + 3.0)])
+        out.append((path, np.array([3.0, 2.2, 1.4]) * rng.uniform(0.8, 1.2)))
+    return out
+
+
+def _fold_waves(seed: int) -> np.ndarray:
+    """Wave vectors (rad/mm) of the mucosal fold pattern: three directions, about 6 mm apart."""
+    rng = np.random.default_rng(seed)
+    dirs = rng.normal(size=(3, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    return (2 * np.pi / 6.0 * dirs).astype(np.float32)
+
+
+def _tube_paint_window(painter: Painter, canvas: Canvas, p, r, tissue, only=None) -> None:
+    lo, hi = tube_bounds(p, r, 1.0)
+    win = canvas.window(lo, hi)
+    if win is not None:
+        painter.paint(win, tube(win, p, r, margin=1.0) < 0, tissue, only=only)
 
 
 def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params, up: float = -1.0) -> None:
@@ -131,8 +235,17 @@ def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params, up: flo
                 Tissue.MESORECTAL_FAT, only=(Tissue.FAT,), step=3.0)
 
     wall = np.float32(2.0)
-    for pts, radius, kind in bowel_loops(lay, params):
-        p, r = catmull_rom(pts, radius, 4.0)
+    loops = bowel_loops(lay, params)
+    # Mesenteric fat around the loops (denser, more vascular than subcutaneous fat) and its vessels.
+    for pts, radii, _ in loops:
+        p, r = catmull_rom(pts, radii + 9.0, 4.0)
+        _tube_paint_window(painter, canvas, p, r, Tissue.VISCERAL_FAT, only=(Tissue.FAT,))
+    vessel_tissue = Tissue.ARTERY if params.vessel_contrast else Tissue.VEIN
+    for pts, radii in _mesenteric_vessels(lay, loops, params):
+        _tube_paint(painter, canvas, pts, radii, vessel_tissue, only=(Tissue.VISCERAL_FAT, Tissue.FAT), step=3.0)
+    fold_k = _fold_waves(params.layout_seed + 17)
+    for pts, radii, kind in loops:
+        p, r = catmull_rom(pts, radii, 3.0)
         lo, hi = tube_bounds(p, r, 1.0)
         win = canvas.window(lo, hi)
         if win is None:
@@ -141,16 +254,26 @@ def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params, up: flo
         inside = d < 0
         lumen = inside & (d < -wall)
         painter.paint(win, inside, Tissue.BOWEL_WALL)
-        if kind == 1:
+        if kind == COLLAPSED:
+            # Collapsed loop: mucosa and a thread of fluid, no open lumen.
+            painter.paint(win, d < -0.7 * float(r.mean()), Tissue.BOWEL_FLUID)
             continue
-        content = {0: Tissue.BOWEL_FLUID, 2: Tissue.BOWEL_FLUID, 3: Tissue.BOWEL_CONTRAST}[kind]
+        content = Tissue.BOWEL_CONTRAST if kind == CONTRAST else Tissue.BOWEL_FLUID
         painter.paint(win, lumen, content)
-        if kind == 2:
-            painter.paint(win, lumen & (dy * up > np.float32(0.15 * radius)), Tissue.BOWEL_GAS)
+        if kind == GAS:
+            painter.paint(win, lumen & (dy * up > np.float32(0.2 * float(r.mean()))), Tissue.BOWEL_GAS)
+        else:
+            # Mucosal folds (valvulae conniventes): thin ridges from the wall into the lumen.
+            ridge = lumen & (d > -wall - np.float32(3.5))
+            if ridge.any():
+                w = np.zeros(win.shape, dtype=np.float32)
+                for k in fold_k:
+                    w = np.maximum(w, np.cos(k[0] * win.x + k[1] * win.y + k[2] * win.z))
+                painter.paint(win, ridge & (w > np.float32(0.8)), Tissue.BOWEL_WALL)
 
-    # Colon: caecum and ascending colon on the right, sigmoid and descending colon on the left.
-    cae = np.array([[-60, -24, 72], [-66, -16, 100], [-76, -4, 160], [-82, 8, 230], [-84, 12, 340]], float) * [1, s, s]
-    for pts, radii in ((cae, np.array([24, 22, 20, 19, 19]) * s), (lay.sigmoid_pts, lay.sigmoid_radii)):
+    # Colon: caecum and ascending colon on the right, sigmoid and descending colon on the left;
+    # mottled faeces (gas bubbles come from the texture) and gas on the non-dependent side.
+    for pts, radii in colon_paths(lay):
         p, r = catmull_rom(pts, radii, 4.0)
         lo, hi = tube_bounds(p, r, 1.0)
         win = canvas.window(lo, hi)

@@ -49,6 +49,7 @@ class Tissue(IntEnum):
     CERVIX = 31
     VAGINA = 32
     MESORECTAL_FAT = 33
+    VISCERAL_FAT = 34   # mesenteric fat between bowel loops
 
 
 N_TISSUES = max(int(t) for t in Tissue) + 1
@@ -76,6 +77,7 @@ def septa_table() -> np.ndarray:
     table = np.zeros(N_TISSUES, dtype=np.float32)
     table[Tissue.FAT] = 40.0
     table[Tissue.MESORECTAL_FAT] = 25.0
+    table[Tissue.VISCERAL_FAT] = 45.0
     return table
 
 
@@ -103,6 +105,7 @@ def hu_tables(params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     put(Tissue.COUCH_CORE, -680.0, 12.0, 10.0)
     put(Tissue.FAT, params.fat_hu, 7.0, 5.0)
     put(Tissue.MESORECTAL_FAT, params.fat_hu + 12.0, 8.0, 5.0)
+    put(Tissue.VISCERAL_FAT, params.fat_hu + 8.0, 9.0, 8.0)
     put(Tissue.SKIN, 45.0, 4.0, 3.0)
     put(Tissue.MUSCLE, params.muscle_hu, 3.0, 4.0)
     put(Tissue.SOFT, 38.0, 3.0, 3.0)
