@@ -9,8 +9,10 @@ validation Dice in its manifest. Nothing from the checkpoint is executed: it is 
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 from .model_package import ModelPackage, save_model_package
@@ -31,6 +33,37 @@ def _read(path: Path, what: str) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TrainingError(f"'{path}' is damaged ({exc}).") from exc
+
+
+def plot_training_curves(log_csv: Path, out_png: Path) -> Path:
+    """Training loss and validation Dice against the step, from a run's ``log.csv``, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(log_csv, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            series.setdefault(row["metric"], []).append((int(row["step"]), float(row["value"])))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for metric in ("loss", "bce", "dice_loss"):
+        if metric in series:
+            steps, values = zip(*series[metric])
+            left.plot(steps, values, label=metric)
+    left.set_xlabel("step")
+    left.set_title("training loss (all passes)")
+    left.legend()
+    if "val_dice" in series:
+        steps, values = zip(*series["val_dice"])
+        right.plot(steps, values, marker="o")
+    right.set_xlabel("step")
+    right.set_ylim(0, 1)
+    right.set_title("validation Dice (model grid)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
 
 
 def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best", *, name: str | None = None,
@@ -91,8 +124,14 @@ def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best
         f"{'/'.join(str(w) for w in config.network.widths)}) trained with BCE + Dice for {step} steps on "
         f"{len(split['train'])} cases of {split['data'].get('file', 'the dataset')}, fold {fold} of {folds} held out "
         f"for validation ({checkpoint} checkpoint).")
-    package = save_model_package(pkg, network, "unet3d", config.network, config.settings, name=name,
-                                 version=version or "1.0.0", description=description, training=training,
-                                 metrics=metrics)
+    extra = {}
+    log = run_dir / "log.csv"
+    with tempfile.TemporaryDirectory() as tmp:
+        if log.is_file():
+            extra["training_log.csv"] = log
+            extra["training_curves.png"] = plot_training_curves(log, Path(tmp) / "curves.png")
+        package = save_model_package(pkg, network, "unet3d", config.network, config.settings, name=name,
+                                     version=version or "1.0.0", description=description, training=training,
+                                     metrics=metrics, extra_files=extra)
     logger.info("exported %s (step %d, %s checkpoint) to %s", package.model_id, step, checkpoint, pkg)
     return package

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,8 +190,13 @@ def save_model_package(
     intended_use: str = "Research and demonstration only; not for clinical use.",
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    extra_files: dict[str, Path] | None = None,
 ) -> ModelPackage:
-    """Write a model package folder (atomically) and return it, validated by loading it back."""
+    """Write a model package folder (atomically) and return it, validated by loading it back.
+
+    ``extra_files`` (name in the package -> source file) are copied beside the manifest, e.g.
+    the training log and curves; loading ignores them.
+    """
     if architecture not in ARCHITECTURES:
         raise ModelPackageError(f"Unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}.")
     path = Path(path)
@@ -217,4 +223,8 @@ def save_model_package(
             "metrics": metrics or {},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for target, source in (extra_files or {}).items():
+            if target in (MANIFEST, WEIGHTS) or "/" in target:
+                raise ModelPackageError(f"Extra file name {target!r} is not allowed in a package.")
+            shutil.copyfile(source, staging / target)
     return load_model_package(path)
