@@ -362,7 +362,11 @@ def test_rtstruct_written_by_rt_utils_agrees_except_on_ties(written, tmp_path):
         ties = _centres_on_contours(rs, name, ct)
         assert (a != b).sum() > 0 and not ((a != b) & ~ties).any(), name  # disagreements are ties only
         source = _array(masks[name])
-        assert dice(a, source) >= dice(b, source)  # counting ties inside recovers rt-utils' input better
+        if abs(ct.grid.spacing[0] - ct.grid.spacing[1]) > 1e-6:
+            # rt-utils' known failure: with unequal row and column spacing its contours land elsewhere
+            assert dice(a, source) < 0.5
+        else:
+            assert dice(a, source) >= dice(b, source)  # counting ties inside recovers rt-utils' input better
         assert dice(a & ~ties, b & ~ties) == 1.0
 
 
