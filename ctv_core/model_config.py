@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
-def _strict_kwargs(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+def strict_kwargs(cls, data: Any, where: str) -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls`` (lists become tuples); unknown keys raise naming them."""
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be an object, not {type(data).__name__}")
     names = {f.name for f in fields(cls)}
@@ -58,7 +59,7 @@ class PreprocessingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessingConfig:
-        return cls(**_strict_kwargs(cls, data, "preprocessing"))
+        return cls(**strict_kwargs(cls, data, "preprocessing"))
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class InferenceConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceConfig:
-        return cls(**_strict_kwargs(cls, data, "inference"))
+        return cls(**strict_kwargs(cls, data, "inference"))
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class PostprocessingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PostprocessingConfig:
-        return cls(**_strict_kwargs(cls, data, "postprocessing"))
+        return cls(**strict_kwargs(cls, data, "postprocessing"))
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class ModelSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSettings:
-        _strict_kwargs(cls, data, "settings")
+        strict_kwargs(cls, data, "settings")
         return cls(
             preprocessing=PreprocessingConfig.from_dict(data.get("preprocessing", {})),
             inference=InferenceConfig.from_dict(data.get("inference", {})),

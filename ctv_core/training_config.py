@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CTVError
-from .model_config import ModelSettings
+from .model_config import ModelSettings, strict_kwargs
 from .network_config import NetworkConfig
 
 
@@ -35,15 +35,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _strict(cls, data: Any, where: str) -> dict[str, Any]:
-    """``data`` as keyword arguments of ``cls`` (lists become tuples); unknown keys raise naming them."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be an object, not {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+_strict = strict_kwargs
 
 
 CACHE_CHOICES = ("disk", "memory")
