@@ -148,3 +148,19 @@ class Grid:
             dtype=float,
         )
         return bool(np.abs(self.index_to_lps(corners) - other.index_to_lps(corners)).max() <= tolerance_mm)
+
+    def differences(self, other: Grid, tolerance_mm: float = 1e-3) -> list[str]:
+        """What differs from ``other`` ("size ... vs ...", spacing, origin, direction), for error messages."""
+        def rounded(values, digits):
+            return tuple(round(float(v), digits) for v in values)
+
+        details = []
+        if self.size != other.size:
+            details.append(f"size {self.size} vs {other.size}")
+        if not np.allclose(self.spacing, other.spacing, atol=1e-6):
+            details.append(f"spacing {rounded(self.spacing, 4)} vs {rounded(other.spacing, 4)} mm")
+        if not np.allclose(self.origin, other.origin, atol=tolerance_mm):
+            details.append(f"origin {rounded(self.origin, 3)} vs {rounded(other.origin, 3)} mm")
+        if not np.allclose(self.direction, other.direction, atol=1e-6):
+            details.append(f"direction {rounded(self.direction, 4)} vs {rounded(other.direction, 4)}")
+        return details

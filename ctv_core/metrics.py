@@ -328,15 +328,7 @@ def check_same_grid(prediction: sitk.Image, reference: sitk.Image) -> None:
     p, r = Grid.of_image(prediction), Grid.of_image(reference)
     if p.matches(r, tolerance_mm=GRID_TOLERANCE_MM):
         return
-    details = []
-    if p.size != r.size:
-        details.append(f"size {p.size} vs {r.size}")
-    if not np.allclose(p.spacing, r.spacing, atol=1e-6):
-        details.append(f"spacing {_rounded(p.spacing, 4)} vs {_rounded(r.spacing, 4)} mm")
-    if not np.allclose(p.origin, r.origin, atol=GRID_TOLERANCE_MM):
-        details.append(f"origin {_rounded(p.origin, 3)} vs {_rounded(r.origin, 3)} mm")
-    if not np.allclose(p.direction, r.direction, atol=1e-6):
-        details.append(f"direction {_rounded(p.direction, 4)} vs {_rounded(r.direction, 4)}")
+    details = p.differences(r, GRID_TOLERANCE_MM)
     raise EvaluationError(
         f"The prediction and the reference are on different grids (prediction vs reference: {'; '.join(details)}). "
         "Metrics compare voxel by voxel, so both masks must be on one grid: resample the prediction onto the "

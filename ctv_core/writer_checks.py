@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import SimpleITK as sitk
 
 from .ct_series import CTSeries
@@ -25,17 +24,9 @@ def check_mask_on_grid(name: str, mask: sitk.Image, grid: Grid) -> None:
     other = Grid.of_image(mask)
     if other.matches(grid, tolerance_mm=GRID_TOLERANCE_MM):
         return
-    details = []
-    if other.size != grid.size:
-        details.append(f"size {other.size} vs the CT's {grid.size}")
-    if not np.allclose(other.spacing, grid.spacing, atol=1e-6):
-        details.append(f"spacing {tuple(round(s, 4) for s in other.spacing)} mm vs {tuple(round(s, 4) for s in grid.spacing)}")
-    if not np.allclose(other.origin, grid.origin, atol=GRID_TOLERANCE_MM):
-        details.append(f"origin {tuple(round(o, 3) for o in other.origin)} vs {tuple(round(o, 3) for o in grid.origin)}")
-    if not np.allclose(other.direction, grid.direction, atol=1e-6):
-        details.append(f"direction {tuple(round(d, 4) for d in other.direction)} vs {tuple(round(d, 4) for d in grid.direction)}")
+    details = other.differences(grid, GRID_TOLERANCE_MM)  # mask vs the CT
     raise GridMismatchError(
-        f"Mask '{name}' is not on the CT's grid ({'; '.join(details)}). A contour written from it would be in the "
+        f"Mask '{name}' is not on the CT's grid (mask vs CT: {'; '.join(details)}). A contour written from it would be in the "
         "wrong place. Resample the mask onto the CT image (nearest neighbour onto ct.image) or write it against "
         "the CT it was computed on."
     )
