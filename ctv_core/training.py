@@ -61,8 +61,8 @@ from .losses import DeepSupervisionLoss
 from .sliding_window import sliding_window_probability
 from .training_config import (RESUMABLE_CHANGES, TrainingConfig, TrainingError, config_differences)
 from .training_data import CaseStore, PatchDataset, StepBatchSampler, describe_dataset, kfold_split
-from .unet3d import UNet3D, _usable_cpu_count, autocast_context, configure_runtime, prepare_for_inference, \
-    select_device
+from .unet3d import (UNet3D, _usable_cpu_count, autocast_context, configure_runtime, prepare_for_inference,
+                     select_device, use_channels_last)
 
 logger = logging.getLogger(__name__)
 
@@ -480,6 +480,8 @@ def _train(data_path: Path, run_dir: Path, config: TrainingConfig, progress: boo
     if procs.world > 1 and config.sampling.sync_batch_norm:
         network = _global_batch_norm(network, dev)  # before the optimiser: the swap may make new parameters
     network.to(dev)
+    if dev.type == "cpu":
+        use_channels_last(network)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.optimisation.learning_rate,
                                  weight_decay=config.optimisation.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
@@ -527,6 +529,8 @@ def _train(data_path: Path, run_dir: Path, config: TrainingConfig, progress: boo
                     f"The training loss is not finite at step {step + 1}. Lower optimisation.learning_rate and "
                     f"resume from {last_path} (or start over in a new RUN_DIR).")
             optimiser.zero_grad(set_to_none=True)
+            for group in optimiser.param_groups:
+                group["lr"] = config.optimisation.learning_rate_at(step)
             scaler.scale(loss).backward()
             scaler.step(optimiser)
             scaler.update()

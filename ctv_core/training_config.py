@@ -190,6 +190,9 @@ class AugmentationConfig:
                              f"not {low_high!r}")
 
 
+LEARNING_RATE_DECAYS = ("constant", "poly")
+
+
 @dataclass(frozen=True)
 class OptimisationConfig:
     """Adam and the loss.
@@ -197,7 +200,12 @@ class OptimisationConfig:
     Attributes
     ----------
     learning_rate
-        Adam's learning rate (constant, as in the method).
+        Adam's (initial) learning rate.
+    learning_rate_decay
+        ``"constant"`` (the method's) or ``"poly"``: step s of S (counted from 0) uses
+        ``learning_rate * (1 - s / S) ** 0.9``, nnU-Net's schedule, which settles the weights
+        at the end of a short run. A function of the step alone, so a resumed run continues it
+        exactly (changing ``steps`` on resume stretches the rest of the schedule).
     weight_decay
         Adam's L2 weight decay.
     steps
@@ -212,6 +220,7 @@ class OptimisationConfig:
     """
 
     learning_rate: float = 1e-4
+    learning_rate_decay: str = "constant"
     weight_decay: float = 0.0
     steps: int = 20000
     bce_weight: float = 1.0
@@ -222,6 +231,9 @@ class OptimisationConfig:
     def __post_init__(self) -> None:
         if not _is_number(self.learning_rate) or not 0 < self.learning_rate < 1:
             raise ValueError(f"optimisation.learning_rate must be within (0, 1), not {self.learning_rate!r}")
+        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
+            raise ValueError(f"optimisation.learning_rate_decay must be one of {', '.join(LEARNING_RATE_DECAYS)}, "
+                             f"not {self.learning_rate_decay!r}")
         for name in ("weight_decay", "bce_weight", "dice_weight", "dice_smooth"):
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
@@ -235,6 +247,12 @@ class OptimisationConfig:
                     or self.pass_weights[-1] <= 0):
                 raise ValueError(f"optimisation.pass_weights must be numbers >= 0 with the last > 0, "
                                  f"not {self.pass_weights!r}")
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0 for the first) of ``steps``."""
+        if self.learning_rate_decay == "poly":
+            return self.learning_rate * (1.0 - min(step, self.steps) / self.steps) ** 0.9
+        return self.learning_rate
 
     def weights_for(self, passes: int) -> tuple[float, ...]:
         """Loss weight of each of ``passes`` recurrent passes."""

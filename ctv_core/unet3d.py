@@ -298,6 +298,19 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     return model
 
 
+def use_channels_last(model: UNet3D) -> UNet3D:
+    """Switch ``model`` (in place) to the ``channels_last_3d`` memory format, inputs included.
+
+    The forward then converts its input and the recurrent probability to the same layout, so
+    oneDNN runs its blocked 3x3x3 kernels without reordering. Used for CPU inference and CPU
+    training (about 1.5x faster on 16-channel full-resolution convolutions, forward and
+    backward); values are unchanged. Returns ``model``.
+    """
+    model.to(memory_format=torch.channels_last_3d)
+    model._channels_last = True
+    return model
+
+
 def prepare_for_inference(model: UNet3D, device: torch.device | str) -> UNet3D:
     """A copy of ``model`` ready to run under ``torch.inference_mode()`` on ``device``.
 
@@ -315,8 +328,7 @@ def prepare_for_inference(model: UNet3D, device: torch.device | str) -> UNet3D:
         p.requires_grad_(False)
     prepared = prepared.to(device)
     if device.type == "cpu":
-        prepared = prepared.to(memory_format=torch.channels_last_3d)
-        prepared._channels_last = True
+        use_channels_last(prepared)
         if torch.backends.mkldnn.is_available() and hasattr(torch.ops.aten, "mkldnn_convolution"):
             for unit in prepared.modules():
                 if isinstance(unit, ConvNorm) and type(unit.conv) is nn.Conv3d:
