@@ -23,7 +23,8 @@ import numpy as np
 
 from ..geometry import Grid
 from . import tissues as T
-from .body import Painter, body_extremes, couch_contact, paint_body, paint_couch, paint_muscles
+from .body import (Painter, body_extremes, couch_contact, paint_body, paint_couch, paint_muscles, press_body,
+                   repaint_skin)
 from .compartments import paint_muscle_compartments
 from .ctv_rules import build_ctv
 from .layout import build_layout
@@ -55,7 +56,8 @@ class AnatomyParams:
     scale
         Skeletal size factor (about 0.92-1.08) applied to bone and landmark positions.
     habitus
-        0 = thin ... 1 = obese; drives the fat thicknesses.
+        0 = thin ... 1 = obese; drives the fat thicknesses (about 5-45 mm anteriorly and laterally,
+        more anterior abdominal fat when obese), trunk width and image noise.
     fat_anterior_mm, fat_lateral_mm, fat_posterior_mm
         Subcutaneous fat thickness at the front, sides and back.
     lean_width_factor, lean_depth_factor
@@ -90,7 +92,7 @@ class AnatomyParams:
         One ``(site, side, t, angle_deg, radius_mm)`` per node: site from ``NODE_SITES``, side
         +1 left / -1 right, ``t`` position (0..1) along the vessel, angle around it, radius.
     noise_sd_hu
-        Standard deviation of the CT noise in soft tissue (0 renders without noise).
+        Standard deviation (HU) of the CT noise in soft tissue, about 9-25 (0 renders without noise).
     metal_left, metal_right
         Hip prosthesis on that side (metal head, cup and stem, with streak artefacts).
     """
@@ -163,7 +165,7 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
     u = rng.uniform
     scale = float(np.clip(rng.normal(1.0, 0.035), 0.92, 1.08))
     habitus = float(rng.beta(2.0, 2.5))
-    fat = 7.0 + 50.0 * habitus ** 1.3
+    fat = 5.0 + 36.0 * habitus ** 1.2  # subcutaneous fat (mm): about 5 (thin) to 41 (obese)
     fill = float(np.exp(u(np.log(50.0), np.log(500.0))))
     anteverted = rng.random() < 0.75
     version = u(20.0, 80.0) if anteverted else u(-45.0, -10.0)
@@ -179,8 +181,8 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
         layout_seed=int(rng.integers(0, 2 ** 31 - 1)),
         scale=scale,
         habitus=habitus,
-        fat_anterior_mm=fat * float(u(1.1, 1.5)),
-        fat_lateral_mm=fat * float(u(0.8, 1.1)),
+        fat_anterior_mm=fat * float(u(1.05, 1.2)),
+        fat_lateral_mm=fat * float(u(0.9, 1.1)),
         fat_posterior_mm=fat * float(u(0.6, 0.9)),
         lean_width_factor=float(u(0.95, 1.04) + 0.04 * habitus),
         lean_depth_factor=float(u(0.95, 1.05)),
@@ -218,7 +220,7 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
         node_hu=float(u(30.0, 48.0)),
         oral_contrast_hu=float(u(180.0, 300.0)),
         lymph_nodes=nodes,
-        noise_sd_hu=float(u(9.0, 20.0)),
+        noise_sd_hu=float(u(9.0, 15.0) + 10.0 * habitus),  # larger patients are noisier
         metal_left=has_metal and metal_sides in (0, 2),
         metal_right=has_metal and metal_sides in (1, 2),
     )
@@ -238,7 +240,7 @@ def body_half_extent_mm(params: AnatomyParams) -> tuple[float, float]:
 
     Both are measured from the anatomy origin (``max |x|`` and ``max |y|`` of the outline), so a
     field of view centred on the anatomy origin with these half sizes contains the body. The
-    couch (about 56 mm deep, directly under the body on its side) is not included.
+    couch (up to 75 mm deep with its mattress, directly under the body on its side) is not included.
     """
     lay = build_layout(params)
     half_x, y_front, y_back = body_extremes(lay, params, *pelvis_extent_mm())
@@ -309,6 +311,9 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     band = (np.array([-300.0, couch.y - 90.0, z_lo - 1.0]), np.array([300.0, couch.y + 90.0, z_hi + 1.0]))
     win = canvas.window(*band)
     if win is not None:
+        # The soft tissue on the couch side is pressed flat onto it (fat only, never organs).
+        couch = press_body(painter, win, body[win.sl], couch)
+        repaint_skin(painter, win, body[win.sl], couch, params.skin_mm)
         paint_couch(painter, win, body[win.sl], couch)
     del win
 
@@ -340,8 +345,7 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     else:
         streaks(canvas, [], heads, rng, body, 30.0, (-0.8 * hr, 0.8 * hr), hu)
     if params.noise_sd_hu > 0:
-        hu += ct_noise(rng, canvas, spacing_kji, body, params.noise_sd_hu, params.habitus,
-                       heads, hr)
+        hu += ct_noise(rng, canvas, spacing_kji, body, params.noise_sd_hu, params.habitus)
     np.clip(hu, -1024.0, 3071.0, out=hu)
     return RenderedPhantom(hu=hu, structures=structures)
 

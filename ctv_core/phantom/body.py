@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,39 +40,66 @@ def _profiles(lay: Layout, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class CouchContact:
-    """Where the body rests on the couch (anatomy frame, mm).
+    """Where the body rests on the couch, and the couch build-up (anatomy frame, mm).
 
     ``sign`` is +1 when the couch is posterior (supine) and -1 when anterior (prone); ``y`` is the
-    y of the couch-top surface at the midline; the top rises towards the patient by
-    ``lift(x) = COUCH_LIFT_MM * (x / COUCH_HALF_WIDTH_MM)**2`` at its edges (a slightly curved top).
+    y of the surface the skin rests on (top of the mattress, or of the tabletop without one) at
+    the midline; the surface rises towards the patient by
+    ``lift(x) = COUCH_LIFT_MM * (x / COUCH_HALF_WIDTH_MM)**2`` at its edges (an almost flat top).
+    ``mattress_mm`` is the radiotherapy pad between skin and tabletop (0 = none), ``table_mm`` the
+    total tabletop thickness, ``press_mm`` how far (mm) the soft tissue on the couch side is
+    pressed flat beyond the free outline (before ``press_body`` limits it to spare organs and bone).
     """
 
     sign: float
     y: float
+    mattress_mm: float = 6.0
+    table_mm: float = 50.0
+    press_mm: float = 0.0
 
     def depth(self, x, y) -> np.ndarray:
-        """Signed depth (mm) below the couch-top surface: > 0 inside the mattress and couch."""
+        """Signed depth (mm) below the surface the skin rests on: > 0 inside the mattress and couch."""
         lift = np.float32(COUCH_LIFT_MM / COUCH_HALF_WIDTH_MM ** 2) * x * x
         return ((y - np.float32(self.y)) * np.float32(self.sign) + lift).astype(np.float32, copy=False)
 
+    def pressed(self, mm: float) -> CouchContact:
+        """The same couch with its surface moved ``mm`` towards the patient (and ``press_mm`` = 0)."""
+        return replace(self, y=self.y - self.sign * mm, press_mm=0.0)
 
-#: Rise (mm) of the couch top at its edges, and its half width (mm).
-COUCH_LIFT_MM = 14.0
-COUCH_HALF_WIDTH_MM = 260.0
+
+#: Rise (mm) of the tabletop at its edges (very slightly curved), and its half width (mm).
+COUCH_LIFT_MM = 3.0
+COUCH_HALF_WIDTH_MM = 250.0
+#: Half width (mm) of the radiotherapy mattress on the tabletop.
+MATTRESS_HALF_WIDTH_MM = 235.0
+#: Thickness (mm) of the carbon-fibre skins of the tabletop.
+COUCH_SHELL_MM = 2.0
+#: Least distance (mm) kept between the pressed skin surface and any tissue other than fat and skin.
+PRESS_CLEARANCE_MM = 4.0
 
 
 def couch_contact(lay: Layout, params, position: str) -> CouchContact:
     """The couch surface the body rests on for a DICOM PatientPosition.
 
-    Supine: the back (flattened) lies on it. Prone: the belly and thighs sag onto it; the surface
-    is placed 10 mm behind the most protruding anterior point, so no level floats above it.
+    Supine: the back lies on it, at the free posterior skin surface; prone: the belly and thighs
+    sag onto it, the surface placed 10 mm behind the most protruding anterior point. The pad
+    (none in a quarter of scans, else 3-15 mm), tabletop thickness (40-60 mm) and the soft-tissue
+    compression (2-15 mm, at most 80 % of the couch-side fat) are drawn from ``params.layout_seed``.
     """
+    rng = np.random.default_rng(params.layout_seed + 17)
+    mattress = 0.0 if rng.random() < 0.25 else float(rng.uniform(3.0, 15.0))
+    table = float(rng.uniform(40.0, 60.0))
     if position.endswith("S"):
-        return CouchContact(1.0, float(lay.back_y + lay.fat_post))
-    zz = np.linspace(lay.trunk_bottom_z + 10.0, float(lay.body_z_table[-2]), 64)
-    b = np.interp(zz, lay.body_z_table, lay.lean_b)
-    front = lay.back_y - 2.0 * b - lay.fat_ant * (1.0 + _pannus(lay, zz))
-    return CouchContact(-1.0, float(front.min()) + 10.0)
+        fat = lay.fat_post
+        y, sign = lay.back_y + lay.fat_post, 1.0
+    else:
+        zz = np.linspace(lay.trunk_bottom_z + 10.0, float(lay.body_z_table[-2]), 64)
+        b = np.interp(zz, lay.body_z_table, lay.lean_b)
+        front = lay.back_y - 2.0 * b - lay.fat_ant * (1.0 + _pannus(lay, zz))
+        fat = lay.fat_ant
+        y, sign = float(front.min()) + 10.0, -1.0
+    press = min(float(rng.uniform(2.0, 15.0)), 0.8 * fat)
+    return CouchContact(sign, float(y), mattress, table, press)
 
 
 def _pannus(lay: Layout, z):
@@ -265,29 +292,59 @@ def body_extremes(lay: Layout, params, z_lo: float, z_hi: float) -> tuple[float,
     return half_x, y_front, y_back
 
 
-#: Couch build-up on the couch side of the body (mm of depth below the couch-top surface).
-MATTRESS_MM = 6.0
-COUCH_SHELL_MM = 2.0
-COUCH_THICK_MM = 50.0
+def press_body(painter: Painter, win: Window, body: np.ndarray, couch: CouchContact) -> CouchContact:
+    """Flatten the couch side of the body by up to ``couch.press_mm``; returns the pressed couch.
+
+    Only subcutaneous fat and skin are shaved: the press is reduced so the new surface stays
+    ``PRESS_CLEARANCE_MM`` clear of every other tissue in ``win``. Voxels beyond the new surface
+    leave ``body`` (a view of the body mask over ``win``, updated in place) and become air; the
+    caller then lays skin along the new surface (``repaint_skin``).
+    """
+    u = couch.depth(win.x, win.y)
+    labels = painter.labels[win.sl]
+    deep = body & (labels != np.uint8(Tissue.FAT)) & (labels != np.uint8(Tissue.SKIN))
+    closest = float(u[deep].max()) if deep.any() else -np.inf  # < 0: depth of the nearest non-fat tissue
+    press = float(np.clip(min(couch.press_mm, -closest - PRESS_CLEARANCE_MM), 0.0, None))
+    pressed = couch.pressed(press)
+    if press <= 0.0:
+        return pressed
+    u -= np.float32(press)
+    cut = body & (u >= 0)
+    body &= ~cut
+    labels[cut] = np.uint8(Tissue.AIR)
+    return pressed
+
+
+def repaint_skin(painter: Painter, win: Window, body: np.ndarray, couch: CouchContact, skin_mm: float) -> None:
+    """Skin (``skin_mm`` thick) along the flattened, couch-side surface of the body in ``win``."""
+    u = couch.depth(win.x, win.y)
+    painter.paint(win, body & (u > -np.float32(skin_mm)), Tissue.SKIN, only=(Tissue.FAT, Tissue.SKIN))
+
+
+def _sampled_thickness(win: Window, mm: float) -> np.float32:
+    """``mm``, or the in-plane y step (mm) of one voxel if larger, so a thin horizontal layer is
+    hit by every column of the grid (real scanners show it partial-volume averaged, not missing)."""
+    step_y = float(np.abs(win.canvas.step[1, :2]).max())
+    return np.float32(max(mm, step_y))
 
 
 def paint_couch(painter: Painter, win: Window, body: np.ndarray, couch: CouchContact) -> None:
-    """A thin foam mattress and a curved carbon-fibre couch top directly under the body.
+    """The radiotherapy mattress and a flat carbon-fibre tabletop under the body.
 
-    The mattress fills from the couch-top surface (where the body rests) to ``MATTRESS_MM``; the
-    couch below it is a carbon shell (top and bottom skins, rounded side walls) around a
-    low-density foam core, ``COUCH_THICK_MM`` deep at the midline and thinner towards the edges.
+    The mattress fills from the surface the skin rests on to ``couch.mattress_mm`` below it; the
+    tabletop below is ``couch.table_mm`` thick, ``2 * COUCH_HALF_WIDTH_MM`` wide (cut by the field
+    of view): two ``COUCH_SHELL_MM`` carbon skins and side walls around a low-density foam core.
     """
     u = couch.depth(win.x, win.y)
     x = win.x
     outside = ~body
-    mattress = (u >= -0.5) & (u < MATTRESS_MM) & (np.abs(x) < 235.0)
+    shell_mm = _sampled_thickness(win, COUCH_SHELL_MM)
+    top = np.float32(couch.mattress_mm)
+    mattress = (u >= -0.5) & (u < top) & (np.abs(x) < MATTRESS_HALF_WIDTH_MM)
     painter.paint(win, mattress & outside, Tissue.MATTRESS)
-    top = np.float32(MATTRESS_MM)
-    # The underside curves up towards the edges: the couch is deepest at the midline.
-    bottom = top + np.float32(COUCH_THICK_MM) - np.float32(18.0) * (x / np.float32(COUCH_HALF_WIDTH_MM)) ** 2
+    bottom = top + np.float32(couch.table_mm)
     edge = np.abs(x) - np.float32(COUCH_HALF_WIDTH_MM)
     inside = (u >= top) & (u < bottom) & (edge < 0)
-    shell = inside & ((u < top + COUCH_SHELL_MM) | (u > bottom - COUCH_SHELL_MM) | (edge > -COUCH_SHELL_MM - 1.0))
+    shell = inside & ((u < top + shell_mm) | (u > bottom - shell_mm) | (edge > -shell_mm - 1.0))
     painter.paint(win, inside & outside, Tissue.COUCH_CORE)
     painter.paint(win, shell & outside, Tissue.COUCH_SHELL)

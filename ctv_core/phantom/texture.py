@@ -12,11 +12,12 @@ from scipy import ndimage
 from .shapes import Canvas
 
 
-def _kernel_norm(sigma_vox: float) -> float:
-    """Standard deviation left after scipy's Gaussian filter of unit white noise along one axis."""
+def _kernel_norm(sigma_vox: float, truncate: float = 4.0) -> float:
+    """Standard deviation left after scipy's Gaussian filter (``sigma_vox`` voxels, ``truncate``
+    sigmas) of unit white noise along one axis; 1 below 0.3 voxels (treated as unfiltered)."""
     if sigma_vox < 0.3:
         return 1.0
-    radius = int(4.0 * sigma_vox + 0.5)
+    radius = int(truncate * sigma_vox + 0.5)
     x = np.arange(-radius, radius + 1, dtype=float)
     w = np.exp(-0.5 * (x / sigma_vox) ** 2)
     w /= w.sum()
@@ -123,50 +124,40 @@ def streaks(canvas: Canvas, sources: list, others: list, rng: np.random.Generato
     view[m] += acc[m]
 
 
+#: Gaussian sigma (mm) of the in-plane noise grain: a correlation length of about 1-2 mm (FWHM 1.9 mm).
+NOISE_GRAIN_MM = 0.8
+
+
 def ct_noise(rng: np.random.Generator, canvas: Canvas, spacing_kji, body: np.ndarray, sd_hu: float,
-             habitus: float, heads: list, head_r: float) -> np.ndarray:
-    """Quantum noise of a filtered-back-projection CT, in HU, ``[k, j, i]`` float32.
+             habitus: float) -> np.ndarray:
+    """Quantum noise of a reconstructed CT, in HU, ``[k, j, i]`` float32.
 
-    - Texture: band-pass (a fine Gaussian blur minus part of a wider one), so the noise power
-      peaks at mid frequencies (a grain of about 1.5 mm) instead of being white or blotchy.
-    - Level: ``sd_hu`` at the body's edge region, rising towards the centre of the body,
-      more so in larger patients (longer X-ray paths); 0.7 x outside the body.
-    - Photon starvation: streaky noise along the left-right axis between the femoral heads.
+    - Texture: white Gaussian noise blurred in the axial plane only (axes j and i, by their
+      pixel spacings) with a ``NOISE_GRAIN_MM`` Gaussian, so the grain is isotropic in-plane and
+      independent from slice to slice, then rescaled to unit standard deviation.
+    - Level: ``sd_hu`` in the central soft tissue, about 0.75-0.85 x that at the body's edge (the
+      rise towards the centre is stronger in larger patients: longer X-ray paths); 0.7 x outside.
 
-    ``heads`` are the anatomy-frame (x, y) centres (mm) of the femoral heads, ``head_r`` their radius.
+    ``spacing_kji`` is the grid spacing (mm) in array axis order (slices, rows, columns).
     """
     shape = body.shape
-    fine = correlated_noise(rng, shape, spacing_kji, 0.55)
-    wide = fine.copy()
-    for axis, sp in enumerate(spacing_kji):
-        sv = 1.4 / sp
-        if sv >= 0.3:
-            ndimage.gaussian_filter1d(wide, sv, axis=axis, output=wide, mode="reflect", truncate=3.0)
-    fine -= np.float32(0.75) * wide
-    del wide
-    # Normalise on a fixed sub-lattice (deterministic, cheap).
-    fine *= np.float32(1.0 / max(float(np.std(fine[::3, ::5, ::5])), 1e-6))
-    # Lateral streaks: white noise smeared along the i axis (left-right on axial grids).
-    streak = rng.standard_normal(shape, dtype=np.float32)
-    ndimage.gaussian_filter1d(streak, 7.0 / spacing_kji[2], axis=2, output=streak, mode="reflect", truncate=3.0)
-    if spacing_kji[1] < 1.2:
-        ndimage.gaussian_filter1d(streak, 0.6 / spacing_kji[1], axis=1, output=streak, mode="reflect", truncate=3.0)
-    streak *= np.float32(1.0 / max(float(np.std(streak[::3, ::5, ::5])), 1e-6))
-    centre_gain = np.float32(0.35 + 0.45 * habitus)
-    hx = max(abs(float(h[0])) for h in heads) if heads else 90.0
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    sig = [NOISE_GRAIN_MM / sp for sp in spacing_kji[1:]]
+    norm = 1.0
+    for axis, sv in zip((1, 2), sig):
+        if sv < 0.3:
+            continue  # the grain is finer than the pixels: white noise
+        ndimage.gaussian_filter1d(noise, sv, axis=axis, output=noise, mode="reflect", truncate=3.0)
+        norm *= _kernel_norm(sv, truncate=3.0)
+    noise *= np.float32(1.0 / norm)
+    centre_gain = np.float32(0.15 + 0.15 * habitus)
     for k0 in range(0, shape[0], 16):
         win = canvas.slab(k0, min(k0 + 16, shape[0]))
-        x, y, z = win.x, win.y, win.z
+        x, y = win.x, win.y
         w = np.exp(-(x * x) / np.float32(2 * 110.0 ** 2) - (y * y) / np.float32(2 * 80.0 ** 2))
-        gain = np.float32(0.85) + centre_gain * w
-        zh = np.clip(1.0 - np.abs(z) / np.float32(head_r * 1.6), 0.0, 1.0)
-        band = zh * np.exp(-(y * y) / np.float32(2 * 22.0 ** 2)) * np.clip(1.3 - np.abs(x) / np.float32(hx + 20.0),
-                                                                           0.0, 1.0)
-        sl = win.sl
-        out = fine[sl]
+        gain = np.float32(0.8) + centre_gain * w
+        out = noise[win.sl]
         out *= gain
-        out += np.float32(0.9) * band * streak[sl]
-        out[~body[sl]] *= np.float32(0.7)
-        out *= np.float32(sd_hu)
-    del streak
-    return fine
+        out[~body[win.sl]] *= np.float32(0.7)
+        out *= np.float32(sd_hu / (0.8 + float(centre_gain)))
+    return noise

@@ -100,9 +100,9 @@ def hu_tables(params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     vein = params.vein_hu if params.vessel_contrast else params.blood_hu
     boost = 15.0 if params.vessel_contrast else 0.0
     put(Tissue.AIR, -1000.0)
-    put(Tissue.MATTRESS, -780.0, 15.0, 10.0)
-    put(Tissue.COUCH_SHELL, 300.0, 40.0, 20.0)
-    put(Tissue.COUCH_CORE, -680.0, 12.0, 10.0)
+    put(Tissue.MATTRESS, -800.0, 12.0, 8.0)
+    put(Tissue.COUCH_SHELL, 250.0, 40.0, 20.0)
+    put(Tissue.COUCH_CORE, -890.0, 5.0, 5.0)
     put(Tissue.FAT, params.fat_hu, 7.0, 5.0)
     put(Tissue.MESORECTAL_FAT, params.fat_hu + 12.0, 8.0, 5.0)
     put(Tissue.VISCERAL_FAT, params.fat_hu + 8.0, 9.0, 8.0)
