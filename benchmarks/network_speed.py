@@ -1,6 +1,6 @@
 """Speed of the CTV network on this machine, against the machine's own fp32 matmul throughput.
 
-Usage: ``python benchmarks/network_speed.py [--patch Z Y X ...] [--passes N] [--blocks-per-level N]``
+Usage: ``python benchmarks/network_speed.py [--patch Z Y X ...] [--widths W ...] [--passes N] [--blocks-per-level N]``
 
 Prints the fp32 matmul GFLOP/s (2048^3, median of 5, on the threads ``configure_runtime``
 chooses), then per patch size: parameters, GFLOPs per forward (all passes, batch 1), the median
@@ -50,6 +50,8 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patch", type=int, nargs=3, action="append", metavar=("Z", "Y", "X"))
+    parser.add_argument("--widths", type=int, nargs="+", default=list(NetworkConfig.widths),
+                        help="feature channels per level (default: the method's)")
     parser.add_argument("--passes", type=int, default=NetworkConfig.passes)
     parser.add_argument("--blocks-per-level", type=int, default=NetworkConfig.blocks_per_level)
     parser.add_argument("--repeats", type=int, default=3)
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
     device = select_device("cpu")
     configure_runtime(device)
-    config = NetworkConfig(passes=args.passes, blocks_per_level=args.blocks_per_level)
+    config = NetworkConfig(widths=tuple(args.widths), passes=args.passes, blocks_per_level=args.blocks_per_level)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.2f} (other work on the cores slows every number)")
     reference = matmul_gflops()
