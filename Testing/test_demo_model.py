@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import numpy as np
 import SimpleITK as sitk
+from conftest import ctv_command
 
 from ctv_core import load_ct_series
 from ctv_core.model_package import BUNDLED, load_model_package
@@ -40,3 +44,15 @@ def test_demo_model_delineates_unseen_phantoms(tmp_path):
         assert 300 < result.volume_cc < 2000, seed
         assert np.isfinite(result.seconds["network"])
     assert np.mean(scores) >= 0.85 and min(scores) >= 0.80, scores
+
+
+def test_demo_model_draws_nothing_on_a_real_upper_abdomen_and_says_so(shared_data, tmp_path):
+    """A real CT without a pelvis (Siemens, 20 slices of upper abdomen): no CTV, and a warning to check the CT."""
+    ct_dir = shared_data / "dicom" / "siemens_abdomen_j2k_missing_uids"
+    done = subprocess.run([ctv_command(), "predict", str(ct_dir), str(tmp_path / "out"), "--formats", "nifti", "-q",
+                           "--device", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["ctv"]["volume_cc"] < 50
+    assert any("pelvis" in w for w in report["warnings"]), report["warnings"]
+    assert "warning  The model drew no CTV" in done.stdout or "much smaller" in done.stdout

@@ -19,7 +19,7 @@ from ctv_core.model_config import InferenceConfig, ModelSettings, Postprocessing
 from ctv_core.model_package import load_model_package, save_model_package
 from ctv_core.network_config import NetworkConfig
 from ctv_core.phantom import ScanSettings, make_phantom
-from ctv_core.prediction import CTVPredictor
+from ctv_core.prediction import CTVPredictor, volume_warnings
 from ctv_core.predict_job import run_predict_job
 from ctv_core.preprocessing import prepare_input, probability_to_mask
 from ctv_core.qa_models import HUWindowConfig, HUWindowModel
@@ -350,3 +350,18 @@ def test_postprocessing_keeps_largest_fills_holes_and_drops_small_parts():
     assert kept[1:3, 30:33, 30:33].sum() == 18 and kept[2:4, 12:16, 12:16].sum() == 0
     dropped = postprocess(mask, 0.001, PostprocessingConfig(keep_largest=0, min_component_cc=0.05, fill_holes=False))
     assert dropped[1:3, 30:33, 30:33].sum() == 0 and dropped.sum() > 1000
+
+
+def test_volume_warnings_flag_empty_and_unusual_ctvs():
+    assert "drew no CTV" in volume_warnings(0.0, None)[0]
+    assert "drew no CTV" in volume_warnings(0.0, (500.0, 1000.0))[0]
+    assert volume_warnings(450.0, None) == []  # no training record: nothing to compare with
+    assert volume_warnings(450.0, (500.0, 1000.0)) == []  # within the 1.25 margin
+    assert volume_warnings(1200.0, (500.0, 1000.0)) == []
+    assert "much smaller" in volume_warnings(390.0, (500.0, 1000.0))[0]
+    larger = volume_warnings(1260.0, (500.0, 1000.0))[0]
+    assert "much larger" in larger and "1260 cc" in larger and "500-1000 cc" in larger
+    # The bundled package records its training volumes; the predictor reads them from there.
+    bundled = load_model_package(None)
+    target = bundled.manifest["training"]["data"]["info"]["roi_volumes_cc"]["target"]
+    assert bundled.training_volumes_cc == (target["min"], target["max"])

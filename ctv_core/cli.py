@@ -121,6 +121,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
           f"with {report['model']['name']} {report['model']['version']}")
     for key, path in result.files.items():
         print(f"  {key:8s} {path}")
+    for warning in report["warnings"]:
+        print(f"  warning  {warning}")
     return 0
 
 

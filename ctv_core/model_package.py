@@ -93,6 +93,16 @@ class ModelPackage:
         return f"{self.name} {self.version}"
 
     @property
+    def training_volumes_cc(self) -> tuple[float, float] | None:
+        """Smallest and largest target volume (cc) of the training data, from the manifest's
+        training record (``training.data.info.roi_volumes_cc.target``); None when not recorded."""
+        try:
+            target = self.manifest["training"]["data"]["info"]["roi_volumes_cc"]["target"]
+            return float(target["min"]), float(target["max"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
     def divisor(self) -> int:
         """Input sizes the network accepts are multiples of this."""
         return int(self.network_config.divisor)

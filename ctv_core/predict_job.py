@@ -110,7 +110,8 @@ def run_predict_job(
         notes = [f"CTV volume: {prediction.volume_cc:.0f} cc", f"Model: {package.model_id}",
                  f"Patient: {ct.reference.patient_study.patient_id}", "Automatic contour: review before use."]
         files["qa"] = write_qa_image(ct.image, prediction.mask, staging / "qa.png",
-                                     "CTV auto-delineation (unapproved)", notes + list(ct.warnings))
+                                     "CTV auto-delineation (unapproved)",
+                                     notes + prediction.warnings + list(ct.warnings))
         seconds["writing"] = time.perf_counter() - start
         seconds["total"] = time.perf_counter() - started
         report = _report(ct, package, prediction, seconds, formats)
@@ -151,5 +152,5 @@ def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], format
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "ctv": {"volume_cc": round(prediction.volume_cc, 1)},
         "outputs": [FILE_NAMES[f] for f in formats] + ["qa.png", "report.json"],
-        "warnings": list(ct.warnings),
+        "warnings": prediction.warnings + list(ct.warnings),
     }

@@ -46,12 +46,37 @@ class Prediction:
         CTV volume, cc.
     device
         The torch device used.
+    warnings
+        What the reviewer should know about the result (see :func:`volume_warnings`).
     """
 
     mask: sitk.Image
     seconds: dict[str, float] = field(default_factory=dict)
     volume_cc: float = 0.0
     device: str = "cpu"
+    warnings: list[str] = field(default_factory=list)
+
+
+#: A CTV this much smaller than the smallest, or larger than the largest, the model was trained
+#: on is reported for review.
+VOLUME_MARGIN = 1.25
+
+
+def volume_warnings(volume_cc: float, training_volumes_cc: tuple[float, float] | None) -> list[str]:
+    """Warnings for an empty CTV, or one outside the training data's volume range (cc) by more
+    than ``VOLUME_MARGIN``: the signs that a model meets a CT unlike those it learned from."""
+    if volume_cc <= 0:
+        return ["The model drew no CTV. Check that the CT is a pelvic CT covering the whole pelvis "
+                "(from above the aortic bifurcation to below the ischial tuberosities) and that the model suits it."]
+    if training_volumes_cc is None:
+        return []
+    low, high = training_volumes_cc
+    if volume_cc < low / VOLUME_MARGIN or volume_cc > high * VOLUME_MARGIN:
+        side = "smaller" if volume_cc < low else "larger"
+        return [f"The CTV ({volume_cc:.0f} cc) is much {side} than those the model was trained on "
+                f"({low:.0f}-{high:.0f} cc): check that the CT covers the pelvis as usual and review the contour "
+                "with particular care."]
+    return []
 
 
 class CTVPredictor:
@@ -106,8 +131,9 @@ class CTVPredictor:
         mask = postprocess(mask, voxel_cc, settings.postprocessing)
         seconds["postprocessing"] = time.perf_counter() - start
         report("done", 1.0)
-        return Prediction(mask=ct_grid.image(mask), seconds=seconds, volume_cc=float(mask.sum()) * voxel_cc,
-                          device=str(self.device))
+        volume_cc = float(mask.sum()) * voxel_cc
+        return Prediction(mask=ct_grid.image(mask), seconds=seconds, volume_cc=volume_cc, device=str(self.device),
+                          warnings=volume_warnings(volume_cc, self.package.training_volumes_cc))
 
     def _probability(self, volume: np.ndarray, inference, report: Progress, cancelled: Cancelled | None) -> np.ndarray:
         def logits_of(tensor: torch.Tensor) -> torch.Tensor:
