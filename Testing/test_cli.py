@@ -9,6 +9,8 @@ import sys
 import pydicom
 from conftest import axial_grid, ctv_command, write_linear_series
 
+from ctv_core.progress_bars import StageBars
+
 
 def run(*args, module: bool = False):
     command = [sys.executable, "-m", "ctv_core", *args] if module else [ctv_command(), *args]
@@ -53,3 +55,16 @@ def test_missing_slice_message_reaches_the_user(tmp_path):
     result = run("inspect", str(folder))
     assert result.returncode == 2 and "missing slices" in result.stderr and "--allow-gaps" in result.stderr
     assert run("inspect", str(folder), "--allow-gaps").returncode == 0
+
+
+def test_stage_bars_show_one_bar_per_stage_and_nothing_when_quiet(capsys):
+    with StageBars(units={"scanning": "folder"}) as bars:
+        bars("scanning", 1, 4)
+        bars("scanning", 4, 4)
+        bars("building", 1, 3)
+    err = capsys.readouterr().err
+    assert "scanning" in err and "/4 [" in err and "folder" in err
+    assert "building" in err and "/3 [" in err and err.index("scanning") < err.index("building")
+    with StageBars(quiet=True) as bars:
+        bars("scanning", 1, 4)
+    assert capsys.readouterr().err == ""

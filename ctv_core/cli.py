@@ -14,10 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ._version import __version__
 from .errors import CTVError
+from .progress_bars import StageBars
 
 logger = logging.getLogger("ctv_core")
 
@@ -36,19 +35,9 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         contrast=args.contrast,
     )
     start = time.perf_counter()
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="writing CT slices", unit="slice", disable=args.quiet, leave=False)
-        bar.update(done - bar.n)
-
-    try:
-        phantom = make_phantom(args.out_dir, seed=args.seed, settings=settings, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    with StageBars(args.quiet, {"writing CT slices": "slice"}) as bars:
+        phantom = make_phantom(args.out_dir, seed=args.seed, settings=settings,
+                               progress=lambda done, total: bars("writing CT slices", done, total))
     g = phantom.grid
     print(f"Phantom (seed {args.seed}) written to {Path(args.out_dir).resolve()} in "
           f"{time.perf_counter() - start:.1f} s")
@@ -98,24 +87,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict_job import run_predict_job
 
-    bars: dict[str, tqdm] = {}
+    with StageBars(args.quiet) as bars:
+        def progress(stage: str, fraction: float) -> None:
+            if stage != "done":
+                bars(stage, int(round(fraction * 100)), 100)
 
-    def progress(stage: str, fraction: float) -> None:
-        if args.quiet or stage == "done":
-            return
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = tqdm(total=100, desc=f"{stage:>22s}", unit="%", leave=False)
-        bar = bars[stage]
-        bar.update(int(round(fraction * 100)) - bar.n)
-
-    try:
         result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
                                  series_uid=args.series, formats=args.formats.split(","), progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
     report = result.report
     print(f"CTV {report['ctv']['volume_cc']:.0f} cc in {report['seconds']['total']:.1f} s on {report['device']} "
           f"with {report['model']['name']} {report['model']['version']}")

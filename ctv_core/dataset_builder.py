@@ -81,6 +81,7 @@ from .hdf5_dataset import (
     DatasetError,
     describe_dataset,
 )
+from .progress_bars import StageBars
 from .rtstruct import RT_STRUCTURE_SET_STORAGE, read_rtstruct, select_rois
 
 logger = logging.getLogger(__name__)
@@ -751,28 +752,11 @@ def add_dataset_commands(sub: argparse._SubParsersAction, common: argparse.Argum
 
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     rois = RoiSelection.from_options(pattern=args.roi, aliases=args.alias, default_aliases=args.default_aliases,
                                      extra_rois=args.extra_roi)
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if args.quiet:
-            return
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = tqdm(total=total, desc=stage, unit="folder" if stage == "scanning" else "RTSTRUCT",
-                               leave=False)
-        bars[stage].update(done - bars[stage].n)
-
-    try:
+    with StageBars(args.quiet, {"scanning": "folder", "building": "RTSTRUCT"}) as bars:
         summary = build_dataset(args.archive, args.out, rois, deidentify=args.deidentify, overwrite=args.overwrite,
-                                progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
+                                progress=bars)
     print(summary.describe())
     return 0
 

@@ -41,6 +41,7 @@ import SimpleITK as sitk
 
 from .atomic_files import atomic_file
 from .metrics import METRIC_KEYS, EvaluationError, compute_metrics
+from .progress_bars import StageBars
 
 logger = logging.getLogger(__name__)
 
@@ -400,23 +401,11 @@ def add_evaluate_command(sub, common) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from tqdm import tqdm
-
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="evaluating", unit="case", disable=args.quiet, leave=False)
-        bar.update(done - bar.n)
-
-    try:
+    with StageBars(args.quiet, {"evaluating": "case"}) as bars:
         result = evaluate_folder(args.prediction, args.reference, args.out_dir, ct_dir=args.ct, roi=args.roi,
                                  pred_roi=args.pred_roi, pred_file=args.pred_file, ref_file=args.ref_file,
-                                 tolerance_mm=args.tolerance, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+                                 tolerance_mm=args.tolerance,
+                                 progress=lambda done, total: bars("evaluating", done, total))
     print(f"{len(result.rows)} case(s) evaluated (surface Dice at {args.tolerance:g} mm)")
     for row in result.summary:
         if row["metric"] in PLOTTED_METRICS:
