@@ -1,9 +1,11 @@
 """Benchmark: ``ctv predict`` end to end on a 512 x 512 x 200 phantom CT with the default model.
 
-Usage: .venv/bin/python benchmarks/predict_e2e.py [--slices 200] [--repeats 3] [--model PKG] [--profile]
+Usage: .venv/bin/python benchmarks/predict_e2e.py [--slices 200] [--repeats 3] [--model PKG | --untrained]
+[--profile]
 
-Without --model, a package with the default architecture and settings and untrained weights is
-made on the spot (the work done is the same as with trained weights). Runs ``ctv predict`` in
+The model is the one ``ctv predict`` uses by default, the bundled package, unless --model names
+another; --untrained makes a package with the method's default architecture and settings and
+untrained weights on the spot (the work done is the same as with trained weights). Runs ``ctv predict`` in
 a fresh process per repeat and prints: wall time, peak RSS of that process, per-stage seconds
 from report.json, the network's achieved GFLOP/s next to this machine's fp32 matmul GFLOP/s
 measured in the same run, and what the network would take on a GPU from its FLOPs.
@@ -96,7 +98,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", type=Path, default=None)
+    models = parser.add_mutually_exclusive_group()
+    models.add_argument("--model", type=Path, default=None, help="a model package (default: the bundled one)")
+    models.add_argument("--untrained", action="store_true",
+                        help="the method's default architecture with untrained weights")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -108,7 +113,7 @@ def main() -> None:
         tmp = Path(tmp)
         phantom = make_phantom(tmp / "ph", seed=0,
                                settings=ScanSettings(matrix=512, slices=args.slices, slice_thickness_mm=2.0))
-        package = load_model_package(args.model) if args.model else default_package(tmp / "model")
+        package = default_package(tmp / "model") if args.untrained else load_model_package(args.model)
         flops, shape, windows = network_flops(package, phantom.ct_dir)
         g = phantom.grid
         print(f"CT {g.size[0]} x {g.size[1]} x {g.size[2]} ({g.spacing[0]:.3f} x {g.spacing[1]:.3f} x "

@@ -17,5 +17,5 @@ done | xargs -P 2 -n 2 sh -c "$ctv phantom $work/archive/p\$0 --seed \$0 --matri
 [ -f "$work/data.h5" ] || $ctv dataset build "$work/archive" "$work/data.h5" -q
 $ctv train "$work/data.h5" "$work/run" --config configs/demo_model.json --device cpu -q
 rm -rf "$pkg"
-$ctv export "$work/run" "$pkg" --name ctv-demo-phantom --version 0.1.0 \
+$ctv export "$work/run" "$pkg" --name ctv-demo-phantom --version 0.2.0 \
   --description "Demo model trained on 32 synthetic pelvic phantoms (ctv phantom, seeds 100-131) on a 2-core CPU. Not for clinical use: train your own model on your clinic's data (docs/training.md)."

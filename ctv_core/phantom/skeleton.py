@@ -7,6 +7,7 @@ thickness per bone, then split into cortical shell and trabecular (or fatty-marr
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 from .body import Painter, _tube_paint
 from .layout import Layout
@@ -19,7 +20,8 @@ JOINT_MM = 3.5
 
 
 def _sig(v):
-    return (1.0 / (1.0 + np.exp(-v))).astype(np.float32)
+    """The logistic function, float32, without overflow for large ``|v|``."""
+    return expit(v).astype(np.float32)
 
 
 def iliac_wing(win: Window, lay: Layout, side: int):
