@@ -24,16 +24,18 @@ def _kernel_norm(sigma_vox: float, truncate: float = 4.0) -> float:
     return float(np.sqrt(np.sum(w * w)))
 
 
-def correlated_noise(rng: np.random.Generator, shape, spacing_kji, sigma_mm: float) -> np.ndarray:
-    """Unit-variance Gaussian noise ``[k, j, i]`` float32 smoothed with a ``sigma_mm`` Gaussian."""
+def correlated_noise(rng: np.random.Generator, shape, spacing_kji, sigma_mm: float, axes=(0, 1, 2),
+                     truncate: float = 4.0) -> np.ndarray:
+    """Unit-variance Gaussian noise ``[k, j, i]`` float32 smoothed with a ``sigma_mm`` Gaussian
+    (cut at ``truncate`` sigmas) along ``axes``; an axis whose sigma is under 0.3 voxels stays white."""
     field = rng.standard_normal(shape, dtype=np.float32)
-    sig = [sigma_mm / sp for sp in spacing_kji]
     norm = 1.0
-    for axis, sv in enumerate(sig):
+    for axis in axes:
+        sv = sigma_mm / spacing_kji[axis]
         if sv < 0.3:
             continue
-        ndimage.gaussian_filter1d(field, sv, axis=axis, output=field, mode="reflect", truncate=4.0)
-        norm *= _kernel_norm(sv)
+        ndimage.gaussian_filter1d(field, sv, axis=axis, output=field, mode="reflect", truncate=truncate)
+        norm *= _kernel_norm(sv, truncate)
     field *= np.float32(1.0 / norm)
     return field
 
@@ -141,15 +143,7 @@ def ct_noise(rng: np.random.Generator, canvas: Canvas, spacing_kji, body: np.nda
     ``spacing_kji`` is the grid spacing (mm) in array axis order (slices, rows, columns).
     """
     shape = body.shape
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    sig = [NOISE_GRAIN_MM / sp for sp in spacing_kji[1:]]
-    norm = 1.0
-    for axis, sv in zip((1, 2), sig):
-        if sv < 0.3:
-            continue  # the grain is finer than the pixels: white noise
-        ndimage.gaussian_filter1d(noise, sv, axis=axis, output=noise, mode="reflect", truncate=3.0)
-        norm *= _kernel_norm(sv, truncate=3.0)
-    noise *= np.float32(1.0 / norm)
+    noise = correlated_noise(rng, shape, spacing_kji, NOISE_GRAIN_MM, axes=(1, 2), truncate=3.0)
     centre_gain = np.float32(0.15 + 0.15 * habitus)
     for k0 in range(0, shape[0], 16):
         win = canvas.slab(k0, min(k0 + 16, shape[0]))
