@@ -35,9 +35,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-_strict = strict_kwargs
-
-
 CACHE_CHOICES = ("disk", "memory")
 
 
@@ -291,6 +288,10 @@ class ScheduleConfig:
             raise ValueError(f"schedule.sample_images must be an integer >= 0, not {self.sample_images!r}")
 
 
+#: The plain sections of a training configuration, by key.
+_SECTIONS = {"data": DataConfig, "sampling": SamplingConfig, "augmentation": AugmentationConfig,
+             "optimisation": OptimisationConfig, "schedule": ScheduleConfig}
+
 #: Settings that may change when a run is resumed (everything else must match config.json).
 RESUMABLE_CHANGES = ("optimisation.steps", "schedule", "data.num_workers", "data.cache")
 
@@ -338,18 +339,13 @@ class TrainingConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys or bad values raise."""
         try:
-            _strict(cls, data, "config")
-            parts = {
-                "data": DataConfig(**_strict(DataConfig, data.get("data", {}), "data")),
-                "sampling": SamplingConfig(**_strict(SamplingConfig, data.get("sampling", {}), "sampling")),
-                "augmentation": AugmentationConfig(**_strict(AugmentationConfig, data.get("augmentation", {}),
-                                                             "augmentation")),
-                "optimisation": OptimisationConfig(**_strict(OptimisationConfig, data.get("optimisation", {}),
-                                                             "optimisation")),
-                "schedule": ScheduleConfig(**_strict(ScheduleConfig, data.get("schedule", {}), "schedule")),
+            strict_kwargs(cls, data, "config")
+            parts: dict[str, Any] = {name: kind(**strict_kwargs(kind, data.get(name, {}), name))
+                                     for name, kind in _SECTIONS.items()}
+            parts.update({
                 "network": NetworkConfig.from_dict(data.get("network", {})),
                 "settings": ModelSettings.from_dict(data.get("settings", {})),
-            }
+            })
             return cls(**parts)
         except (ValueError, TypeError) as exc:
             raise TrainingError(f"Invalid training configuration: {exc}. Fix that setting in the --config file.") \
