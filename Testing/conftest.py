@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ctv_core.ct_writer import SeriesIdentity, write_ct_series
+from ctv_core.dicom.ct_writer import SeriesIdentity, write_ct_series
 from ctv_core.geometry import PATIENT_POSITION_IOP, Grid
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ctv_core.augmentation import (CenterCrop, Compose, RandomFlip, RandomGaussianNoise, RandomIntensityScale,
+from ctv_core.training.augmentation import (CenterCrop, Compose, RandomFlip, RandomGaussianNoise, RandomIntensityScale,
                                    RandomRotate, RandomTranslate, build_augmentation, region_margin, rotate_pair)
-from ctv_core.losses import DeepSupervisionLoss, bce_loss, soft_dice_loss
-from ctv_core.training_config import AugmentationConfig
+from ctv_core.training.losses import DeepSupervisionLoss, bce_loss, soft_dice_loss
+from ctv_core.training.config import AugmentationConfig
 
 
 def _pair(shape=(20, 36, 40), seed=0):

@@ -9,7 +9,7 @@ import sys
 import pydicom
 from conftest import axial_grid, ctv_command, write_linear_series
 
-from ctv_core.progress_bars import StageBars
+from ctv_core.cli.progress import StageBars
 
 
 def run(*args, module: bool = False):

@@ -13,7 +13,7 @@ from conftest import axial_grid, linear_hu, write_linear_series
 from pydicom.uid import RLELossless, generate_uid
 
 from ctv_core import load_ct_series
-from ctv_core.ct_writer import SeriesIdentity, write_ct_series
+from ctv_core.dicom.ct_writer import SeriesIdentity, write_ct_series
 from ctv_core.errors import (
     CorruptDicomError,
     DuplicateSliceError,

@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from ctv_core import load_ct_series, write_rtstruct
-from ctv_core.dataset_builder import (
+from ctv_core.dataset.builder import (
     DEFAULT_TARGET_ALIASES,
     DatasetError,
     RoiSelection,
@@ -25,7 +25,7 @@ from ctv_core.dataset_builder import (
     parse_extra_roi,
 )
 from ctv_core.geometry import Grid
-from ctv_core.hdf5_dataset import CTVDataset, describe_dataset
+from ctv_core.dataset.hdf5_reader import CTVDataset, describe_dataset
 from ctv_core.phantom import ScanSettings, make_phantom
 
 SMALL = ScanSettings(matrix=256, slices=10, slice_thickness_mm=5.0)

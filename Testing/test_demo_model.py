@@ -10,9 +10,9 @@ import SimpleITK as sitk
 from conftest import ctv_command
 
 from ctv_core import load_ct_series
-from ctv_core.model_package import BUNDLED, load_model_package
+from ctv_core.model.package import BUNDLED, load_model_package
 from ctv_core.phantom import ScanSettings, make_phantom
-from ctv_core.prediction import CTVPredictor
+from ctv_core.inference.predictor import CTVPredictor
 
 # Seeds from 9000 on are never used for training (scripts/train_demo_model.sh uses 100-131).
 UNSEEN = [(9001, "HFS"), (9002, "FFS"), (9003, "HFS")]

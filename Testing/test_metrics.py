@@ -1,4 +1,4 @@
-"""Metrics (``ctv_core.metrics``) against hand-computed values, and ``ctv evaluate`` (``ctv_core.evaluation``).
+"""Metrics (``ctv_core.evaluation.metrics``) against hand-computed values, and ``ctv evaluate`` (``ctv_core.evaluation.evaluate``).
 
 Surface points are voxel corners on the boundary, each weighted by its marching-cubes patch
 area (see the ``metrics`` docstring). Hand values below follow from that:
@@ -28,9 +28,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import axial_grid, write_linear_series
-from ctv_core.dicom_series import load_ct_series
+from ctv_core.dicom.series import load_ct_series
 from ctv_core.errors import CTVError, ROINotFoundError
-from ctv_core.evaluation import (
+from ctv_core.evaluation.evaluate import (
     SUMMARY_COLUMNS,
     add_evaluate_command,
     evaluate_case,
@@ -39,7 +39,7 @@ from ctv_core.evaluation import (
     summarise,
     summarise_folds,
 )
-from ctv_core.metrics import (
+from ctv_core.evaluation.metrics import (
     METRIC_KEYS,
     EvaluationError,
     SurfaceDistances,
@@ -47,7 +47,7 @@ from ctv_core.metrics import (
     hausdorff_distance,
     weighted_percentile,
 )
-from ctv_core.rtstruct import write_rtstruct
+from ctv_core.structures.rtstruct import write_rtstruct
 
 SPACING = (0.8, 1.2, 3.0)  # (i, j, k) mm: every axis different, so an axis mix-up shows
 MM = 1e-5  # distance tolerance, see the module docstring

@@ -15,16 +15,16 @@ from conftest import axial_grid, ctv_command, linear_hu, require_tool, write_lin
 from ctv_core import load_ct_series, read_rtstruct
 from ctv_core.errors import ModelPackageError, PredictionCancelled, StructureSetError
 from ctv_core.geometry import Grid
-from ctv_core.model_config import InferenceConfig, ModelSettings, PostprocessingConfig, PreprocessingConfig
-from ctv_core.model_package import load_model_package, save_model_package
-from ctv_core.network_config import NetworkConfig
+from ctv_core.model.settings import InferenceConfig, ModelSettings, PostprocessingConfig, PreprocessingConfig
+from ctv_core.model.package import load_model_package, save_model_package
+from ctv_core.model.network_config import NetworkConfig
 from ctv_core.phantom import ScanSettings, make_phantom
-from ctv_core.prediction import CTVPredictor, volume_warnings
-from ctv_core.predict_job import run_predict_job
-from ctv_core.preprocessing import prepare_input, probability_to_mask
-from ctv_core.qa_models import HUWindowConfig, HUWindowModel
-from ctv_core.sliding_window import sliding_window_probability
-from ctv_core.unet3d import UNet3D
+from ctv_core.inference.predictor import CTVPredictor, volume_warnings
+from ctv_core.inference.predict_job import run_predict_job
+from ctv_core.inference.preprocessing import prepare_input, probability_to_mask
+from ctv_core.model.qa_models import HUWindowConfig, HUWindowModel
+from ctv_core.inference.sliding_window import sliding_window_probability
+from ctv_core.model.unet3d import UNet3D
 
 BONE = (500.0, 10000.0)  # cortical bone: the couch shell (+300 HU) stays out
 SMALL = dict(matrix=256, slices=16, slice_thickness_mm=4.0)
@@ -344,7 +344,7 @@ def test_fixed_shape_option_of_the_original_method(phantoms, tmp_path):
 
 
 def test_postprocessing_keeps_largest_fills_holes_and_drops_small_parts():
-    from ctv_core.postprocessing import postprocess
+    from ctv_core.inference.postprocessing import postprocess
 
     mask = np.zeros((6, 40, 40), np.uint8)
     mask[1:5, 5:25, 5:25] = 1

@@ -12,7 +12,7 @@ from conftest import ctv_command, require_tool
 
 from ctv_core import convert_structures, load_ct_series, read_rtstruct, read_seg, write_rtstruct, write_seg
 from ctv_core.errors import FrameOfReferenceMismatchError, GridMismatchError, StructureSetError
-from ctv_core.mask_files import read_mask, write_mask
+from ctv_core.structures.mask_files import read_mask, write_mask
 from ctv_core.phantom import ScanSettings, make_phantom
 
 SMALL = dict(matrix=256, slices=12, slice_thickness_mm=5.0)

@@ -21,13 +21,13 @@ import SimpleITK as sitk
 import torch
 
 import ctv_core
-from ctv_core.export import export_package
-from ctv_core.model_package import load_model_package
+from ctv_core.training.export import export_package
+from ctv_core.model.package import load_model_package
 from ctv_core.phantom import ScanSettings, make_phantom
-from ctv_core.prediction import CTVPredictor
-from ctv_core.training import load_checkpoint, train
-from ctv_core.training_config import TrainingConfig, TrainingError, load_training_config
-from ctv_core.training_data import (CaseStore, PatchDataset, StepBatchSampler, describe_dataset, kfold_split,
+from ctv_core.inference.predictor import CTVPredictor
+from ctv_core.training.loop import load_checkpoint, train
+from ctv_core.training.config import TrainingConfig, TrainingError, load_training_config
+from ctv_core.training.cases import (CaseStore, PatchDataset, StepBatchSampler, describe_dataset, kfold_split,
                                     prepare_case)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def phantoms(tmp_path_factory) -> dict[int, tuple[sitk.Image, sitk.Image]]:
 
 
 def write_dataset(path: Path, phantoms) -> Path:
-    """A ctv-dataset version 1 file (the schema of ctv_core.hdf5_dataset) built with h5py."""
+    """A ctv-dataset version 1 file (the schema of ctv_core.dataset.hdf5_reader) built with h5py."""
     text = h5py.string_dtype()
     with h5py.File(path, "w") as h5:
         h5.attrs["format"] = "ctv-dataset"
@@ -345,7 +345,7 @@ def test_two_processes_match_one_process(dataset, tmp_path):
 
 
 def _initial_weights(config: TrainingConfig) -> dict[str, torch.Tensor]:
-    from ctv_core.unet3d import UNet3D
+    from ctv_core.model.unet3d import UNet3D
 
     torch.manual_seed(config.data.seed)
     return UNet3D(config.network).state_dict()

@@ -1,4 +1,4 @@
-"""The network (ctv_core.unet3d) and its configuration (ctv_core.network_config), on the CPU."""
+"""The network (ctv_core.model.unet3d) and its configuration (ctv_core.model.network_config), on the CPU."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from ctv_core.network_config import NetworkConfig
-from ctv_core.unet3d import (
+from ctv_core.model.network_config import NetworkConfig
+from ctv_core.model.unet3d import (
     ConvNorm, UNet3D, _usable_cpu_count, autocast_context, configure_runtime, count_flops,
     count_parameters, fold_batch_norms, prepare_for_inference, select_device)
 

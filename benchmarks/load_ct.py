@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ctv_core import load_ct_series
-from ctv_core.dicom_files import scan_folder
+from ctv_core.dicom.files import scan_folder
 from ctv_core.phantom import ScanSettings, make_phantom
 
 

@@ -6,7 +6,7 @@ The reference is an ellipsoid of 120 x 100 x 150 mm (left-right, anterior-poster
 superior-inferior; about 940 cc) on a 0.8 x 0.8 mm x slice-spacing grid, the prediction the
 same ellipsoid shifted by 4 mm and grown by 3 mm anteriorly, so that every distance is
 non-trivial. Prints the one-off import time of the libraries the metrics load on first use
-(torch and MONAI), then the time of ``ctv_core.evaluation.evaluate_case`` per run, and the
+(torch and MONAI), then the time of ``ctv_core.evaluation.evaluate.evaluate_case`` per run, and the
 metrics.
 """
 
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from ctv_core.evaluation import evaluate_case
+from ctv_core.evaluation.evaluate import evaluate_case
 
 
 def _ellipsoid(shape, spacing, centre_mm, semi_axes_mm) -> np.ndarray:

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory import reset_peak_rss, status_mb  # noqa: E402
 
-from ctv_core.network_config import NetworkConfig  # noqa: E402
-from ctv_core.unet3d import (  # noqa: E402
+from ctv_core.model.network_config import NetworkConfig  # noqa: E402
+from ctv_core.model.unet3d import (  # noqa: E402
     UNet3D, configure_runtime, count_flops, count_parameters, prepare_for_inference, select_device)
 
 # An A100-class card reaches ~300 TFLOP/s dense bf16 at peak; 3D convolutions with few

@@ -47,10 +47,10 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 def default_package(path: Path):
-    from ctv_core.model_config import ModelSettings
-    from ctv_core.model_package import save_model_package
-    from ctv_core.network_config import NetworkConfig
-    from ctv_core.unet3d import UNet3D
+    from ctv_core.model.settings import ModelSettings
+    from ctv_core.model.package import save_model_package
+    from ctv_core.model.network_config import NetworkConfig
+    from ctv_core.model.unet3d import UNet3D
 
     torch.manual_seed(0)
     config = NetworkConfig()
@@ -61,9 +61,9 @@ def default_package(path: Path):
 def network_flops(package, ct_dir: Path) -> tuple[float, tuple[int, ...], int]:
     """FLOPs of the network over the windows the predictor will run, the input shape, the window count."""
     from ctv_core import load_ct_series
-    from ctv_core.preprocessing import prepare_input
-    from ctv_core.sliding_window import window_starts
-    from ctv_core.unet3d import count_flops
+    from ctv_core.inference.preprocessing import prepare_input
+    from ctv_core.inference.sliding_window import window_starts
+    from ctv_core.model.unet3d import count_flops
 
     ct = load_ct_series(ct_dir)
     model_input = prepare_input(ct.image, package.settings.preprocessing, package.divisor)
@@ -78,7 +78,7 @@ def run_once(ct_dir: Path, out: Path, model: Path) -> dict:
     """One ``ctv predict`` in a fresh process under /usr/bin/time-like accounting; returns report + figures."""
     code = (
         "import sys, time; sys.path.insert(0, %r); from memory import reset_peak_rss, status_mb; "
-        "from ctv_core.cli import main; start = time.perf_counter(); "
+        "from ctv_core.cli.main import main; start = time.perf_counter(); "
         "rc = main(['predict', %r, %r, '--model', %r, '-q']); "
         "print('BENCH', time.perf_counter() - start, status_mb('VmHWM'), rc)"
     ) % (str(Path(__file__).parent), str(ct_dir), str(out), str(model))
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    from ctv_core.model_package import load_model_package
+    from ctv_core.model.package import load_model_package
     from ctv_core.phantom import ScanSettings, make_phantom
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -135,7 +135,7 @@ def main() -> None:
         print(f"on a GPU at an assumed {GPU_EFFECTIVE_TFLOPS:.0f} TFLOP/s effective: network ~{gpu * 1000:.0f} ms; "
               f"the rest of the pipeline (CPU-bound: load, resampling, writing) ~{cpu_rest:.1f} s as here")
         if args.profile:
-            from ctv_core.cli import main as cli_main
+            from ctv_core.cli.main import main as cli_main
 
             profiler = cProfile.Profile()
             profiler.enable()

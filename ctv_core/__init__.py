@@ -12,11 +12,11 @@ The public API (kept stable for the Slicer module, the command line and outside 
 
 import logging
 
-from .ct_series import CTReference, CTSeries, PatientStudy, SliceReference
-from .convert import convert_structures
-from .dicom_series import load_ct_series
-from .rtstruct import read_rtstruct, write_rtstruct
-from .seg import read_seg, write_seg
+from .dicom.ct_series import CTReference, CTSeries, PatientStudy, SliceReference
+from .structures.convert import convert_structures
+from .dicom.series import load_ct_series
+from .structures.rtstruct import read_rtstruct, write_rtstruct
+from .structures.seg import read_seg, write_seg
 from ._version import __version__
 from .errors import CTVError, DicomInputError
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the bundled demo model: synthetic phantoms -> HDF5 -> training -> model package.
-# Usage: bash scripts/train_demo_model.sh WORK_DIR [PKG_DIR]   (PKG_DIR default: ctv_core/models/demo)
+# Usage: bash scripts/train_demo_model.sh WORK_DIR [PKG_DIR]   (PKG_DIR default: ctv_core/model/demo)
 # Seeds 100-131 are the training phantoms; the tests evaluate on seeds from 9000 on, never trained on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:?usage: train_demo_model.sh WORK_DIR [PKG_DIR]}
-pkg=${2:-ctv_core/models/demo}
+pkg=${2:-ctv_core/model/demo}
 ctv=.venv/bin/ctv
 mkdir -p "$work/archive"
 position_of() {  # mostly supine head-first, as pelvic planning CTs are; some of each other position

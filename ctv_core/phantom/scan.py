@@ -21,13 +21,13 @@ import numpy as np
 
 from .._version import __version__
 from ..atomic_files import atomic_folder
-from ..ct_series import PatientStudy
-from ..ct_writer import SeriesIdentity, write_ct_series
-from ..dicom_series import load_ct_series
+from ..dicom.ct_series import PatientStudy
+from ..dicom.ct_writer import SeriesIdentity, write_ct_series
+from ..dicom.series import load_ct_series
 from ..errors import PhantomError
 from ..geometry import PATIENT_POSITION_IOP, Grid
-from ..mask_files import write_mask
-from ..rtstruct import write_rtstruct
+from ..structures.mask_files import write_mask
+from ..structures.rtstruct import write_rtstruct
 from .anatomy import AnatomyParams, body_half_extent_mm, pelvis_extent_mm, render_phantom, sample_anatomy
 
 SLICE_THICKNESSES_MM = (1.25, 1.5, 2.0, 2.5, 3.0, 5.0)

@@ -1,0 +1,2 @@
+"""cli"""
+from .main import main

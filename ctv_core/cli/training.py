@@ -1,0 +1,58 @@
+"""``ctv train`` and ``ctv export`` on the command line: parse, then call the training functions.
+
+Kept apart from :mod:`ctv_core.training` so that building the ``ctv`` parser does not import
+torch. Several processes: ``torchrun --nproc_per_node N -m ctv_core train DATA.h5 RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_training_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register ``ctv train`` and ``ctv export`` on the ``ctv`` command's subparsers."""
+    p = sub.add_parser("train", parents=[common], help="train (or resume) the CTV network on an HDF5 dataset",
+                       description="Train the CTV network; a RUN_DIR with checkpoints/last.pt resumes. Several "
+                                   "processes: torchrun --nproc_per_node N -m ctv_core train ...")
+    p.add_argument("data", type=Path, help="HDF5 training set (ctv dataset build)")
+    p.add_argument("run_dir", type=Path, help="run folder (config, splits, checkpoints, logs)")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE", help="training configuration JSON")
+    p.add_argument("--folds", type=int, default=None, metavar="N", help="cross-validation folds (overrides config)")
+    p.add_argument("--fold", type=int, default=None, metavar="K", help="fold held out, 0..N-1 (overrides config)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", parents=[common], help="a model package from a training run")
+    p.add_argument("run_dir", type=Path, help="the training run folder")
+    p.add_argument("pkg", type=Path, help="new (or empty) package folder")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best validation Dice (default) or the last step")
+    p.add_argument("--name", default=None, help="model name (default: ctv-unet3d-<run folder>-fold<K>)")
+    p.add_argument("--version", default=None, help="model version (default: 1.0.0)")
+    p.add_argument("--description", default=None, help="one paragraph about the model")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..training.loop import train
+    from ..training.config import TrainingConfig, load_training_config
+
+    config = load_training_config(args.config) if args.config is not None else TrainingConfig()
+    config = config.with_fold(args.folds, args.fold)
+    result = train(args.data, args.run_dir, config, progress=not args.quiet, device=args.device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = "no validation" if result.best_dice is None else \
+            f"best validation Dice {result.best_dice:.4f} at step {result.best_step}"
+        print(f"Trained {result.step} steps in {result.run_dir} ({best})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ..training.export import export_package
+
+    package = export_package(args.run_dir, args.pkg, checkpoint=args.checkpoint, name=args.name,
+                             version=args.version, description=args.description)
+    print(f"Exported {package.model_id} to {package.path}")
+    return 0

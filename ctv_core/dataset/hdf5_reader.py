@@ -1,0 +1,374 @@
+"""The CTV training set as one HDF5 file: its schema, and ``CTVDataset``, the read-only reader.
+
+``ctv dataset build`` (:mod:`ctv_core.dataset_builder`) writes the file; the trainer and
+``ctv dataset info`` read it through ``CTVDataset`` only, so the layout below can change in
+one place (bump ``FORMAT_VERSION``).
+
+Schema, format ``"ctv-dataset"`` version 1
+------------------------------------------
+Arrays are indexed ``[k, j, i]`` (slice, row, column), as ``SimpleITK.GetArrayFromImage``
+returns them; geometry is SimpleITK's, in DICOM patient coordinates (LPS, mm), see
+:mod:`ctv_core.geometry`. Strings are variable-length UTF-8.
+
+``/`` (root) attributes
+    ``format`` = ``"ctv-dataset"``; ``format_version`` = 1; ``created`` (ISO 8601, UTC);
+    ``ctv_core_version``; ``target_pattern`` (the ``--roi`` regular expression, ``""`` when
+    only aliases were used); ``target_aliases`` (string array); ``extra_rois`` (JSON object
+    ``{stored name: regular expression}``); ``deidentified`` (bool); ``case_count``;
+    ``axis_order`` = ``"k,j,i"``; ``frame`` = ``"LPS"``; ``source_archive`` (absolute path of
+    the archive; absent when de-identified).
+
+``/cases/<case_id>`` (group; ids ``case_00000``, ``case_00001``, … carry no patient data)
+    ``ct``: int16 ``[k, j, i]``, Hounsfield units exactly as ``load_ct_series`` gave them
+    (values of a CT with non-integral rescale are rounded to whole HU, ``hu_rounded`` says so).
+    ``masks/target``: uint8 ``[k, j, i]``, 0/1, the target ROI rasterised on the CT grid.
+    ``masks/<name>``: uint8, each extra ROI that was found (``--extra-roi NAME=PATTERN``).
+    Each mask dataset has attributes ``roi_name`` (the name in the RTSTRUCT),
+    ``voxel_count`` and ``volume_cc``.
+
+    Group attributes, always present:
+    ``spacing`` float64[3] (i, j, k) mm; ``origin`` float64[3], LPS mm of the centre of voxel
+    (0, 0, 0); ``direction`` float64[9], row-major 3x3 whose columns are the i, j, k axes in
+    LPS (``SimpleITK.Image.GetDirection`` order); ``roi_name`` (target's name in the
+    RTSTRUCT); ``patient_key`` (PatientID, or a salted hash of it when de-identified: split
+    folds by this key); ``patient_position`` (HFS, FFS, …); ``hu_rounded`` (bool);
+    ``extra_rois_missing`` (string array of extra ROI names not stored) and
+    ``extra_rois_missing_reasons`` (same length).
+
+    Provenance attributes, absent when de-identified: ``study_instance_uid``,
+    ``series_instance_uid``, ``frame_of_reference_uid`` (of the CT),
+    ``rtstruct_sop_instance_uid``, ``rtstruct_series_instance_uid``, ``ct_source`` (folder
+    the CT was loaded from) and ``rtstruct_source`` (file), both relative to
+    ``source_archive``; ``ct_warnings`` (string array, what the loader reported).
+
+``/skipped`` (compound table, one row per structure set that gave no case)
+    ``source`` (the RTSTRUCT's path relative to the archive, or ``structure_set_NNNN`` when
+    de-identified), ``category`` (short reason, for counting: "missing CT", "no ROI matches",
+    "ambiguous ROI", …) and ``reason`` (the full message; when de-identified only the
+    category and ROI names, never paths or UIDs).
+
+Storage: every array is chunked ``(16, 64, 64)`` (clipped to its shape) and compressed with
+gzip level 1 (plus byte shuffle for the int16 CT) and Fletcher-32 checksums. A random patch
+then decompresses only the few chunks it overlaps (a 64x128x128 patch touches ~4x3x3 chunks
+of 128 kB), gzip is readable by every HDF5 tool without plugins, level 1 decodes about as
+fast as higher levels while the shuffle makes int16 HU compress ~3x, and the checksum makes a
+damaged chunk fail loudly instead of feeding noise to training.
+
+Reading from several processes (PyTorch DataLoader workers): ``CTVDataset`` opens the file
+lazily and per process (a handle inherited through ``fork`` is never used; pickling drops
+it), read-only and without HDF5 file locking (the builder never writes in place: it renames
+a finished file), so any number of workers may read one file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import CTVError
+from ..geometry import Grid
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "ctv-dataset"
+FORMAT_VERSION = 1
+TARGET_MASK = "target"
+CHUNK_KJI = (16, 64, 64)
+
+
+class DatasetError(CTVError):
+    """A training dataset that cannot be built or read as asked."""
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    """An HDF5 attribute value as plain Python (str, bool, int, float, lists of them)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.dtype.kind in "OSU" else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class CTVDataset:
+    """Read-only access to a training set written by ``ctv dataset build``.
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file. It is checked (format and version) on construction and then opened
+        again lazily, once per process, on first read.
+
+    Raises
+    ------
+    DatasetError
+        The file does not exist, is not HDF5, or is not a ctv-dataset of a version this
+        reader knows.
+    """
+
+    def __init__(self, path: str | Path):
+        self._path = Path(path)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        with self._open() as h5:
+            attrs = h5.attrs
+            fmt = _text(attrs.get("format", ""))
+            if fmt != FORMAT_NAME or "cases" not in h5:
+                raise DatasetError(
+                    f"'{self._path}' is an HDF5 file but not a CTV training set (format '{fmt or 'none'}'). "
+                    "Give a file written by 'ctv dataset build'."
+                )
+            version = int(attrs.get("format_version", -1))
+            if version != FORMAT_VERSION:
+                raise DatasetError(
+                    f"'{self._path}' is ctv-dataset format version {version}; this ctv_core reads version "
+                    f"{FORMAT_VERSION}. Rebuild it with this version's 'ctv dataset build'."
+                )
+            self._root_attrs = {k: _plain(v) for k, v in attrs.items()}
+            self._case_ids = tuple(sorted(h5["cases"].keys()))
+            self._patient_keys = {c: _text(h5["cases"][c].attrs["patient_key"]) for c in self._case_ids}
+
+    # --- opening -----------------------------------------------------------------------------
+
+    def _open(self) -> h5py.File:
+        if not self._path.is_file():
+            raise DatasetError(f"'{self._path}' does not exist. Give the .h5 file written by 'ctv dataset build'.")
+        try:
+            return h5py.File(self._path, "r", locking=False)
+        except OSError as exc:
+            raise DatasetError(
+                f"'{self._path}' cannot be opened as HDF5 ({exc}). The file is damaged or not a dataset; "
+                "rebuild it with 'ctv dataset build'."
+            ) from exc
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            # A handle inherited through fork belongs to the parent's HDF5 state: drop it, open ours.
+            self._file = self._open()
+            self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        """Close this process's handle (reads reopen it)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+        self._pid = None
+
+    def __enter__(self) -> CTVDataset:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    # --- what is in the file ----------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes (format, version, created, target pattern, …) as plain Python values."""
+        return dict(self._root_attrs)
+
+    @property
+    def case_ids(self) -> tuple[str, ...]:
+        """Case ids in sorted order."""
+        return self._case_ids
+
+    def __len__(self) -> int:
+        return len(self._case_ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._case_ids)
+
+    def __contains__(self, case_id: object) -> bool:
+        return case_id in self._patient_keys
+
+    def patient_key(self, case_id: str) -> str:
+        """The case's patient key: cases of one patient share it (split folds by it)."""
+        self._check_case(case_id)
+        return self._patient_keys[case_id]
+
+    def patients(self) -> dict[str, list[str]]:
+        """Patient key -> case ids of that patient."""
+        out: dict[str, list[str]] = {}
+        for case_id, key in self._patient_keys.items():
+            out.setdefault(key, []).append(case_id)
+        return out
+
+    def _check_case(self, case_id: str) -> None:
+        if case_id not in self._patient_keys:
+            some = ", ".join(self._case_ids[:5]) + (", …" if len(self._case_ids) > 5 else "")
+            raise DatasetError(f"No case '{case_id}' in '{self._path}'. Its cases are: {some or '(none)'}.")
+
+    def _group(self, case_id: str) -> h5py.Group:
+        self._check_case(case_id)
+        return self._h5()["cases"][case_id]
+
+    def mask_names(self, case_id: str) -> tuple[str, ...]:
+        """Stored masks of a case: ``"target"`` and the extra ROIs found for it."""
+        return tuple(sorted(self._group(case_id)["masks"].keys()))
+
+    def case_attrs(self, case_id: str) -> dict[str, Any]:
+        """All attributes of a case (geometry, ROI name, patient key, provenance) as plain values."""
+        return {k: _plain(v) for k, v in self._group(case_id).attrs.items()}
+
+    def grid(self, case_id: str) -> Grid:
+        """The case's CT grid (size (i, j, k), spacing mm, origin and direction in LPS)."""
+        group = self._group(case_id)
+        k, j, i = group["ct"].shape
+        return Grid(
+            size=(int(i), int(j), int(k)),
+            spacing=tuple(float(v) for v in group.attrs["spacing"]),
+            origin=tuple(float(v) for v in group.attrs["origin"]),
+            direction=tuple(float(v) for v in group.attrs["direction"]),
+        )
+
+    # --- arrays and images ------------------------------------------------------------------
+
+    def read_ct(self, case_id: str, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """CT in HU, int16 ``[k, j, i]``; ``region`` (a tuple of slices in k, j, i) reads a patch only."""
+        data = self._group(case_id)["ct"]
+        return data[...] if region is None else data[region]
+
+    def read_mask(self, case_id: str, name: str = TARGET_MASK, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """A mask, uint8 0/1 ``[k, j, i]`` on the CT grid; ``region`` as in ``read_ct``."""
+        masks = self._group(case_id)["masks"]
+        if name not in masks:
+            raise DatasetError(
+                f"Case '{case_id}' has no mask '{name}'; it has {', '.join(sorted(masks.keys()))}. "
+                "Extra ROIs are stored only where the structure set had them (see extra_rois_missing)."
+            )
+        data = masks[name]
+        return data[...] if region is None else data[region]
+
+    def image(self, case_id: str) -> sitk.Image:
+        """The CT as a SimpleITK image in HU (int16) on its stored geometry (LPS)."""
+        return self.grid(case_id).image(self.read_ct(case_id))
+
+    def mask(self, case_id: str, name: str = TARGET_MASK) -> sitk.Image:
+        """A mask as a uint8 SimpleITK image on the CT's grid."""
+        return self.grid(case_id).image(self.read_mask(case_id, name))
+
+    def skipped(self) -> list[dict[str, str]]:
+        """Structure sets the build passed over: ``source``, ``category``, ``reason``."""
+        table = self._h5()["skipped"][...]
+        return [{name: _text(row[name]) for name in table.dtype.names} for row in table]
+
+    # --- summary ----------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """A summary of the dataset, from attributes only (no voxel data is read).
+
+        Keys: ``path``, ``format_version``, ``created``, ``ctv_core_version``,
+        ``target_pattern``, ``target_aliases``, ``extra_rois``, ``deidentified``, ``cases``,
+        ``patients``, ``size_min`` / ``size_max`` (voxels, i, j, k), ``spacing_min`` /
+        ``spacing_max`` (mm, i, j, k), ``roi_volumes_cc`` ({mask name: {count, mean, min, max}}),
+        ``extra_rois_missing`` ({name: number of cases}), ``skipped`` (count),
+        ``skipped_by_category`` ({category: count}), ``skipped_cases`` (list of rows) and
+        ``case_list`` (per case: id, patient key, size, spacing, ROI name, volumes in cc).
+        """
+        h5 = self._h5()
+        sizes, spacings, volumes, case_list = [], [], {}, []
+        missing: Counter = Counter()
+        for case_id in self._case_ids:
+            group = h5["cases"][case_id]
+            k, j, i = group["ct"].shape
+            size = [int(i), int(j), int(k)]
+            spacing = [float(v) for v in group.attrs["spacing"]]
+            sizes.append(size)
+            spacings.append(spacing)
+            case_volumes = {}
+            for name, data in group["masks"].items():
+                case_volumes[name] = float(data.attrs["volume_cc"])
+                volumes.setdefault(name, []).append(case_volumes[name])
+            missing.update(_plain(group.attrs.get("extra_rois_missing", np.zeros(0, dtype=object))))
+            case_list.append({
+                "case_id": case_id, "patient_key": self._patient_keys[case_id], "size": size, "spacing": spacing,
+                "roi_name": _text(group.attrs["roi_name"]), "volumes_cc": case_volumes,
+            })
+        skipped = self.skipped()
+        attrs = self._root_attrs
+        return {
+            "path": str(self._path),
+            "format_version": int(attrs["format_version"]),
+            "created": attrs.get("created", ""),
+            "ctv_core_version": attrs.get("ctv_core_version", ""),
+            "target_pattern": attrs.get("target_pattern", ""),
+            "target_aliases": list(attrs.get("target_aliases", [])),
+            "extra_rois": json.loads(attrs.get("extra_rois", "{}")),
+            "deidentified": bool(attrs.get("deidentified", False)),
+            "cases": len(self._case_ids),
+            "patients": len(set(self._patient_keys.values())),
+            "size_min": np.min(sizes, axis=0).tolist() if sizes else None,
+            "size_max": np.max(sizes, axis=0).tolist() if sizes else None,
+            "spacing_min": np.min(spacings, axis=0).tolist() if spacings else None,
+            "spacing_max": np.max(spacings, axis=0).tolist() if spacings else None,
+            "roi_volumes_cc": {
+                name: {"count": len(v), "mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+                for name, v in sorted(volumes.items(), key=lambda item: (item[0] != TARGET_MASK, item[0]))
+            },
+            "extra_rois_missing": dict(sorted(missing.items())),
+            "skipped": len(skipped),
+            "skipped_by_category": dict(Counter(row["category"] for row in skipped).most_common()),
+            "skipped_cases": skipped,
+            "case_list": case_list,
+        }
+
+
+def describe_dataset(info: dict[str, Any]) -> str:
+    """A few lines summarising ``CTVDataset.info()`` for the command line."""
+
+    def span(lo, hi, fmt) -> str:
+        return " x ".join(fmt(a) if a == b else f"{fmt(a)}-{fmt(b)}" for a, b in zip(lo, hi))
+
+    target = []
+    if info["target_pattern"]:
+        target.append(f"pattern '{info['target_pattern']}'")
+    if info["target_aliases"]:
+        target.append(f"{len(info['target_aliases'])} aliases")
+    lines = [
+        f"CTV dataset {info['path']} (format {info['format_version']}, created {info['created']}, "
+        f"ctv_core {info['ctv_core_version']}, de-identified: {'yes' if info['deidentified'] else 'no'})",
+        f"  target ROI: {' or '.join(target) or '?'}",
+        f"  {info['cases']} case(s) from {info['patients']} patient(s)",
+    ]
+    if info["cases"]:
+        lines.append(f"  size (i x j x k voxels): {span(info['size_min'], info['size_max'], str)}")
+        spacing = span(info["spacing_min"], info["spacing_max"], lambda v: f"{v:.3g}")
+        lines.append(f"  spacing (i x j x k mm): {spacing}")
+    for name, v in info["roi_volumes_cc"].items():
+        extra = f", missing in {info['extra_rois_missing'][name]}" if name in info["extra_rois_missing"] else ""
+        lines.append(f"  {name} volume (cc): mean {v['mean']:.1f}, min {v['min']:.1f}, max {v['max']:.1f} "
+                     f"({v['count']} case(s){extra})")
+    for name, count in info["extra_rois_missing"].items():
+        if name not in info["roi_volumes_cc"]:
+            lines.append(f"  {name}: missing in all {count} case(s)")
+    if info["skipped"]:
+        by = ", ".join(f"{cat} {n}" for cat, n in info["skipped_by_category"].items())
+        lines.append(f"  skipped {info['skipped']} structure set(s): {by}")
+    else:
+        lines.append("  skipped: none")
+    return "\n".join(lines)

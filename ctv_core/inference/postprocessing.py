@@ -1,0 +1,33 @@
+"""Clean-up of the predicted mask on the CT grid: components, minimum volume, holes.
+
+Works on the bounding box of the mask only, so a small CTV in a large CT costs little.
+Connectivity is 26-neighbour in 3D; holes are filled slice by slice (in the CT's own slices).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..model.settings import PostprocessingConfig
+
+
+def postprocess(mask: np.ndarray, voxel_volume_cc: float, config: PostprocessingConfig) -> np.ndarray:
+    """Apply ``config`` to a uint8 ``[k, j, i]`` mask; returns a new uint8 mask."""
+    out = np.zeros_like(mask, dtype=np.uint8)
+    if not mask.any():
+        return out
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    region = mask[box] != 0
+    labels, count = ndimage.label(region, structure=np.ones((3, 3, 3), dtype=bool))
+    if count > 0 and (config.keep_largest or config.min_component_cc):
+        sizes = np.bincount(labels.ravel())[1:]
+        order = np.argsort(sizes)[::-1]
+        keep = order[: config.keep_largest] if config.keep_largest else order
+        keep = [int(i) + 1 for i in keep if sizes[i] * voxel_volume_cc >= config.min_component_cc]
+        region = np.isin(labels, keep)
+    if config.fill_holes:
+        for k in range(region.shape[0]):
+            region[k] = ndimage.binary_fill_holes(region[k])
+    out[box] = region
+    return out

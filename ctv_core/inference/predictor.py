@@ -1,0 +1,161 @@
+"""``CTVPredictor``: a CT image in, the CTV mask on that CT's grid out.
+
+The stages, each timed: preprocessing (resample to the model grid, crop to the body,
+normalise), the network (sliding window where the volume exceeds the patch; optional
+left-right flip averaging), resampling the probability back onto the CT grid and
+thresholding it there, post-processing. A progress callback gets ``(stage, fraction)``; a
+cancel callback is polled between windows and stages and stops the run with
+``PredictionCancelled``. Everything runs under ``torch.inference_mode()``; on CUDA with
+autocast (see :mod:`ctv_core.unet3d`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import PredictionCancelled
+from ..geometry import Grid
+from ..model.package import ModelPackage, load_model_package
+from .postprocessing import postprocess
+from .preprocessing import prepare_input, probability_to_mask
+from .sliding_window import sliding_window_probability
+from ..model.unet3d import autocast_context, configure_runtime, prepare_for_inference, select_device
+
+Progress = Callable[[str, float], None]
+Cancelled = Callable[[], bool]
+
+
+@dataclass
+class Prediction:
+    """A prediction and how it was made.
+
+    Attributes
+    ----------
+    mask
+        uint8 CTV mask (1 inside) on the input image's grid.
+    seconds
+        Wall time per stage: preprocessing, network, inverse, postprocessing.
+    volume_cc
+        CTV volume, cc.
+    device
+        The torch device used.
+    warnings
+        What the reviewer should know about the result (see :func:`volume_warnings`).
+    """
+
+    mask: sitk.Image
+    seconds: dict[str, float] = field(default_factory=dict)
+    volume_cc: float = 0.0
+    device: str = "cpu"
+    warnings: list[str] = field(default_factory=list)
+
+
+#: A CTV this much smaller than the smallest, or larger than the largest, the model was trained
+#: on is reported for review.
+VOLUME_MARGIN = 1.25
+
+
+def volume_warnings(volume_cc: float, training_volumes_cc: tuple[float, float] | None) -> list[str]:
+    """Warnings for an empty CTV, or one outside the training data's volume range (cc) by more
+    than ``VOLUME_MARGIN``: the signs that a model meets a CT unlike those it learned from."""
+    if volume_cc <= 0:
+        return ["The model drew no CTV. Check that the CT is a pelvic CT covering the whole pelvis "
+                "(from above the aortic bifurcation to below the ischial tuberosities) and that the model suits it."]
+    if training_volumes_cc is None:
+        return []
+    low, high = training_volumes_cc
+    if volume_cc < low / VOLUME_MARGIN or volume_cc > high * VOLUME_MARGIN:
+        side = "smaller" if volume_cc < low else "larger"
+        return [f"The CTV ({volume_cc:.0f} cc) is much {side} than those the model was trained on "
+                f"({low:.0f}-{high:.0f} cc): check that the CT covers the pelvis as usual and review the contour "
+                "with particular care."]
+    return []
+
+
+class CTVPredictor:
+    """CTV auto-delineation with a model package.
+
+    Parameters
+    ----------
+    model
+        A model package folder, a loaded ``ModelPackage``, or None for the bundled model.
+    device
+        "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+    """
+
+    def __init__(self, model: str | Path | ModelPackage | None = None, device: str = "auto"):
+        self.package = model if isinstance(model, ModelPackage) else load_model_package(model)
+        self.device = select_device(device)
+        configure_runtime(self.device)
+        self.network = prepare_for_inference(self.package.build_network(), self.device)
+
+    def predict(self, image: sitk.Image, progress: Progress | None = None,
+                cancelled: Cancelled | None = None) -> sitk.Image:
+        """The CTV mask (uint8, 1 inside) on ``image``'s grid; ``image`` in HU, LPS geometry."""
+        return self.run(image, progress=progress, cancelled=cancelled).mask
+
+    def run(self, image: sitk.Image, progress: Progress | None = None,
+            cancelled: Cancelled | None = None) -> Prediction:
+        """``predict`` with per-stage timings, the CTV volume and the device."""
+        settings = self.package.settings
+        report = progress or (lambda stage, fraction: None)
+        seconds: dict[str, float] = {}
+        ct_grid = Grid.of_image(image)
+
+        start = time.perf_counter()
+        report("preprocessing", 0.0)
+        model_input = prepare_input(image, settings.preprocessing, self.package.divisor)
+        seconds["preprocessing"] = time.perf_counter() - start
+        _stop_if(cancelled)
+
+        start = time.perf_counter()
+        probability = self._probability(model_input.array, settings.inference, report, cancelled)
+        seconds["network"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        report("resampling to the CT", 0.0)
+        mask = probability_to_mask(probability, model_input.grid, ct_grid, settings.inference.threshold)
+        seconds["inverse"] = time.perf_counter() - start
+        _stop_if(cancelled)
+
+        start = time.perf_counter()
+        report("post-processing", 0.0)
+        voxel_cc = float(np.prod(ct_grid.spacing)) / 1000.0
+        mask = postprocess(mask, voxel_cc, settings.postprocessing)
+        seconds["postprocessing"] = time.perf_counter() - start
+        report("done", 1.0)
+        volume_cc = float(mask.sum()) * voxel_cc
+        return Prediction(mask=ct_grid.image(mask), seconds=seconds, volume_cc=volume_cc, device=str(self.device),
+                          warnings=volume_warnings(volume_cc, self.package.training_volumes_cc))
+
+    def _probability(self, volume: np.ndarray, inference, report: Progress, cancelled: Cancelled | None) -> np.ndarray:
+        def logits_of(tensor: torch.Tensor) -> torch.Tensor:
+            with autocast_context(self.device):
+                return self.network(tensor)
+
+        passes = [volume, volume[:, :, ::-1]] if inference.test_time_flips else [volume]
+        total = None
+        with torch.inference_mode():
+            for n, array in enumerate(passes):
+                def step(fraction: float, n: int = n) -> None:
+                    report("network", (n + fraction) / len(passes))
+
+                prob = sliding_window_probability(
+                    array, logits_of, inference.patch_zyx, overlap=inference.overlap, device=self.device,
+                    progress=step, cancelled=cancelled,
+                )
+                prob = prob[:, :, ::-1] if n == 1 else prob
+                total = prob if total is None else total + prob
+        return np.ascontiguousarray(total / len(passes), dtype=np.float32)
+
+
+def _stop_if(cancelled: Cancelled | None) -> None:
+    if cancelled is not None and cancelled():
+        raise PredictionCancelled("Prediction cancelled; nothing was written.")

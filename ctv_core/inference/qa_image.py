@@ -1,0 +1,90 @@
+"""``qa.png``: the picture a clinician looks at before opening the structure set.
+
+Six axial slices spread through the CTV, plus a coronal and a sagittal plane through its
+centre, CT in a soft-tissue window (W 400 / L 40) with the CTV outline over it. Planes are
+sampled on LPS-aligned grids whatever the CT's orientation, and shown in radiological
+convention: patient's right on the viewer's left, anterior up on axial views, head up on
+coronal and sagittal views (anterior on the left of the sagittal view).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+
+from ..atomic_files import atomic_file  # noqa: E402
+from ..geometry import Grid  # noqa: E402
+
+WINDOW = (40.0 - 200.0, 40.0 + 200.0)
+
+
+def _plane(image: sitk.Image, origin, axes: tuple[np.ndarray, np.ndarray], size: tuple[int, int], spacing: float,
+           interpolator: int, default: float) -> np.ndarray:
+    """Sample ``image`` on a plane: rows along ``axes[1]``, columns along ``axes[0]`` (LPS unit vectors)."""
+    normal = np.cross(axes[0], axes[1])
+    direction = np.column_stack([axes[0], axes[1], normal]).flatten()
+    reference = sitk.Image(size[0], size[1], 1, sitk.sitkUInt8)
+    reference.SetSpacing((spacing, spacing, 1.0))
+    reference.SetOrigin(tuple(float(v) for v in origin))
+    reference.SetDirection(tuple(float(v) for v in direction))
+    out = sitk.Resample(image, reference, sitk.Transform(), interpolator, default, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)[0]
+
+
+def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: str, notes: list[str]) -> Path:
+    """Render the QA picture of ``mask`` (uint8 on ``ct``'s grid) and write it as PNG."""
+    grid = Grid.of_image(ct)
+    size = np.asarray(grid.size) - 1
+    corners = grid.index_to_lps(np.array([[i, j, k] for i in (0, size[0]) for j in (0, size[1])
+                                          for k in (0, size[2])], dtype=float))
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    spacing = float(np.clip(min(grid.spacing[:2]), 0.8, 2.0))
+    nx, ny = (np.ceil((high[:2] - low[:2]) / spacing).astype(int) + 1).tolist()
+    nz = int(np.ceil((high[2] - low[2]) / spacing)) + 1
+
+    array = sitk.GetArrayViewFromImage(mask)
+    inside = np.argwhere(array > 0)
+    if len(inside):
+        points = grid.index_to_lps(inside[:, ::-1].astype(float))
+        centre = points.mean(axis=0)
+        z_lo, z_hi = points[:, 2].min(), points[:, 2].max()
+        axial_z = np.linspace(z_lo, z_hi, 8)[1:-1]
+    else:
+        centre = (low + high) / 2
+        axial_z = np.linspace(low[2], high[2], 8)[1:-1]
+        notes = ["No CTV was found on this CT."] + notes
+    mask_f = sitk.Cast(mask, sitk.sitkFloat32)
+    ex, ey, ez = np.eye(3)
+    views = []
+    for z in axial_z:
+        origin = (low[0], low[1], z)
+        views.append((f"axial z = {z:.1f} mm", ("R", "L"), origin, (ex, ey), (nx, ny)))
+    views.append(("coronal", ("R", "L"), (low[0], centre[1], high[2]), (ex, -ez), (nx, nz)))
+    views.append(("sagittal", ("A", "P"), (centre[0], low[1], high[2]), (ey, -ez), (ny, nz)))
+
+    fig, axes = plt.subplots(3, 3, figsize=(13, 13), facecolor="black")
+    for ax, (label, sides, origin, plane_axes, shape) in zip(axes.flat, views):
+        image = _plane(ct, origin, plane_axes, shape, spacing, sitk.sitkLinear, -1024.0)
+        outline = _plane(mask_f, origin, plane_axes, shape, spacing, sitk.sitkLinear, 0.0)
+        ax.imshow(image, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], interpolation="bilinear")
+        if outline.max() >= 0.5:
+            ax.contour(outline, levels=[0.5], colors=["#ff00ff"], linewidths=1.2)
+        ax.set_title(label, color="white", fontsize=10)
+        ax.text(0.01, 0.5, sides[0], color="yellow", transform=ax.transAxes, fontsize=12, va="center")
+        ax.text(0.97, 0.5, sides[1], color="yellow", transform=ax.transAxes, fontsize=12, va="center")
+        ax.axis("off")
+    notes_ax = axes.flat[-1]
+    notes_ax.axis("off")
+    notes_ax.text(0.0, 1.0, "\n".join([title, ""] + notes), color="white", fontsize=10, va="top", wrap=True,
+                  transform=notes_ax.transAxes)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80, facecolor="black")
+    plt.close(fig)
+    return Path(path)

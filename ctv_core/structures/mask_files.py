@@ -1,0 +1,65 @@
+"""Masks as research image files (NIfTI, NRRD, MetaImage) through SimpleITK.
+
+SimpleITK converts between its LPS geometry and each format's own convention (NIfTI's RAS
+qform/sform included), so a mask written here and read back lands on the same voxels. A mask
+read for a CT must lie on that CT's grid; it is never resampled silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..atomic_files import atomic_file
+from ..errors import StructureSetError
+from ..geometry import Grid
+from .writer_checks import check_mask_on_grid
+
+MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def is_mask_file(path: str | Path) -> bool:
+    """True when the file name ends with a suffix this module reads and writes."""
+    return str(path).lower().endswith(MASK_SUFFIXES)
+
+
+def write_mask(mask: sitk.Image, path: str | Path) -> Path:
+    """Write a mask (non-zero = inside) as uint8 0/1, compressed, atomically."""
+    path = Path(path)
+    if not is_mask_file(path):
+        raise StructureSetError(f"'{path.name}': mask files end with one of {', '.join(MASK_SUFFIXES)}.")
+    binary = sitk.Cast(mask != 0, sitk.sitkUInt8)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    with atomic_file(path) as tmp:
+        target = tmp.with_name(tmp.name + suffix)  # SimpleITK picks the format by the ending
+        try:
+            sitk.WriteImage(binary, str(target), useCompression=True)
+            target.replace(tmp)
+        finally:
+            target.unlink(missing_ok=True)
+    return path
+
+
+def read_mask(path: str | Path, grid: Grid, name: str | None = None) -> sitk.Image:
+    """Read a mask file as uint8 0/1 and check it lies on ``grid`` (raises GridMismatchError)."""
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise StructureSetError(f"'{path}' cannot be read as an image ({exc}).") from exc
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise StructureSetError(f"'{path}' has {image.GetNumberOfComponentsPerPixel()} channels; a mask has one.")
+    check_mask_on_grid(name or path.name, image, grid)
+    array = (sitk.GetArrayViewFromImage(image) != 0).astype(np.uint8)
+    return grid.image(array)
+
+
+def mask_name(path: str | Path) -> str:
+    """The structure name a mask file stands for: its name without the image suffix."""
+    name = Path(path).name
+    for suffix in MASK_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name

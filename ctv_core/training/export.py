@@ -1,0 +1,137 @@
+"""A model package from a training run: ``export_package(run_dir, pkg)`` (``ctv export``).
+
+The package carries the run's network configuration and model settings unchanged (the
+preprocessing used in training is the one prediction applies), the weights of the chosen
+checkpoint, and a training record (data, folds, split, steps, full configuration) and the
+validation Dice in its manifest. Nothing from the checkpoint is executed: it is read with
+``torch.load(weights_only=True)`` and the weights go into a safetensors file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from ..model.package import ModelPackage, save_model_package
+from .loop import load_checkpoint
+from .config import TrainingConfig, TrainingError
+from ..model.unet3d import UNet3D
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = ("best", "last")
+
+
+def _read(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise TrainingError(f"'{path.parent}' is not a training run folder: {path.name} ({what}) is missing. Give "
+                            "the RUN_DIR of 'ctv train'.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"'{path}' is damaged ({exc}).") from exc
+
+
+def plot_training_curves(log_csv: Path, out_png: Path) -> Path:
+    """Training loss and validation Dice against the step, from a run's ``log.csv``, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(log_csv, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            series.setdefault(row["metric"], []).append((int(row["step"]), float(row["value"])))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for metric in ("loss", "bce", "dice_loss"):
+        if metric in series:
+            steps, values = zip(*series[metric])
+            left.plot(steps, values, label=metric)
+    left.set_xlabel("step")
+    left.set_title("training loss (all passes)")
+    left.legend()
+    if "val_dice" in series:
+        steps, values = zip(*series["val_dice"])
+        right.plot(steps, values, marker="o")
+    right.set_xlabel("step")
+    right.set_ylim(0, 1)
+    right.set_title("validation Dice (model grid)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
+
+
+def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best", *, name: str | None = None,
+                   version: str | None = None, description: str | None = None) -> ModelPackage:
+    """Write the model package ``pkg`` from ``run_dir``'s ``best`` (default) or ``last`` checkpoint.
+
+    Raises
+    ------
+    TrainingError
+        ``run_dir`` is not a run folder, or the checkpoint is missing (``best`` exists only
+        once validation has run: export ``last`` for a run without validation).
+    ModelPackageError
+        ``pkg`` exists and is not empty.
+    """
+    run_dir, pkg = Path(run_dir), Path(pkg)
+    if checkpoint not in CHECKPOINTS:
+        raise TrainingError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not {checkpoint!r}.")
+    config = TrainingConfig.from_dict(_read(run_dir / "config.json", "the run's configuration"))
+    split = _read(run_dir / "splits.json", "the run's cross-validation split")
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if not path.is_file():
+        hint = (" No validation has run yet (best.pt is written at the first validation); export with "
+                "--checkpoint last." if checkpoint == "best" else " Train first.")
+        raise TrainingError(f"The run '{run_dir}' has no {checkpoint}.pt checkpoint.{hint}")
+    state = load_checkpoint(path)
+    network = UNet3D(config.network)
+    try:
+        network.load_state_dict(state["model"], strict=True)
+    except RuntimeError as exc:
+        raise TrainingError(f"The checkpoint {path} does not fit the run's config.json ({str(exc).splitlines()[0]});"
+                            " the run folder is inconsistent.") from exc
+    step = int(state["step"])
+    history = state.get("validation", {})
+    validation = history.get(str(step))
+    fold, folds = split["fold"], split["folds"]
+    metrics = {
+        "validation_dice": None if validation is None else validation["mean_dice"],
+        "validation_dice_per_case": None if validation is None else validation["dice"],
+        "validation_cases": len(split["validation"]),
+        "best_validation_dice": state["best"]["dice"],
+        "best_step": state["best"]["step"],
+        "grid": "Dice on the model grid against the resampled mask (linear, >= 0.5)",
+    }
+    training = {
+        "data": split["data"],
+        "folds": folds,
+        "fold": fold,
+        "seed": split["seed"],
+        "split": {"train": split["train"], "validation": split["validation"],
+                  "cases_per_fold": split["cases_per_fold"]},
+        "steps": step,
+        "checkpoint": checkpoint,
+        "config": config.to_dict(),
+    }
+    name = name or f"ctv-unet3d-{run_dir.resolve().name}-fold{fold}"
+    description = description or (
+        f"Recurrent residual-SE 3D U-Net ({config.network.passes} passes, widths "
+        f"{'/'.join(str(w) for w in config.network.widths)}) trained with BCE + Dice for {step} steps on "
+        f"{len(split['train'])} cases of {split['data'].get('file', 'the dataset')}, fold {fold} of {folds} held out "
+        f"for validation ({checkpoint} checkpoint).")
+    extra = {}
+    log = run_dir / "log.csv"
+    with tempfile.TemporaryDirectory() as tmp:
+        if log.is_file():
+            extra["training_log.csv"] = log
+            extra["training_curves.png"] = plot_training_curves(log, Path(tmp) / "curves.png")
+        package = save_model_package(pkg, network, "unet3d", config.network, config.settings, name=name,
+                                     version=version or "1.0.0", description=description, training=training,
+                                     metrics=metrics, extra_files=extra)
+    logger.info("exported %s (step %d, %s checkpoint) to %s", package.model_id, step, checkpoint, pkg)
+    return package
