@@ -8,7 +8,8 @@ import torch
 
 from ctv_core.training.augmentation import (CenterCrop, Compose, RandomFlip, RandomGaussianNoise, RandomIntensityScale,
                                    RandomRotate, RandomTranslate, build_augmentation, region_margin, rotate_pair)
-from ctv_core.training.losses import DeepSupervisionLoss, bce_loss, soft_dice_loss
+from ctv_core.training.losses import bce_loss, soft_dice_loss
+from ctv_core.training.objective import DeepSupervisionObjective, UniformWeighting, weighted_loss
 from ctv_core.training.config import AugmentationConfig
 
 
@@ -122,11 +123,12 @@ def test_dice_loss_perfect_and_all_wrong():
     target = torch.zeros((2, 1, 8, 16, 16))
     target[:, :, 2:6, 4:12, 4:12] = 1
     perfect = torch.where(target > 0, 20.0, -20.0)
-    assert float(soft_dice_loss(perfect, target)) == pytest.approx(0.0, abs=1e-4)
-    assert float(bce_loss(perfect, target)) == pytest.approx(0.0, abs=1e-6)
+    assert soft_dice_loss(perfect, target).shape == (2,) and bce_loss(perfect, target).shape == (2,)
+    assert soft_dice_loss(perfect, target).tolist() == pytest.approx([0.0, 0.0], abs=1e-4)
+    assert bce_loss(perfect, target).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
     wrong = -perfect
-    assert float(soft_dice_loss(wrong, target)) == pytest.approx(1.0, abs=1e-3)
-    assert float(bce_loss(wrong, target)) == pytest.approx(20.0, abs=1e-3)
+    assert soft_dice_loss(wrong, target).tolist() == pytest.approx([1.0, 1.0], abs=1e-3)
+    assert bce_loss(wrong, target).tolist() == pytest.approx([20.0, 20.0], abs=1e-3)
 
 
 def test_dice_loss_hand_value():
@@ -136,31 +138,41 @@ def test_dice_loss_hand_value():
     logits = torch.zeros_like(target)
     expected = 1 - (32 + 1) / (32 + 32 + 1)
     assert float(soft_dice_loss(logits, target, smooth=1.0)) == pytest.approx(expected, rel=1e-6)
-    # per-sample Dice averaged: an empty-target sample predicted empty scores 0 loss
+    # per sample: an empty-target sample predicted empty scores 0 loss
     both = torch.cat([target, torch.zeros_like(target)])
     both_logits = torch.cat([logits, torch.full_like(logits, -30.0)])
-    assert float(soft_dice_loss(both_logits, both)) == pytest.approx(expected / 2, rel=1e-4)
+    assert soft_dice_loss(both_logits, both).tolist() == pytest.approx([expected, 0.0], abs=1e-6)
 
 
 def test_bce_matches_torch():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn((2, 1, 6, 8, 8), generator=g) * 3
     target = (torch.rand((2, 1, 6, 8, 8), generator=g) > 0.7).float()
-    reference = torch.nn.BCEWithLogitsLoss()(logits, target)
-    assert float(bce_loss(logits, target)) == pytest.approx(float(reference), rel=1e-6)
+    reference = torch.nn.BCEWithLogitsLoss(reduction="none")(logits, target).flatten(1).mean(1)
+    assert bce_loss(logits, target).tolist() == pytest.approx(reference.tolist(), rel=1e-6)
+    assert float(bce_loss(logits, target).mean()) == pytest.approx(float(torch.nn.BCEWithLogitsLoss()(logits, target)),
+                                                                   rel=1e-6)
 
 
-def test_deep_supervision_weights_each_pass():
+def test_deep_supervision_weights_each_pass_per_sample():
     g = torch.Generator().manual_seed(1)
-    target = (torch.rand((1, 1, 4, 8, 8), generator=g) > 0.5).float()
-    outputs = [torch.randn((1, 1, 4, 8, 8), generator=g) for _ in range(2)]
-    loss_fn = DeepSupervisionLoss((0.5, 1.0), bce_weight=1.0, dice_weight=2.0)
-    total, parts = loss_fn(outputs, target)
-    per_pass = [float(bce_loss(o, target) + 2.0 * soft_dice_loss(o, target)) for o in outputs]
-    assert float(total) == pytest.approx(0.5 * per_pass[0] + per_pass[1], rel=1e-6)
-    assert parts["pass0"] == pytest.approx(per_pass[0], rel=1e-6)
+    target = (torch.rand((3, 1, 4, 8, 8), generator=g) > 0.5).float()
+    outputs = [torch.randn((3, 1, 4, 8, 8), generator=g) for _ in range(2)]
+    objective = DeepSupervisionObjective((0.5, 1.0), bce_weight=1.0, dice_weight=2.0)
+    losses = objective(outputs, target)
+    per_pass = [bce_loss(o, target) + 2.0 * soft_dice_loss(o, target) for o in outputs]
+    assert losses.total.shape == (3,)
+    assert losses.total.tolist() == pytest.approx((0.5 * per_pass[0] + per_pass[1]).tolist(), rel=1e-6)
+    assert losses.parts["pass0"].tolist() == pytest.approx(per_pass[0].tolist(), rel=1e-6)
+    # uniform weighting is the batch mean; the weights sum to one
+    weights = UniformWeighting()(losses, outputs[-1], target, ["a", "b", "c"])
+    assert weights.tolist() == pytest.approx([1 / 3] * 3) and float(weights.sum()) == pytest.approx(1.0)
+    assert float(weighted_loss(losses, weights)) == pytest.approx(float(losses.total.mean()), rel=1e-6)
+    # a weight moves the loss towards its sample
+    skewed = torch.tensor([1.0, 0.0, 0.0])
+    assert float(weighted_loss(losses, skewed)) == pytest.approx(float(losses.total[0]), rel=1e-6)
     outputs = [o.requires_grad_() for o in outputs]
-    loss_fn(outputs, target)[0].backward()
+    weighted_loss(objective(outputs, target), weights).backward()
     assert all(o.grad is not None and torch.isfinite(o.grad).all() for o in outputs)
     with pytest.raises(ValueError):
-        loss_fn(outputs[:1], target)
+        objective(outputs[:1], target)

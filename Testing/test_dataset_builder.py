@@ -20,12 +20,13 @@ from ctv_core.dataset.builder import (
     DEFAULT_TARGET_ALIASES,
     DatasetError,
     RoiSelection,
-    add_dataset_commands,
     build_dataset,
     parse_extra_roi,
 )
 from ctv_core.geometry import Grid
-from ctv_core.dataset.hdf5_reader import CTVDataset, describe_dataset
+from ctv_core.cli.dataset import add_commands as add_dataset_commands
+from ctv_core.cli.dataset import format_dataset_info
+from ctv_core.dataset.hdf5_reader import CTVDataset
 from ctv_core.phantom import ScanSettings, make_phantom
 
 SMALL = ScanSettings(matrix=256, slices=10, slice_thickness_mm=5.0)
@@ -257,7 +258,7 @@ def test_info_numbers_match_the_masks(archive, built, capsys):
         assert got["max"] == pytest.approx(np.max(values), rel=1e-9)
     assert info["extra_rois_missing"] == {"Bladder": 1}
     assert info["size_min"] == [256, 256, 10] and info["size_max"] == [256, 256, 10]
-    text = describe_dataset(info)
+    text = format_dataset_info(info)
     assert f"{len(good)} case(s) from {len(good)} patient(s)" in text
     assert f"mean {np.mean(volumes['target']):.1f}" in text
     json.dumps(info)  # serialisable as is

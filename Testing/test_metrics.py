@@ -29,19 +29,12 @@ import SimpleITK as sitk
 
 from conftest import axial_grid, write_linear_series
 from ctv_core.dicom.series import load_ct_series
-from ctv_core.errors import CTVError, ROINotFoundError
-from ctv_core.evaluation.evaluate import (
-    SUMMARY_COLUMNS,
-    add_evaluate_command,
-    evaluate_case,
-    evaluate_folder,
-    evaluate_pairs,
-    summarise,
-    summarise_folds,
-)
+from ctv_core.cli.evaluate import add_commands as add_evaluate_command
+from ctv_core.errors import CTVError, EvaluationError, ROINotFoundError
+from ctv_core.evaluation.evaluate import evaluate_case, evaluate_folder, evaluate_pairs
+from ctv_core.evaluation.summary import SUMMARY_COLUMNS, summarise, summarise_folds
 from ctv_core.evaluation.metrics import (
     METRIC_KEYS,
-    EvaluationError,
     SurfaceDistances,
     compute_metrics,
     hausdorff_distance,

@@ -1,8 +1,9 @@
 """Training: configuration, the split by patient, sampling, train/resume, two processes, export.
 
-The data is a tiny HDF5 training set written here with h5py in the ``ctv-dataset`` schema
-(version 1) from small phantoms (256 x 256 x 12 at 5 mm), and the network is tiny (widths
-4/8, 2 passes, 8 mm model grid, 16 x 32 x 32 patches), so every run takes seconds.
+The data is a tiny HDF5 training set written with the project's own writer
+(:class:`ctv_core.dataset.hdf5_writer.DatasetWriter`) from small phantoms (256 x 256 x 12 at
+5 mm), and the network is tiny (widths 4/8, 2 passes, 8 mm model grid, 16 x 32 x 32 patches),
+so every run takes seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -25,10 +25,14 @@ from ctv_core.training.export import export_package
 from ctv_core.model.package import load_model_package
 from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.inference.predictor import CTVPredictor
-from ctv_core.training.loop import load_checkpoint, train
-from ctv_core.training.config import TrainingConfig, TrainingError, load_training_config
-from ctv_core.training.cases import (CaseStore, PatchDataset, StepBatchSampler, describe_dataset, kfold_split,
-                                    prepare_case)
+from ctv_core.dataset.hdf5_writer import DatasetWriter
+from ctv_core.errors import TrainingError
+from ctv_core.training.cases import CaseStore, dataset_patients, prepare_case
+from ctv_core.training.checkpoints import load_checkpoint
+from ctv_core.training.config import TrainingConfig, load_training_config
+from ctv_core.training.loop import train
+from ctv_core.training.patches import PatchDataset, StepBatchSampler
+from ctv_core.training.split import kfold_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,33 +69,11 @@ def phantoms(tmp_path_factory) -> dict[int, tuple[sitk.Image, sitk.Image]]:
 
 
 def write_dataset(path: Path, phantoms) -> Path:
-    """A ctv-dataset version 1 file (the schema of ctv_core.dataset.hdf5_reader) built with h5py."""
-    text = h5py.string_dtype()
-    with h5py.File(path, "w") as h5:
-        h5.attrs["format"] = "ctv-dataset"
-        h5.attrs["format_version"] = 1
-        h5.attrs["case_count"] = len(CASES)
-        h5.attrs["axis_order"] = "k,j,i"
-        h5.attrs["frame"] = "LPS"
-        cases = h5.create_group("cases")
+    """A ctv-dataset file of ``CASES`` written by the project's writer."""
+    with DatasetWriter(path, target_aliases=("CTV",)) as writer:
         for case_id, (seed, patient) in CASES.items():
             ct, mask = phantoms[seed]
-            group = cases.create_group(case_id)
-            group.create_dataset("ct", data=sitk.GetArrayFromImage(ct).astype(np.int16))
-            target = sitk.GetArrayFromImage(mask).astype(np.uint8)
-            data = group.create_group("masks").create_dataset("target", data=target)
-            data.attrs["roi_name"] = "CTV"
-            data.attrs["voxel_count"] = int(target.sum())
-            data.attrs["volume_cc"] = float(target.sum() * np.prod(ct.GetSpacing()) / 1000)
-            group.attrs["spacing"] = np.asarray(ct.GetSpacing(), dtype=float)
-            group.attrs["origin"] = np.asarray(ct.GetOrigin(), dtype=float)
-            group.attrs["direction"] = np.asarray(ct.GetDirection(), dtype=float)
-            group.attrs["patient_key"] = patient
-            group.attrs["roi_name"] = "CTV"
-            group.attrs["patient_position"] = "HFS"
-            group.attrs["hu_rounded"] = False
-        h5.create_dataset("skipped", data=np.array([], dtype=[("source", text), ("category", text),
-                                                              ("reason", text)]))
+            writer.add_case(case_id, ct, {"target": ("CTV", mask)}, patient_key=patient, patient_position="HFS")
     return path
 
 
@@ -101,7 +83,7 @@ def dataset(phantoms, tmp_path_factory) -> Path:
 
 
 def weights_of(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
+    return load_checkpoint(path)["modules"]["network"]
 
 
 # --------------------------------------------------------------------------- configuration
@@ -173,7 +155,7 @@ def test_batch_sampler_shares_the_global_batch_between_ranks():
 
 def test_case_preparation_and_patches(dataset, phantoms, tmp_path):
     config = tiny_config()
-    patients, info = describe_dataset(dataset)
+    patients, info = dataset_patients(dataset)
     assert patients == {c: p for c, (_, p) in CASES.items()} and info["cases"] == 4
     store = CaseStore(dataset, config.settings.preprocessing, config.network.divisor,
                       cache_dir=tmp_path / "cache")
@@ -196,10 +178,10 @@ def test_case_preparation_and_patches(dataset, phantoms, tmp_path):
     fg = PatchDataset(again, ["case_00001"], config.sampling.__class__(patch_zyx=(16, 32, 32), batch_size=2,
                                                                          foreground_probability=1.0),
                       config.augmentation, seed=3)
-    image, target = fg[5]
-    assert image.shape == (1, 16, 32, 32) and target.shape == (1, 16, 32, 32)
+    image, target, case_id = fg[5]
+    assert image.shape == (1, 16, 32, 32) and target.shape == (1, 16, 32, 32) and case_id == "case_00001"
     assert target.sum() > 0  # centred on the target
-    image2, target2 = fg[5]
+    image2, target2, _ = fg[5]
     assert torch.equal(image, image2) and torch.equal(target, target2)  # a sample is a function of (seed, index)
     assert not torch.equal(fg[6][0], image)
 
@@ -332,7 +314,7 @@ def test_two_processes_match_one_process(dataset, tmp_path):
     differences, movements = [], []
     for name, value in reference.items():
         if value.is_floating_point() and name in initial and name.endswith("weight"):
-            differences.append((ddp["model"][name] - value).abs().flatten())
+            differences.append((ddp["modules"]["network"][name] - value).abs().flatten())
             movements.append((value - initial[name]).abs().flatten())
     difference, movement = torch.cat(differences), torch.cat(movements)
     assert float(movement.mean()) > 1e-3  # training did move the weights

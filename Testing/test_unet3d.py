@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ctv_core.model.network_config import NetworkConfig
-from ctv_core.model.unet3d import (
-    ConvNorm, UNet3D, _usable_cpu_count, autocast_context, configure_runtime, count_flops,
-    count_parameters, fold_batch_norms, prepare_for_inference, select_device)
+from ctv_core.model.runtime import (autocast_context, configure_runtime, fold_batch_norms, prepare_for_inference,
+                                    select_device, usable_cpu_count)
+from ctv_core.model.unet3d import ConvNorm, UNet3D, count_flops, count_parameters
 
 TINY = NetworkConfig(widths=(4, 8, 8), se_reduction=2, passes=2)
 
@@ -202,7 +202,7 @@ def test_configure_runtime_cpu_uses_the_usable_cpus():
     before = torch.get_num_threads()
     try:
         configure_runtime(torch.device("cpu"))
-        assert torch.get_num_threads() == _usable_cpu_count() >= 1
+        assert torch.get_num_threads() == usable_cpu_count() >= 1
     finally:
         torch.set_num_threads(before)
 

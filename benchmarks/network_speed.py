@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import reset_peak_rss, status_mb  # noqa: E402
 
 from ctv_core.model.network_config import NetworkConfig  # noqa: E402
-from ctv_core.model.unet3d import (  # noqa: E402
-    UNet3D, configure_runtime, count_flops, count_parameters, prepare_for_inference, select_device)
+from ctv_core.model.runtime import configure_runtime, prepare_for_inference, select_device  # noqa: E402
+from ctv_core.model.unet3d import UNet3D, count_flops, count_parameters  # noqa: E402
 
 # An A100-class card reaches ~300 TFLOP/s dense bf16 at peak; 3D convolutions with few
 # channels rarely use more than ~10% of it, so 30 TFLOP/s effective is assumed.

@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctv_core.model.network_config import NetworkConfig  # noqa: E402
-from ctv_core.model.unet3d import UNet3D, configure_runtime, select_device, use_channels_last  # noqa: E402
+from ctv_core.model.runtime import configure_runtime, select_device, use_channels_last  # noqa: E402
+from ctv_core.model.unet3d import UNet3D  # noqa: E402
 
 
 def step_seconds(config: NetworkConfig, patch: tuple[int, int, int], batch: int, steps: int,

@@ -86,3 +86,15 @@ class PredictionCancelled(CTVError):
 
 class DeviceError(CTVError, ValueError):
     """The compute device asked for is not available or not known."""
+
+
+class EvaluationError(CTVError):
+    """Masks or evaluation inputs that cannot be compared as given."""
+
+
+class TrainingError(CTVError):
+    """Training or export cannot run as asked (bad configuration, data or run folder)."""
+
+
+class DatasetError(CTVError):
+    """A training dataset that cannot be built or read as asked."""

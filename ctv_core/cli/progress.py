@@ -45,3 +45,35 @@ class StageBars:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StepBar:
+    """A callable ``(step, total, loss)`` showing training steps in one bar with the last loss.
+
+    The first call (``loss`` None) opens the bar at the step a run starts or resumes from.
+    """
+
+    def __init__(self, desc: str = "training") -> None:
+        self.desc = desc
+        self._bar: Any = None
+
+    def __call__(self, step: int, total: int, loss: float | None) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=step, desc=self.desc, unit="step")
+            return
+        self._bar.update(step - self._bar.n)
+        if loss is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> StepBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,7 +1,6 @@
-"""``ctv train`` and ``ctv export`` on the command line: parse, then call the training functions.
+"""``ctv train`` and ``ctv export``: train (or resume) the network on an HDF5 set; a model package from a run.
 
-Kept apart from :mod:`ctv_core.training` so that building the ``ctv`` parser does not import
-torch. Several processes: ``torchrun --nproc_per_node N -m ctv_core train DATA.h5 RUN_DIR``.
+Several processes: ``torchrun --nproc_per_node N -m ctv_core train DATA.h5 RUN_DIR``.
 """
 
 from __future__ import annotations
@@ -10,9 +9,11 @@ import argparse
 import os
 from pathlib import Path
 
+from .progress import StepBar
 
-def add_training_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Register ``ctv train`` and ``ctv export`` on the ``ctv`` command's subparsers."""
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register ``ctv train`` and ``ctv export``."""
     p = sub.add_parser("train", parents=[common], help="train (or resume) the CTV network on an HDF5 dataset",
                        description="Train the CTV network; a RUN_DIR with checkpoints/last.pt resumes. Several "
                                    "processes: torchrun --nproc_per_node N -m ctv_core train ...")
@@ -22,7 +23,7 @@ def add_training_commands(sub: argparse._SubParsersAction, common: argparse.Argu
     p.add_argument("--folds", type=int, default=None, metavar="N", help="cross-validation folds (overrides config)")
     p.add_argument("--fold", type=int, default=None, metavar="K", help="fold held out, 0..N-1 (overrides config)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=run_train)
 
     p = sub.add_parser("export", parents=[common], help="a model package from a training run")
     p.add_argument("run_dir", type=Path, help="the training run folder")
@@ -32,16 +33,18 @@ def add_training_commands(sub: argparse._SubParsersAction, common: argparse.Argu
     p.add_argument("--name", default=None, help="model name (default: ctv-unet3d-<run folder>-fold<K>)")
     p.add_argument("--version", default=None, help="model version (default: 1.0.0)")
     p.add_argument("--description", default=None, help="one paragraph about the model")
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(func=run_export)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace) -> int:
+    """Train with a progress bar on rank 0 and print the result."""
     from ..training.loop import train
     from ..training.config import TrainingConfig, load_training_config
 
     config = load_training_config(args.config) if args.config is not None else TrainingConfig()
     config = config.with_fold(args.folds, args.fold)
-    result = train(args.data, args.run_dir, config, progress=not args.quiet, device=args.device)
+    with StepBar() as bar:
+        result = train(args.data, args.run_dir, config, progress=None if args.quiet else bar, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         best = "no validation" if result.best_dice is None else \
             f"best validation Dice {result.best_dice:.4f} at step {result.best_step}"
@@ -49,7 +52,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def run_export(args: argparse.Namespace) -> int:
+    """Export the run's checkpoint as a model package."""
     from ..training.export import export_package
 
     package = export_package(args.run_dir, args.pkg, checkpoint=args.checkpoint, name=args.name,

@@ -75,7 +75,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import CTVError
+from ..errors import EvaluationError
 from ..geometry import Grid
 
 logger = logging.getLogger(__name__)
@@ -103,10 +103,6 @@ METRIC_KEYS = (
     "volume_diff_cc",
     "volume_diff_percent",
 )
-
-
-class EvaluationError(CTVError):
-    """Masks or evaluation inputs that cannot be compared as given."""
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,11 @@
-"""inference"""
+"""Prediction: a CT image in, the CTV mask on that CT out, and the ``ctv predict`` job around it.
+
+Owns: :mod:`.preprocessing` (CT to network input and probability back to a mask on the CT:
+both directions, used by training too), :mod:`.sliding_window`, :mod:`.postprocessing`,
+:mod:`.predictor` (``CTVPredictor`` and its warnings), :mod:`.predict_job` (load, predict,
+write the output set and ``report.json``), :mod:`.qa_image` (``qa.png``).
+
+May import: the top level, :mod:`ctv_core.dicom`, :mod:`ctv_core.structures`,
+:mod:`ctv_core.model`. Never :mod:`ctv_core.dataset` or :mod:`ctv_core.training`: the Slicer
+module and the services import inference alone.
+"""

@@ -26,7 +26,6 @@ from ..structures.mask_files import write_mask
 from .predictor import Cancelled, CTVPredictor, Progress
 from .qa_image import write_qa_image
 from ..structures.rtstruct import write_rtstruct
-from ..structures.seg import write_seg
 
 OUTPUT_FORMATS = ("rtstruct", "seg", "nifti")
 FILE_NAMES = {"rtstruct": "rtstruct.dcm", "seg": "seg.dcm", "nifti": "ctv.nii.gz"}
@@ -104,6 +103,8 @@ def run_predict_job(
         if "rtstruct" in formats:
             files["rtstruct"] = write_rtstruct(ct, masks, staging / FILE_NAMES["rtstruct"], algorithm=package.model_id)
         if "seg" in formats:
+            from ..structures.seg import write_seg  # highdicom only when a SEG is asked for
+
             files["seg"] = write_seg(ct, masks, staging / FILE_NAMES["seg"], algorithm=package.model_id)
         if "nifti" in formats:
             files["nifti"] = write_mask(prediction.mask, staging / FILE_NAMES["nifti"])

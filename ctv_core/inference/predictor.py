@@ -26,7 +26,7 @@ from ..model.package import ModelPackage, load_model_package
 from .postprocessing import postprocess
 from .preprocessing import prepare_input, probability_to_mask
 from .sliding_window import sliding_window_probability
-from ..model.unet3d import autocast_context, configure_runtime, prepare_for_inference, select_device
+from ..model.runtime import configure_runtime, logits_function, prepare_for_inference, select_device
 
 Progress = Callable[[str, float], None]
 Cancelled = Callable[[], bool]
@@ -136,10 +136,7 @@ class CTVPredictor:
                           warnings=volume_warnings(volume_cc, self.package.training_volumes_cc))
 
     def _probability(self, volume: np.ndarray, inference, report: Progress, cancelled: Cancelled | None) -> np.ndarray:
-        def logits_of(tensor: torch.Tensor) -> torch.Tensor:
-            with autocast_context(self.device):
-                return self.network(tensor)
-
+        logits_of = logits_function(self.network, self.device)
         passes = [volume, volume[:, :, ::-1]] if inference.test_time_flips else [volume]
         total = None
         with torch.inference_mode():

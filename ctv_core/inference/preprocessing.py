@@ -22,6 +22,7 @@ Arrays are ``[z, y, x]`` on the model grid (LPS-aligned), ``[k, j, i]`` on the C
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,10 +105,17 @@ def _pad_to_multiple(lo: np.ndarray, hi: np.ndarray, divisor: int, minimum: int)
     return lo, lo + target
 
 
-def _crop(array: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill: float) -> np.ndarray:
-    """``array[lo:hi]`` where parts outside the array are ``fill``."""
-    out = np.full(tuple(hi - lo), fill, dtype=array.dtype)
+def crop(array: np.ndarray, lo: Sequence[int], hi: Sequence[int], fill: float) -> np.ndarray:
+    """``array[lo:hi]`` (index bounds per axis, ``hi`` exclusive) where parts outside ``array`` are ``fill``.
+
+    The box may reach beyond the array on any side, or lie wholly outside it (all ``fill``).
+    The one crop of the project: the body crop of preprocessing and training's patches.
+    """
+    lo, hi = np.asarray(lo, dtype=int), np.asarray(hi, dtype=int)
+    out = np.full(tuple(int(v) for v in hi - lo), fill, dtype=array.dtype)
     src_lo, src_hi = np.maximum(lo, 0), np.minimum(hi, array.shape)
+    if (src_hi <= src_lo).any():
+        return out
     dst_lo = src_lo - lo
     out[tuple(slice(a, a + (b - c)) for a, b, c in zip(dst_lo, src_hi, src_lo))] = \
         array[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))]
@@ -132,7 +140,7 @@ def prepare_input(ct: sitk.Image, config: PreprocessingConfig, divisor: int = 16
     if config.fixed_shape_zyx is not None:
         return _fixed_shape_input(ct, full, lo, hi, config, divisor)
     lo, hi = _pad_to_multiple(lo, hi, divisor, divisor)
-    array = normalise(_crop(hu, lo, hi, AIR_HU), config.hu_window)
+    array = normalise(crop(hu, lo, hi, AIR_HU), config.hu_window)
     origin = full.index_to_lps(lo[::-1].astype(float))  # (z, y, x) -> (i, j, k)
     grid = Grid(size=tuple(int(v) for v in (hi - lo)[::-1]), spacing=full.spacing,
                 origin=tuple(float(v) for v in origin))

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import SimpleITK as sitk
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from ..atomic_files import atomic_file  # noqa: E402
-from ..geometry import Grid  # noqa: E402
+from ..atomic_files import atomic_file
+from ..geometry import Grid
 
 WINDOW = (40.0 - 200.0, 40.0 + 200.0)
 
@@ -68,7 +66,9 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
     views.append(("coronal", ("R", "L"), (low[0], centre[1], high[2]), (ex, -ez), (nx, nz)))
     views.append(("sagittal", ("A", "P"), (centre[0], low[1], high[2]), (ey, -ez), (ny, nz)))
 
-    fig, axes = plt.subplots(3, 3, figsize=(13, 13), facecolor="black")
+    fig = Figure(figsize=(13, 13), facecolor="black")
+    FigureCanvasAgg(fig)  # Agg directly: no pyplot, no global figure state, no GUI backend
+    axes = fig.subplots(3, 3)
     for ax, (label, sides, origin, plane_axes, shape) in zip(axes.flat, views):
         image = _plane(ct, origin, plane_axes, shape, spacing, sitk.sitkLinear, -1024.0)
         outline = _plane(mask_f, origin, plane_axes, shape, spacing, sitk.sitkLinear, 0.0)
@@ -86,5 +86,4 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, facecolor="black")
-    plt.close(fig)
     return Path(path)

@@ -7,12 +7,10 @@ naming it (no silent fallbacks).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+from ..strict_config import from_plain, is_int
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_channels", "blocks_per_level", "se_reduction", "passes"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"network.{name} must be an integer >= 1, not {value!r}")
         if self.passes > 8:
             raise ValueError(f"network.passes must be within 1..8, not {self.passes}")
@@ -57,7 +55,7 @@ class NetworkConfig:
             widths = tuple(widths)
             object.__setattr__(self, "widths", widths)
         if (not isinstance(widths, tuple) or not 1 <= len(widths) <= 7
-                or any(not _is_int(w) or w < 1 for w in widths)):
+                or any(not is_int(w) or w < 1 for w in widths)):
             raise ValueError(
                 f"network.widths must be 1 to 7 positive integers (channels per level, finest "
                 f"first), not {self.widths!r}")
@@ -81,11 +79,4 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
         """Inverse of :meth:`to_dict`; unknown keys or bad values raise ``ValueError`` naming them."""
-        if not isinstance(data, dict):
-            raise ValueError(f"network must be an object, not {type(data).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"network: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**data)
+        return from_plain(cls, data, "network")

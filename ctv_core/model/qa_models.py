@@ -10,11 +10,13 @@ checksummed weights), so it exercises the same loading path.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..strict_config import from_plain
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,7 @@ class HUWindowConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HUWindowConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"network: unknown setting(s) {', '.join(unknown)} for hu_window")
-        data = dict(data)
-        data["input_window"] = tuple(data["input_window"])
-        return cls(**data)
+        return from_plain(cls, data, "network (hu_window)")
 
 
 class HUWindowModel(nn.Module):

@@ -7,19 +7,10 @@ a value of the wrong kind raises ``ValueError`` naming it (no silent fallbacks).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
-def strict_kwargs(cls, data: Any, where: str) -> dict[str, Any]:
-    """``data`` as keyword arguments of the dataclass ``cls`` (lists become tuples); unknown keys raise naming them."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be an object, not {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+from ..strict_config import from_plain, strict_kwargs
 
 
 @dataclass(frozen=True)
@@ -57,10 +48,6 @@ class PreprocessingConfig:
         if len(self.hu_window) != 2 or self.hu_window[0] >= self.hu_window[1]:
             raise ValueError(f"preprocessing.hu_window must be (low, high) with low < high, not {self.hu_window}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PreprocessingConfig:
-        return cls(**strict_kwargs(cls, data, "preprocessing"))
-
 
 @dataclass(frozen=True)
 class InferenceConfig:
@@ -92,10 +79,6 @@ class InferenceConfig:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"inference.threshold must be within (0, 1), not {self.threshold}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InferenceConfig:
-        return cls(**strict_kwargs(cls, data, "inference"))
-
 
 @dataclass(frozen=True)
 class PostprocessingConfig:
@@ -119,10 +102,6 @@ class PostprocessingConfig:
         if self.keep_largest < 0 or self.min_component_cc < 0:
             raise ValueError("postprocessing.keep_largest and min_component_cc must be >= 0")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PostprocessingConfig:
-        return cls(**strict_kwargs(cls, data, "postprocessing"))
-
 
 @dataclass(frozen=True)
 class ModelSettings:
@@ -139,7 +118,7 @@ class ModelSettings:
     def from_dict(cls, data: dict[str, Any]) -> ModelSettings:
         strict_kwargs(cls, data, "settings")
         return cls(
-            preprocessing=PreprocessingConfig.from_dict(data.get("preprocessing", {})),
-            inference=InferenceConfig.from_dict(data.get("inference", {})),
-            postprocessing=PostprocessingConfig.from_dict(data.get("postprocessing", {})),
+            preprocessing=from_plain(PreprocessingConfig, data.get("preprocessing", {}), "preprocessing"),
+            inference=from_plain(InferenceConfig, data.get("inference", {}), "inference"),
+            postprocessing=from_plain(PostprocessingConfig, data.get("postprocessing", {}), "postprocessing"),
         )

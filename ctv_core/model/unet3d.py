@@ -19,7 +19,7 @@ Choices, measured on a 2-core AVX-512 CPU with torch 2.13 (``benchmarks/network_
   3x3x3 convolution costs a full-resolution convolution instead: 380 ms vs 57 ms at level 0.
 * Skips are concatenated as in the U-Net of the method; the first decoder block maps
   2 C -> C with a 1x1x1 projection on its residual path.
-* For inference, :func:`prepare_for_inference` folds every batch norm into its convolution and
+* For inference, :func:`ctv_core.model.runtime.prepare_for_inference` folds every batch norm into its convolution and
   switches CPU models to ``channels_last_3d`` (oneDNN's blocked kernels: 16-channel 3x3x3
   convolution 157 vs 98 GFLOP/s). ELU runs in place, and the SE gate and the residual sum are
   one ``addcmul``.
@@ -27,21 +27,10 @@ Choices, measured on a 2-core AVX-512 CPU with torch 2.13 (``benchmarks/network_
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import logging
-import os
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
 
-from ..errors import DeviceError
 from .network_config import NetworkConfig
-
-logger = logging.getLogger(__name__)
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 class ConvNorm(nn.Module):
@@ -65,7 +54,7 @@ class ConvNorm(nn.Module):
         else:
             raise ValueError(f"ConvNorm kind must be 3x3x3, 1x1x1, down or up, not {kind!r}")
         self.norm: nn.Module = nn.BatchNorm3d(out_channels)
-        self.direct_onednn = False  # set by prepare_for_inference on the CPU
+        self.direct_onednn = False  # set by runtime.prepare_for_inference on the CPU
 
     def forward(self, x: Tensor) -> Tensor:
         if self.direct_onednn and x.dtype == torch.float32 and x.device.type == "cpu":
@@ -270,134 +259,3 @@ def count_flops(config: NetworkConfig, patch_zyx: tuple[int, int, int]) -> float
     with counter, torch.no_grad():
         model(image)
     return float(counter.get_total_flops())
-
-
-def _fold_conv_norm(unit: ConvNorm) -> None:
-    """Fold ``unit.norm`` (eval-mode statistics) into ``unit.conv`` and make the norm the identity."""
-    norm, conv = unit.norm, unit.conv
-    if not isinstance(norm, nn.BatchNorm3d):
-        return
-    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
-    shift = norm.bias.detach() - norm.running_mean * scale
-    weight = conv.weight.detach()
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(shift)
-    if isinstance(conv, nn.ConvTranspose3d):  # weight [C_in, C_out, k, k, k]
-        weight = weight * scale[None, :, None, None, None]
-    else:                                      # weight [C_out, C_in, k, k, k]
-        weight = weight * scale[:, None, None, None, None]
-    conv.weight = nn.Parameter(weight, requires_grad=False)
-    conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
-    unit.norm = nn.Identity()
-
-
-def fold_batch_norms(model: nn.Module) -> nn.Module:
-    """Fold every batch norm of ``model``'s :class:`ConvNorm` units into its convolution, in place."""
-    for module in model.modules():
-        if isinstance(module, ConvNorm):
-            _fold_conv_norm(module)
-    return model
-
-
-def use_channels_last(model: UNet3D) -> UNet3D:
-    """Switch ``model`` (in place) to the ``channels_last_3d`` memory format, inputs included.
-
-    The forward then converts its input and the recurrent probability to the same layout, so
-    oneDNN runs its blocked 3x3x3 kernels without reordering. Used for CPU inference and CPU
-    training (about 1.5x faster on 16-channel full-resolution convolutions, forward and
-    backward); values are unchanged. Returns ``model``.
-    """
-    model.to(memory_format=torch.channels_last_3d)
-    model._channels_last = True
-    return model
-
-
-def prepare_for_inference(model: UNet3D, device: torch.device | str) -> UNet3D:
-    """A copy of ``model`` ready to run under ``torch.inference_mode()`` on ``device``.
-
-    Eval mode, every batch norm folded into the convolution before it (the same function within
-    float rounding; ``model`` itself is left untouched, so training can go on), parameters on
-    ``device``, and on the CPU the ``channels_last_3d`` memory format, which the forward then
-    also applies to its input (about 1.6x faster for the 16-channel full-resolution
-    convolutions). On CUDA the default layout is kept (not measured here). Run it under
-    :func:`autocast_context` for mixed precision on CUDA.
-    """
-    device = torch.device(device)
-    prepared = copy.deepcopy(model).eval()
-    fold_batch_norms(prepared)
-    for p in prepared.parameters():
-        p.requires_grad_(False)
-    prepared = prepared.to(device)
-    if device.type == "cpu":
-        use_channels_last(prepared)
-        if torch.backends.mkldnn.is_available() and hasattr(torch.ops.aten, "mkldnn_convolution"):
-            for unit in prepared.modules():
-                if isinstance(unit, ConvNorm) and type(unit.conv) is nn.Conv3d:
-                    unit.direct_onednn = True
-    return prepared
-
-
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision for the forward on CUDA (bfloat16 where supported, else float16); a no-op elsewhere.
-
-    The CPU keeps float32: the accuracy of the reference model is defined there, and oneDNN's
-    float32 convolutions already reach the speed target.
-    """
-    device = torch.device(device)
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def select_device(device: str = "auto") -> torch.device:
-    """The torch device for ``--device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``.
-
-    Raises ``DeviceError`` (a ``ValueError``) for ``"cuda"`` without a usable CUDA device, or an unknown name.
-    """
-    name = str(device).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                "CUDA is not available (no CUDA GPU is visible, or this torch build has no CUDA "
-                f"support: torch {torch.__version__}); use --device cpu (or device='cpu'), or "
-                "--device auto to take the GPU when there is one")
-        return torch.device("cuda")
-    raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-
-
-def _usable_cpu_count() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota if one is set."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota readable: the affinity mask is the limit
-    return max(1, count)
-
-
-def configure_runtime(device: torch.device) -> None:
-    """Process-wide torch settings for running the network on ``device``.
-
-    CPU: one intra-op thread per usable CPU (the affinity mask, capped by a cgroup CPU quota),
-    because torch's default can count CPUs the process is not allowed to run on, and more
-    threads than cores slow oneDNN convolutions down. CUDA: ``cudnn.benchmark`` on, so cuDNN
-    picks its fastest algorithm for each input shape once (the patch size is fixed, so the
-    search is paid once per run).
-    """
-    device = torch.device(device)
-    if device.type == "cpu":
-        threads = _usable_cpu_count()
-        torch.set_num_threads(threads)
-        logger.debug("torch CPU threads: %d", threads)
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-

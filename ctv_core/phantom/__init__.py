@@ -2,6 +2,9 @@
 
 ``make_phantom`` (in :mod:`.scan`) scans the anatomy of :mod:`.anatomy` and writes a CT series
 and truth masks; ``ctv phantom`` is its command line.
+
+May import: the top level, :mod:`ctv_core.dicom` (the CT writer and loader) and
+:mod:`ctv_core.structures` (the truth as RTSTRUCT and masks).
 """
 
 from .scan import Phantom, ScanSettings, make_phantom, plan_scan

@@ -110,25 +110,7 @@ def paint_muscle_compartments(painter: Painter, lay: Layout, params, canvas: Can
             loc = win.local(lo, hi)
             if loc is None:
                 continue
-            sub = _Sub(win, loc)
+            sub = win.sub(loc)
             near = tube(sub, v.pts, v.radii + VESSEL_FAT_MM, margin=1.0) < 0
             fill[loc] &= ~near
         painter.paint(win, fill, Tissue.MUSCLE, only=(Tissue.FAT,))
-
-
-class _Sub:
-    """Part of a window usable by ``shapes.tube``."""
-
-    def __init__(self, win, loc):
-        self.x, self.y, self.z = win.x[loc], win.y[loc], win.z[loc]
-        self.canvas = win.canvas
-        self.sl = tuple(slice(p.start + q.start, p.start + q.stop) for p, q in zip(win.sl, loc))
-
-    @property
-    def shape(self):
-        return self.x.shape
-
-    def local(self, lo, hi):
-        from .shapes import Window
-
-        return Window.local(self, lo, hi)

@@ -85,7 +85,7 @@ def build_ctv(canvas: Canvas, labels: np.ndarray, lay: Layout, params) -> np.nda
         loc, (x, y, z) = u.sub(lo, hi)
         if loc is None:
             return
-        sub_win = _SubWindow(x, y, z, win, loc)
+        sub_win = win.sub(loc)
         d = tube(sub_win, pts, radii, margin=margin) - np.float32(grow)
         d = np.maximum(d, z - np.float32(z_top))
         if nodal == "external":
@@ -133,7 +133,7 @@ def build_ctv(canvas: Canvas, labels: np.ndarray, lay: Layout, params) -> np.nda
         d = rounded_box(x, y - y_axis - np.float32(4.0), z - np.float32(0.5 * (z_lo + z_hi)),
                         (half_x, cr + 16.0, 0.5 * (z_hi - z_lo)), ROUND_MM)
         rp, rr = catmull_rom(lay.rectum_pts, lay.rectum_radii, 3.0)
-        meso = tube(_SubWindow(x, y, z, win, loc), rp, rr + 13.0 * s, margin=BLEND_MM + 4.0)
+        meso = tube(win.sub(loc), rp, rr + 13.0 * s, margin=BLEND_MM + 4.0)
         u.add(loc, np.maximum(d, -meso))
 
     # Upper vagina with a 5 mm paravaginal margin.
@@ -141,7 +141,7 @@ def build_ctv(canvas: Canvas, labels: np.ndarray, lay: Layout, params) -> np.nda
     lo, hi = tube_bounds(vp, vr, margin)
     loc, (x, y, z) = u.sub(lo, hi)
     if loc is not None:
-        d = tube(_SubWindow(x, y, z, win, loc), vp, vr, margin=margin) - np.float32(5.0)
+        d = tube(win.sub(loc), vp, vr, margin=margin) - np.float32(5.0)
         u.add(loc, np.maximum(d, np.float32(lay.vagina_mid_z) - z))
 
     # Uterus and cervix (slightly grown) so the primary CTV wraps them smoothly.
@@ -172,24 +172,6 @@ def build_ctv(canvas: Canvas, labels: np.ndarray, lay: Layout, params) -> np.nda
         if win is not None:
             ctv[win.sl] |= (labels[win.sl] == Tissue.NODE) & (ellipsoid(win.x, win.y, win.z, c, r) < 0)
     return _drop_specks(ctv, must, canvas)
-
-
-class _SubWindow:
-    """A part of a window, usable wherever shapes expect a window (``tube``)."""
-
-    def __init__(self, x, y, z, parent, loc):
-        self.x, self.y, self.z = x, y, z
-        self.canvas = parent.canvas
-        self.sl = tuple(slice(p.start + l.start, p.start + l.stop) for p, l in zip(parent.sl, loc))
-
-    @property
-    def shape(self):
-        return self.x.shape
-
-    def local(self, lo, hi):
-        from .shapes import Window
-
-        return Window.local(self, lo, hi)
 
 
 _PAIRS = [(f"{a}_{t}", f"{v}_{t}") for t in ("L", "R") for a, v in (("cia", "civ"), ("eia", "eiv"), ("iia", "iiv"))]

@@ -45,6 +45,11 @@ class Window:
     def shape(self) -> tuple[int, int, int]:
         return self.x.shape
 
+    def sub(self, loc: tuple[slice, slice, slice]) -> Window:
+        """The part ``loc`` (slices relative to this window, as :meth:`local` gives them) as a window."""
+        sl = tuple(slice(p.start + q.start, p.start + q.stop) for p, q in zip(self.sl, loc))
+        return Window(sl, self.x[loc], self.y[loc], self.z[loc], self.canvas)
+
     def local(self, lo, hi) -> tuple[slice, slice, slice] | None:
         """Slices, relative to this window, of the part that can hold the box ``[lo, hi]`` (mm)."""
         full = self.canvas.index_box(lo, hi)

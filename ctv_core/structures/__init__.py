@@ -1,1 +1,9 @@
-"""structures"""
+"""Structures on a CT: the structure catalogue, contours, RTSTRUCT, DICOM SEG, mask files, conversion.
+
+Owns: :mod:`.catalogue` (the one list of structure names, aliases, RT ROI types, colours and
+codes), :mod:`.contours` (mask slices to planar polygons and back), :mod:`.rtstruct`,
+:mod:`.seg`, :mod:`.mask_files` (NIfTI / NRRD / MetaImage), :mod:`.writer_checks` (what every
+writer checks first), :mod:`.convert` (``convert_structures``).
+
+May import: the top level and :mod:`ctv_core.dicom`.
+"""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 from ..atomic_files import atomic_file
@@ -42,18 +41,24 @@ def write_mask(mask: sitk.Image, path: str | Path) -> Path:
     return path
 
 
-def read_mask(path: str | Path, grid: Grid, name: str | None = None) -> sitk.Image:
-    """Read a mask file as uint8 0/1 and check it lies on ``grid`` (raises GridMismatchError)."""
+def read_mask_image(path: str | Path) -> sitk.Image:
+    """A mask file as uint8 0/1 on its own grid (non-zero = inside); 3D, one component."""
     path = Path(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise StructureSetError(f"'{path}' cannot be read as an image ({exc}).") from exc
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise StructureSetError(f"'{path}' has {image.GetNumberOfComponentsPerPixel()} channels; a mask has one.")
-    check_mask_on_grid(name or path.name, image, grid)
-    array = (sitk.GetArrayViewFromImage(image) != 0).astype(np.uint8)
-    return grid.image(array)
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise StructureSetError(f"'{path}' is a {image.GetDimension()}D image with "
+                                f"{image.GetNumberOfComponentsPerPixel()} component(s); a mask is 3D with one.")
+    return sitk.Cast(image != 0, sitk.sitkUInt8)
+
+
+def read_mask(path: str | Path, grid: Grid, name: str | None = None) -> sitk.Image:
+    """Read a mask file as uint8 0/1 and check it lies on ``grid`` (raises GridMismatchError)."""
+    image = read_mask_image(path)
+    check_mask_on_grid(name or Path(path).name, image, grid)
+    return grid.image(sitk.GetArrayFromImage(image))
 
 
 def mask_name(path: str | Path) -> str:

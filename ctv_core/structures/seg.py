@@ -2,18 +2,19 @@
 
 Writing: one BINARY segmentation with a segment per mask, each frame referencing the CT slice
 it lies on (the CT's own SOPInstanceUIDs, study and frame of reference), segment codes from
-:mod:`ctv_core.structures` (CTV as SCT 228792002 "Clinical target volume" in the DCM "RT
+:mod:`ctv_core.structures.catalogue` (CTV as SCT 228792002 "Clinical target volume" in the DCM "RT
 Target" category), algorithm type AUTOMATIC with the model named, empty frames omitted.
 Reading: segments back onto the CT grid by the source SOPInstanceUID of every frame, so a SEG
-that does not reference this CT's slices is refused.
+that does not reference this CT's slices is refused. highdicom is imported when a SEG is
+written or read, not with this module (it takes about half a second).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import SimpleITK as sitk
@@ -27,11 +28,16 @@ from .rtstruct import select_rois
 from .catalogue import Code, structure_for
 from .writer_checks import check_writable
 
+if TYPE_CHECKING:
+    import highdicom as hd
+
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 ARTIFICIAL_INTELLIGENCE = Code("DCM", "123110", "Artificial Intelligence")
 
 
 def _coded(code: Code) -> hd.sr.CodedConcept:
+    import highdicom as hd
+
     return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
 
 
@@ -50,6 +56,8 @@ def write_seg(
     the same errors as ``write_rtstruct`` for masks off the grid and CTs that cannot be
     referenced. The file is written to a temporary name, then renamed.
     """
+    import highdicom as hd
+
     check_writable(ct, masks)
     sources = [pydicom.dcmread(s.path, stop_before_pixels=True) for s in ct.reference.slices]
     algorithm_id = None
@@ -103,6 +111,8 @@ def read_seg(
     ``roi`` selects segments by label as ``read_rtstruct`` selects ROIs (name, case-insensitive
     name, regular expression, list, or None for all).
     """
+    import highdicom as hd
+
     path = Path(path)
     try:
         seg = hd.seg.segread(path)

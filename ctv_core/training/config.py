@@ -18,21 +18,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import CTVError
-from ..model.settings import ModelSettings, strict_kwargs
+from ..errors import TrainingError
+from ..model.settings import ModelSettings
+from ..strict_config import from_plain, is_int, is_number, strict_kwargs
 from ..model.network_config import NetworkConfig
-
-
-class TrainingError(CTVError):
-    """Training or export cannot run as asked (bad configuration, data or run folder)."""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 CACHE_CHOICES = ("disk", "memory")
@@ -70,16 +59,16 @@ class DataConfig:
     roi: str = "target"
 
     def __post_init__(self) -> None:
-        if not _is_int(self.folds) or self.folds < 1:
+        if not is_int(self.folds) or self.folds < 1:
             raise ValueError(f"data.folds must be an integer >= 1, not {self.folds!r}")
-        if not _is_int(self.fold) or not 0 <= self.fold < self.folds:
+        if not is_int(self.fold) or not 0 <= self.fold < self.folds:
             raise ValueError(f"data.fold must be an integer within 0..{self.folds - 1} (folds={self.folds}), "
                              f"not {self.fold!r}")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"data.seed must be an integer >= 0, not {self.seed!r}")
         if self.cache not in CACHE_CHOICES:
             raise ValueError(f"data.cache must be one of {', '.join(CACHE_CHOICES)}, not {self.cache!r}")
-        if not _is_int(self.num_workers) or self.num_workers < 0:
+        if not is_int(self.num_workers) or self.num_workers < 0:
             raise ValueError(f"data.num_workers must be an integer >= 0, not {self.num_workers!r}")
         if not isinstance(self.roi, str) or not self.roi:
             raise ValueError(f"data.roi must be a mask name, not {self.roi!r}")
@@ -109,11 +98,11 @@ class SamplingConfig:
     sync_batch_norm: bool = True
 
     def __post_init__(self) -> None:
-        if len(self.patch_zyx) != 3 or any(not _is_int(p) or p < 8 for p in self.patch_zyx):
+        if len(self.patch_zyx) != 3 or any(not is_int(p) or p < 8 for p in self.patch_zyx):
             raise ValueError(f"sampling.patch_zyx must be three integers >= 8 (z, y, x), not {self.patch_zyx!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise ValueError(f"sampling.batch_size must be an integer >= 1, not {self.batch_size!r}")
-        if not _is_number(self.foreground_probability) or not 0.0 <= self.foreground_probability <= 1.0:
+        if not is_number(self.foreground_probability) or not 0.0 <= self.foreground_probability <= 1.0:
             raise ValueError(
                 f"sampling.foreground_probability must be within 0..1, not {self.foreground_probability!r}")
         if not isinstance(self.sync_batch_norm, bool):
@@ -170,19 +159,19 @@ class AugmentationConfig:
                              f"not {self.flip_axes!r}")
         for name in ("flip_probability", "rotation_probability", "noise_probability", "intensity_probability"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0.0 <= value <= 1.0:
+            if not is_number(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"augmentation.{name} must be within 0..1, not {value!r}")
         for name in ("rotation_deg", "tilt_deg"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0.0 <= value <= 45.0:
+            if not is_number(value) or not 0.0 <= value <= 45.0:
                 raise ValueError(f"augmentation.{name} must be within 0..45 degrees, not {value!r}")
-        if not _is_int(self.translation_voxels) or self.translation_voxels < 0:
+        if not is_int(self.translation_voxels) or self.translation_voxels < 0:
             raise ValueError(
                 f"augmentation.translation_voxels must be an integer >= 0, not {self.translation_voxels!r}")
-        if not _is_number(self.noise_variance) or self.noise_variance < 0:
+        if not is_number(self.noise_variance) or self.noise_variance < 0:
             raise ValueError(f"augmentation.noise_variance must be >= 0, not {self.noise_variance!r}")
         low_high = self.intensity_scale
-        if len(low_high) != 2 or not all(_is_number(v) for v in low_high) or not 0 < low_high[0] <= low_high[1]:
+        if len(low_high) != 2 or not all(is_number(v) for v in low_high) or not 0 < low_high[0] <= low_high[1]:
             raise ValueError(f"augmentation.intensity_scale must be (low, high) with 0 < low <= high, "
                              f"not {low_high!r}")
 
@@ -226,21 +215,21 @@ class OptimisationConfig:
     dice_smooth: float = 1.0
 
     def __post_init__(self) -> None:
-        if not _is_number(self.learning_rate) or not 0 < self.learning_rate < 1:
+        if not is_number(self.learning_rate) or not 0 < self.learning_rate < 1:
             raise ValueError(f"optimisation.learning_rate must be within (0, 1), not {self.learning_rate!r}")
         if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
             raise ValueError(f"optimisation.learning_rate_decay must be one of {', '.join(LEARNING_RATE_DECAYS)}, "
                              f"not {self.learning_rate_decay!r}")
         for name in ("weight_decay", "bce_weight", "dice_weight", "dice_smooth"):
             value = getattr(self, name)
-            if not _is_number(value) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ValueError(f"optimisation.{name} must be a number >= 0, not {value!r}")
         if self.bce_weight == 0 and self.dice_weight == 0:
             raise ValueError("optimisation.bce_weight and dice_weight cannot both be 0")
-        if not _is_int(self.steps) or self.steps < 1:
+        if not is_int(self.steps) or self.steps < 1:
             raise ValueError(f"optimisation.steps must be an integer >= 1, not {self.steps!r}")
         if self.pass_weights is not None:
-            if (not all(_is_number(w) and w >= 0 for w in self.pass_weights) or not self.pass_weights
+            if (not all(is_number(w) and w >= 0 for w in self.pass_weights) or not self.pass_weights
                     or self.pass_weights[-1] <= 0):
                 raise ValueError(f"optimisation.pass_weights must be numbers >= 0 with the last > 0, "
                                  f"not {self.pass_weights!r}")
@@ -282,9 +271,9 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         for name in ("checkpoint_every", "validate_every", "log_every"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"schedule.{name} must be an integer >= 1, not {value!r}")
-        if not _is_int(self.sample_images) or self.sample_images < 0:
+        if not is_int(self.sample_images) or self.sample_images < 0:
             raise ValueError(f"schedule.sample_images must be an integer >= 0, not {self.sample_images!r}")
 
 
@@ -340,7 +329,7 @@ class TrainingConfig:
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys or bad values raise."""
         try:
             strict_kwargs(cls, data, "config")
-            parts: dict[str, Any] = {name: kind(**strict_kwargs(kind, data.get(name, {}), name))
+            parts: dict[str, Any] = {name: from_plain(kind, data.get(name, {}), name)
                                      for name, kind in _SECTIONS.items()}
             parts.update({
                 "network": NetworkConfig.from_dict(data.get("network", {})),

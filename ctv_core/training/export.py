@@ -10,15 +10,16 @@ validation Dice in its manifest. Nothing from the checkpoint is executed: it is 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import tempfile
 from pathlib import Path
 
+from ..errors import TrainingError
 from ..model.package import ModelPackage, save_model_package
-from .loop import load_checkpoint
-from .config import TrainingConfig, TrainingError
 from ..model.unet3d import UNet3D
+from .checkpoints import NETWORK, load_checkpoint
+from .config import TrainingConfig
+from .run_folder import RunFolder, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,7 @@ def _read(path: Path, what: str) -> dict:
     if not path.is_file():
         raise TrainingError(f"'{path.parent}' is not a training run folder: {path.name} ({what}) is missing. Give "
                             "the RUN_DIR of 'ctv train'.")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrainingError(f"'{path}' is damaged ({exc}).") from exc
+    return read_json(path)
 
 
 def plot_training_curves(log_csv: Path, out_png: Path) -> Path:
@@ -81,9 +79,10 @@ def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best
     run_dir, pkg = Path(run_dir), Path(pkg)
     if checkpoint not in CHECKPOINTS:
         raise TrainingError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not {checkpoint!r}.")
-    config = TrainingConfig.from_dict(_read(run_dir / "config.json", "the run's configuration"))
-    split = _read(run_dir / "splits.json", "the run's cross-validation split")
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    run = RunFolder(run_dir)
+    config = TrainingConfig.from_dict(_read(run.config_file, "the run's configuration"))
+    split = _read(run.splits_file, "the run's cross-validation split")
+    path = run.best_checkpoint if checkpoint == "best" else run.last_checkpoint
     if not path.is_file():
         hint = (" No validation has run yet (best.pt is written at the first validation); export with "
                 "--checkpoint last." if checkpoint == "best" else " Train first.")
@@ -91,7 +90,7 @@ def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best
     state = load_checkpoint(path)
     network = UNet3D(config.network)
     try:
-        network.load_state_dict(state["model"], strict=True)
+        network.load_state_dict(state["modules"][NETWORK], strict=True)
     except RuntimeError as exc:
         raise TrainingError(f"The checkpoint {path} does not fit the run's config.json ({str(exc).splitlines()[0]});"
                             " the run folder is inconsistent.") from exc
@@ -125,7 +124,7 @@ def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best
         f"{len(split['train'])} cases of {split['data'].get('file', 'the dataset')}, fold {fold} of {folds} held out "
         f"for validation ({checkpoint} checkpoint).")
     extra = {}
-    log = run_dir / "log.csv"
+    log = run.log_file
     with tempfile.TemporaryDirectory() as tmp:
         if log.is_file():
             extra["training_log.csv"] = log
