@@ -68,3 +68,58 @@ def test_stage_bars_show_one_bar_per_stage_and_nothing_when_quiet(capsys):
     with StageBars(quiet=True) as bars:
         bars("scanning", 1, 4)
     assert capsys.readouterr().err == ""
+
+
+#: Every command, an option its help must name, and arguments that fail as a user would make them fail.
+COMMANDS = {
+    "phantom": ("--position", lambda tmp: ["phantom", str(_non_empty(tmp))]),
+    "inspect": ("--allow-gaps", lambda tmp: ["inspect", str(_empty(tmp))]),
+    "convert": ("--to", lambda tmp: ["convert", str(_empty(tmp)), str(tmp / "in.dcm"), str(tmp / "out.nii.gz")]),
+    "predict": ("--formats", lambda tmp: ["predict", str(_empty(tmp)), str(tmp / "out")]),
+    "dataset build": ("--extra-roi", lambda tmp: ["dataset", "build", str(tmp / "no_archive"), str(tmp / "o.h5")]),
+    "dataset info": ("--json", lambda tmp: ["dataset", "info", str(tmp / "missing.h5")]),
+    "train": ("--folds", lambda tmp: ["train", str(tmp / "missing.h5"), str(tmp / "run")]),
+    "export": ("--checkpoint", lambda tmp: ["export", str(_empty(tmp)), str(tmp / "pkg")]),
+    "evaluate": ("--tolerance", lambda tmp: ["evaluate", str(tmp / "p.nii.gz"), str(tmp / "r.nii.gz"), str(tmp / "o")]),
+}
+
+
+def _empty(tmp):
+    folder = tmp / "empty"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _non_empty(tmp):
+    folder = tmp / "full"
+    folder.mkdir(exist_ok=True)
+    (folder / "something.txt").write_text("x")
+    return folder
+
+
+def test_every_command_has_help_naming_its_options():
+    top = run("--help")
+    assert top.returncode == 0
+    for command, (option, _) in COMMANDS.items():
+        assert command.split()[0] in top.stdout
+        result = run(*command.split(), "--help")
+        assert result.returncode == 0, command
+        assert f"usage: ctv {command}" in result.stdout and option in result.stdout, command
+
+
+def test_every_command_fails_with_one_paragraph_and_exit_2(tmp_path):
+    for command, (_, arguments) in COMMANDS.items():
+        result = run(*arguments(tmp_path))
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, command
+        message = result.stderr.strip()
+        assert message.startswith(f"ctv {command.split()[0]}: error: "), (command, message)
+        assert "\n" not in message, (command, message)  # one paragraph, no log spill
+        assert len(message) > 40, (command, message)  # says what was wrong and what to do
+
+
+def test_argument_errors_exit_2_with_usage(tmp_path):
+    result = run("predict")
+    assert result.returncode == 2 and "usage: ctv predict" in result.stderr and "Traceback" not in result.stderr
+    result = run("phantom", str(tmp_path / "x"), "--matrix", "300")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from conftest import ctv_command
 
@@ -24,8 +25,16 @@ def test_bundled_package_is_small_checked_and_says_what_it_is():
     weights = BUNDLED / package.manifest["weights"]["file"]
     assert weights.stat().st_size < 8 * 2**20
     assert "not for clinical use" in package.manifest["description"].lower()
-    assert package.manifest["training"]["steps"] > 0
-    assert "validation" in str(package.manifest["metrics"]).lower() or package.manifest["metrics"]
+    training, metrics = package.manifest["training"], package.manifest["metrics"]
+    assert training["steps"] == metrics["best_step"] > 0
+    per_case = metrics["validation_dice_per_case"]
+    assert len(per_case) == metrics["validation_cases"] == len(training["split"]["validation"]) >= 5
+    assert set(per_case) == set(training["split"]["validation"])
+    assert not set(training["split"]["validation"]) & set(training["split"]["train"])
+    # the recorded figure is the mean of the per-case Dice of its held-out fold, and good
+    assert metrics["validation_dice"] == pytest.approx(np.mean(list(per_case.values())), abs=1e-12)
+    assert metrics["validation_dice"] >= 0.85 and min(per_case.values()) >= 0.80
+    assert metrics["best_validation_dice"] == metrics["validation_dice"]
 
 
 def test_demo_model_delineates_unseen_phantoms(tmp_path):

@@ -184,6 +184,20 @@ def test_select_device_without_cuda():
     assert select_device() == torch.device("cpu")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: the CUDA path is not exercised")
+def test_select_device_with_cuda_uses_it_with_autocast():
+    assert select_device("cuda").type == "cuda"
+    assert select_device("auto").type == "cuda"
+    device = torch.device("cuda")
+    configure_runtime(device)
+    assert torch.backends.cudnn.benchmark
+    model = prepare_for_inference(_model(TINY), device)
+    with torch.inference_mode(), autocast_context(device):
+        assert torch.is_autocast_enabled("cuda")
+        out = model(torch.randn(1, 1, 4, 8, 4, device=device))
+    assert out.dtype in (torch.bfloat16, torch.float16) and out.device.type == "cuda"
+
+
 def test_select_device_choices():
     assert select_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="auto, cpu, cuda"):

@@ -173,7 +173,7 @@ def build_dataset(
     archive
         Folder holding CT series and RTSTRUCTs in any layout (searched recursively).
     out_path
-        The ``.h5`` file to write (schema in :mod:`ctv_core.hdf5_dataset`); written under a
+        The ``.h5`` file to write (schema in :mod:`ctv_core.dataset.hdf5_schema`); written under a
         temporary name beside it and renamed when complete.
     rois
         Target and extra ROIs; default: the target by ``DEFAULT_TARGET_ALIASES``, no extras.

@@ -9,7 +9,7 @@ Owns ``load_ct_series``. The rules, each checked and each with its own error:
 * Consistency within the series: the same ImageOrientationPatient (within 1e-4), Rows,
   Columns, PixelSpacing (within 1e-4 mm) and FrameOfReferenceUID, else
   ``InconsistentSeriesError`` with the counts of each variant.
-* Slice order, spacing, missing slices, gantry tilt: see :mod:`ctv_core.slice_geometry`.
+* Slice order, spacing, missing slices, gantry tilt: see :mod:`ctv_core.dicom.slice_geometry`.
 * Identical copies of one instance (same SOPInstanceUID, same pixels) are kept once with a
   warning; the same SOPInstanceUID with different pixels is refused.
 * Files whose header or pixel data cannot be read are skipped with a warning; when that

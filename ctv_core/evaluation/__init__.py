@@ -1,6 +1,7 @@
 """Evaluation: metrics with their exact definitions, and the evaluation of files or folders of cases.
 
-Owns: :mod:`.metrics` (Dice, HD95, mean surface distance, surface Dice, volumes),
+Owns: :mod:`.metrics` (Dice, HD95, mean surface distance, surface Dice, volumes), :mod:`.surfaces`
+(surface points, areas and distances through MONAI),
 :mod:`.summary` (summaries and the CSV and plot files), :mod:`.case_files` (which files make a
 case), :mod:`.evaluate` (``evaluate_folder``: ``ctv evaluate``).
 

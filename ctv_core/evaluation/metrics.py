@@ -70,13 +70,13 @@ of background on every side, so the cost depends on the structure, not on the CT
 from __future__ import annotations
 
 import logging
-import warnings
-from dataclasses import dataclass
+
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import EvaluationError
 from ..geometry import Grid
+from .surfaces import SurfaceDistances, crop_to_union, surface_distances
 
 logger = logging.getLogger(__name__)
 
@@ -103,30 +103,6 @@ METRIC_KEYS = (
     "volume_diff_cc",
     "volume_diff_percent",
 )
-
-
-@dataclass(frozen=True)
-class SurfaceDistances:
-    """Directed surface distances between a prediction P and a reference R.
-
-    Attributes
-    ----------
-    pred_to_ref_mm, pred_areas_mm2
-        For every surface point of P: distance in mm to R's surface (inf when R is empty), and
-        the surface area in mm² that the point stands for. 1-D float64, same length.
-    ref_to_pred_mm, ref_areas_mm2
-        The same for the surface points of R.
-    """
-
-    pred_to_ref_mm: np.ndarray
-    pred_areas_mm2: np.ndarray
-    ref_to_pred_mm: np.ndarray
-    ref_areas_mm2: np.ndarray
-
-    @property
-    def both_empty(self) -> bool:
-        """True when neither mask has a surface (both masks are empty)."""
-        return self.pred_to_ref_mm.size == 0 and self.ref_to_pred_mm.size == 0
 
 
 def weighted_percentile(distances: np.ndarray, areas: np.ndarray, percentile: float) -> float:
@@ -192,51 +168,6 @@ def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     return 2.0 * int(np.count_nonzero(pred & ref)) / total
 
 
-def surface_distances(prediction: np.ndarray, reference: np.ndarray, spacing: tuple[float, float, float]) -> SurfaceDistances:
-    """Directed distances and areas of the surface points of two ``[k, j, i]`` masks.
-
-    Parameters
-    ----------
-    prediction, reference
-        Arrays of one shape indexed ``[k, j, i]``; non-zero = inside.
-    spacing
-        Voxel spacing in mm in (i, j, k) order.
-    """
-    pred, ref = _crop_to_union(np.asarray(prediction) != 0, np.asarray(reference) != 0)
-    empty = np.zeros(0, dtype=np.float64)
-    if pred is None:
-        return SurfaceDistances(empty, empty, empty, empty)
-    if not pred.any() or not ref.any():
-        # Only one mask has a surface: its points are infinitely far from the other's (none).
-        present = pred if pred.any() else ref
-        areas = _surface_areas_alone(present, spacing)
-        far = np.full(areas.shape, np.inf)
-        if pred.any():
-            return SurfaceDistances(far, areas, empty, empty)
-        return SurfaceDistances(empty, empty, far, areas)
-
-    import torch
-    from monai.metrics.utils import get_edge_surface_distance
-
-    with warnings.catch_warnings():
-        # MONAI passes one of its own deprecated arguments to itself (1.5 - 1.6); not ours to act on.
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-        (edges_pred, edges_ref), (d_pred_ref, d_ref_pred), (areas_pred, areas_ref) = get_edge_surface_distance(
-            torch.from_numpy(pred),
-            torch.from_numpy(ref),
-            distance_metric="euclidean",
-            spacing=tuple(float(s) for s in spacing[::-1]),  # NumPy axis order (k, j, i)
-            use_subvoxels=True,
-            symmetric=True,
-        )
-    return SurfaceDistances(
-        pred_to_ref_mm=_numpy64(d_pred_ref),
-        pred_areas_mm2=_numpy64(areas_pred[edges_pred]),
-        ref_to_pred_mm=_numpy64(d_ref_pred),
-        ref_areas_mm2=_numpy64(areas_ref[edges_ref]),
-    )
-
-
 def volume_cc(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
     """Volume of a mask (non-zero = inside) in cc: voxel count x voxel volume."""
     return int(np.count_nonzero(np.asarray(mask))) * float(np.prod(spacing)) / 1000.0
@@ -281,7 +212,7 @@ def compute_metrics(
         spacing, a direction that is not orthonormal.
     """
     pred, ref, spacing = _arrays_and_spacing(prediction, reference, spacing, direction)
-    pred_cropped, ref_cropped = _crop_to_union(pred, ref)
+    pred_cropped, ref_cropped = crop_to_union(pred, ref)
     if pred_cropped is None:
         pred_cropped = ref_cropped = np.zeros((1, 1, 1), dtype=bool)
     sd = surface_distances(pred_cropped, ref_cropped, spacing)
@@ -367,50 +298,6 @@ def _arrays_and_spacing(prediction, reference, spacing, direction) -> tuple[np.n
                 "would be wrong. Resample the masks onto a grid with an orthonormal direction."
             )
     return pred, ref, spacing
-
-
-def _crop_to_union(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Both masks cut to their union's bounding box with one voxel of background all round.
-
-    Returns ``(None, None)`` when both are empty.
-    Where the box reaches the image border the background margin is padding.
-    """
-    if pred.shape != ref.shape:
-        raise EvaluationError(f"The masks have shapes {pred.shape} and {ref.shape}; they must be on one grid.")
-    bounds = []
-    for axis in range(pred.ndim):
-        other = tuple(a for a in range(pred.ndim) if a != axis)
-        present = np.flatnonzero(np.any(pred, axis=other) | np.any(ref, axis=other))
-        if present.size == 0:
-            return None, None
-        bounds.append((int(present[0]), int(present[-1]) + 1))
-    box = tuple(slice(lo, hi) for lo, hi in bounds)
-    shape = tuple(hi - lo + 2 for lo, hi in bounds)
-    inner = tuple(slice(1, s - 1) for s in shape)
-    out = []
-    for mask in (pred, ref):
-        padded = np.zeros(shape, dtype=bool)
-        padded[inner] = mask[box]
-        out.append(padded)
-    return out[0], out[1]
-
-
-def _surface_areas_alone(mask: np.ndarray, spacing) -> np.ndarray:
-    """Surface-point areas (mm²) of a single non-empty mask, the same points MONAI uses."""
-    import torch
-    from monai.metrics.utils import get_mask_edges
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-        tensor = torch.from_numpy(mask)
-        edges, _, areas, _ = get_mask_edges(tensor, tensor, spacing=tuple(float(s) for s in spacing[::-1]))
-    return _numpy64(areas[edges])
-
-
-def _numpy64(values) -> np.ndarray:
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.float64).ravel()
 
 
 def _rounded(values, digits: int) -> tuple[float, ...]:

@@ -6,7 +6,7 @@ left-right flip averaging), resampling the probability back onto the CT grid and
 thresholding it there, post-processing. A progress callback gets ``(stage, fraction)``; a
 cancel callback is polled between windows and stages and stops the run with
 ``PredictionCancelled``. Everything runs under ``torch.inference_mode()``; on CUDA with
-autocast (see :mod:`ctv_core.unet3d`).
+autocast (see :mod:`ctv_core.model.runtime`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from ..strict_config import from_plain, is_int
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Architecture of :class:`ctv_core.unet3d.UNet3D` (the thesis' recurrent residual SE 3D U-Net).
+    """Architecture of :class:`ctv_core.model.unet3d.UNet3D` (the thesis' recurrent residual SE 3D U-Net).
 
     Attributes
     ----------

@@ -9,7 +9,7 @@ Layout::
 ``manifest.json`` holds ``format`` ("ctv-model") and ``format_version`` (1); ``name``,
 ``version``, ``created`` (ISO date), ``description``, ``intended_use``; ``architecture`` (a
 key of ``ARCHITECTURES``) and ``network`` (its configuration); ``settings`` (preprocessing,
-inference, post-processing: :mod:`ctv_core.model_config`); ``weights`` (``file``,
+inference, post-processing: :mod:`ctv_core.model.settings`); ``weights`` (``file``,
 ``sha256``, ``bytes``); and free-form ``training`` and ``metrics`` records. Loading checks the
 format, every section strictly, the weights' size and SHA-256, and that the tensors fit the
 architecture exactly; any mismatch raises ``ModelPackageError`` saying what and how to fix it.

@@ -149,7 +149,7 @@ class UNet3D(nn.Module):
     Parameters
     ----------
     config
-        The architecture; see :class:`~ctv_core.network_config.NetworkConfig`.
+        The architecture; see :class:`~ctv_core.model.network_config.NetworkConfig`.
 
     Notes
     -----

@@ -4,12 +4,12 @@ Writing (``write_rtstruct``): the structure set references the CT it was compute
 copy: patient and study attributes copied from the CT (same StudyInstanceUID), the CT's
 FrameOfReferenceUID, a ContourImageSequence listing every CT slice, and per contour the
 SOPInstanceUID of the slice it lies on. Contours are CLOSED_PLANAR polygons traced along
-voxel edges (see :mod:`ctv_core.contours`), so rasterising them at voxel centres gives back
+voxel edges (see :mod:`ctv_core.structures.contours`), so rasterising them at voxel centres gives back
 the mask voxel for voxel; islands are separate contours and holes are separate contours
 nested inside their island, read by the even-odd (XOR) rule as Slicer, plastimatch
 (``--xor-contours``) and the planning systems read nested contours. ROIs are labelled
 AUTOMATIC with the model named, typed (CTV / ORGAN / EXTERNAL, see
-:mod:`ctv_core.structures`) and coloured; the structure set is UNAPPROVED so that a clinician
+:mod:`ctv_core.structures.catalogue`) and coloured; the structure set is UNAPPROVED so that a clinician
 must approve it in the planning system. The file is written under a temporary name and
 renamed.
 

@@ -1,8 +1,8 @@
 """How a network is trained: a frozen configuration, written once to ``RUN_DIR/config.json``.
 
 ``TrainingConfig`` groups small dataclasses (data, sampling, augmentation, optimisation,
-schedule) with the network's architecture (:class:`~ctv_core.network_config.NetworkConfig`)
-and the model settings (:class:`~ctv_core.model_config.ModelSettings`). The preprocessing
+schedule) with the network's architecture (:class:`~ctv_core.model.network_config.NetworkConfig`)
+and the model settings (:class:`~ctv_core.model.settings.ModelSettings`). The preprocessing
 used for training *is* the package's preprocessing: ``settings`` is copied unchanged into the
 exported model package, so training and prediction cannot drift apart.
 
@@ -111,7 +111,7 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class AugmentationConfig:
-    """The method's augmentation (see :mod:`ctv_core.augmentation`); probabilities are per patch.
+    """The method's augmentation (see :mod:`ctv_core.training.augmentation`); probabilities are per patch.
 
     Attributes
     ----------
