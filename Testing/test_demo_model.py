@@ -8,7 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import ctv_command
+import pydicom
+from conftest import ctv_command, require_tool
 
 from ctv_core import load_ct_series
 from ctv_core.model.package import BUNDLED, load_model_package
@@ -55,13 +56,34 @@ def test_demo_model_delineates_unseen_phantoms(tmp_path):
     assert np.mean(scores) >= 0.85 and min(scores) >= 0.80, scores
 
 
-def test_demo_model_draws_nothing_on_a_real_upper_abdomen_and_says_so(shared_data, tmp_path):
-    """A real CT without a pelvis (Siemens, 20 slices of upper abdomen): no CTV, and a warning to check the CT."""
+def test_a_real_ct_of_a_few_centimetres_is_refused_before_predicting(shared_data, tmp_path):
+    """A real CT that cannot hold a pelvis (Siemens, 20 slices of 2 mm of upper abdomen): refused, with the
+    slices and millimetres found and what is needed, before any prediction, and nothing written."""
     ct_dir = shared_data / "dicom" / "siemens_abdomen_j2k_missing_uids"
     done = subprocess.run([ctv_command(), "predict", str(ct_dir), str(tmp_path / "out"), "--formats", "nifti", "-q",
                            "--device", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "20 slice(s) covering 40 mm" in done.stderr and "at least" in done.stderr and "100 mm" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_model_draws_nothing_on_a_real_head_ct_and_writes_a_valid_empty_rtstruct(shared_data, tmp_path):
+    """A real CT long enough to pass the coverage check but with no pelvis (Philips head, 28 slices of 5 mm):
+    no CTV, a warning to check the CT, and an RTSTRUCT whose empty CTV ROI dciodvfy accepts (no empty
+    ContourSequence, which planning systems may reject the whole file for)."""
+    dciodvfy = require_tool("dciodvfy")
+    ct_dir = shared_data / "dicom" / "philips_head_multiseries"
+    out = tmp_path / "out"
+    done = subprocess.run([ctv_command(), "predict", str(ct_dir), str(out), "-q", "--device", "cpu"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["ctv"]["volume_cc"] < 50
-    assert any("pelvis" in w for w in report["warnings"]), report["warnings"]
-    assert "warning  The model drew no CTV" in done.stdout or "much smaller" in done.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["ctv"]["volume_cc"] == 0
+    assert any("drew no CTV" in w for w in report["warnings"]) and "warning  The model drew no CTV" in done.stdout
+    assert any("without contours" in w for w in report["warnings"])
+    rs = pydicom.dcmread(out / "rtstruct.dcm")
+    assert rs.StructureSetROISequence[0].ROIName == "CTV" and "ContourSequence" not in rs.ROIContourSequence[0]
+    check = subprocess.run([dciodvfy, str(out / "rtstruct.dcm")], capture_output=True, text=True)
+    errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+    assert not errors, errors

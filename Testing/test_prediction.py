@@ -16,7 +16,7 @@ from ctv_core import load_ct_series, read_rtstruct
 from ctv_core.errors import ModelPackageError, PredictionCancelled, StructureSetError
 from ctv_core.geometry import Grid
 from ctv_core.model.settings import InferenceConfig, ModelSettings, PostprocessingConfig, PreprocessingConfig
-from ctv_core.model.package import load_model_package, save_model_package
+from ctv_core.model.package import model_fingerprint, load_model_package, save_model_package
 from ctv_core.model.network_config import NetworkConfig
 from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.inference.predictor import CTVPredictor, volume_warnings
@@ -27,7 +27,7 @@ from ctv_core.inference.sliding_window import sliding_window_probability
 from ctv_core.model.unet3d import UNet3D
 
 BONE = (500.0, 10000.0)  # cortical bone: the couch shell (+300 HU) stays out
-SMALL = dict(matrix=256, slices=16, slice_thickness_mm=4.0)
+SMALL = dict(matrix=256, slices=26, slice_thickness_mm=4.0)  # 104 mm: the least ctv predict takes
 
 
 def qa_package(path, spacing_mm, window=BONE):
@@ -203,7 +203,8 @@ def test_package_round_trip_and_checksum(tmp_path):
     ("wrong_format", "format"),
     ("unknown_architecture", "unknown architecture"),
     ("unknown_setting", "unknown setting"),
-    ("other_widths", "do not fit"),
+    ("other_widths", "fingerprint"),
+    ("other_widths_restamped", "do not fit"),
 ])
 def test_damaged_packages_are_refused_clearly(tmp_path, damage, message):
     unet_package(tmp_path / "pkg")
@@ -227,8 +228,10 @@ def test_damaged_packages_are_refused_clearly(tmp_path, damage, message):
             manifest["architecture"] = "transformer"
         elif damage == "unknown_setting":
             manifest["settings"]["inference"]["stride"] = 2
-        elif damage == "other_widths":
+        elif damage.startswith("other_widths"):
             manifest["network"]["widths"] = [4, 8, 16]
+            if damage.endswith("restamped"):
+                manifest["fingerprint"] = model_fingerprint(manifest)
         manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ModelPackageError, match=message):
         load_model_package(pkg).build_network()

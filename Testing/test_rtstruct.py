@@ -15,7 +15,8 @@ from ctv_core import load_ct_series
 from ctv_core.errors import FrameOfReferenceMismatchError, GridMismatchError, ROINotFoundError, StructureSetError
 from ctv_core.geometry import Grid
 from ctv_core.phantom import ScanSettings, make_phantom
-from ctv_core.structures.rtstruct import read_rtstruct, write_rtstruct
+from ctv_core.structures.rtstruct import write_rtstruct
+from ctv_core.structures.rtstruct_reader import read_rtstruct
 
 SMALL = dict(matrix=256, slices=14, slice_thickness_mm=5.0)
 CASES = {

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     CorruptDicomError, CTVError, DatasetError, DeviceError, DicomInputError, DuplicateSliceError, EvaluationError,
-    FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, MissingSlicesError,
+    FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InsufficientCoverageError,
+    MissingSlicesError, OutputFolderError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
     PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError, TrainingError,
     UnsupportedDicomError,
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from .inference.predictor import CTVPredictor
     from .model.package import ModelPackage, load_model_package
     from .structures.convert import convert_structures
-    from .structures.rtstruct import read_rtstruct, write_rtstruct
+    from .structures.rtstruct import write_rtstruct
+    from .structures.rtstruct_reader import read_rtstruct
     from .structures.seg import read_seg, write_seg
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -51,7 +53,7 @@ _LAZY = {
     "SliceReference": ".dicom.ct_series",
     "load_ct_series": ".dicom.series",
     "write_rtstruct": ".structures.rtstruct",
-    "read_rtstruct": ".structures.rtstruct",
+    "read_rtstruct": ".structures.rtstruct_reader",
     "write_seg": ".structures.seg",
     "read_seg": ".structures.seg",
     "convert_structures": ".structures.convert",
@@ -67,7 +69,7 @@ __all__ = [
     # errors
     "CTVError", "CorruptDicomError", "DatasetError", "DeviceError", "DicomInputError", "DuplicateSliceError",
     "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
-    "MissingSlicesError", "ModelPackageError", "MultipleSeriesError", "NoDicomFoundError", "NotCTError",
+    "InsufficientCoverageError", "MissingSlicesError", "ModelPackageError", "OutputFolderError", "MultipleSeriesError", "NoDicomFoundError", "NotCTError",
     "PhantomError", "PredictionCancelled", "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError",
     "StructureSetError", "TrainingError", "UnsupportedDicomError",
 ]

@@ -10,11 +10,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def mode_of_new_files() -> int:
+    """The permission bits the user's umask gives a new file (``0o666 & ~umask``)."""
+    return 0o666 & ~_umask()
+
+
+def mode_of_new_folders() -> int:
+    """The permission bits the user's umask gives a new folder (``0o777 & ~umask``)."""
+    return 0o777 & ~_umask()
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
 
     On any exception the temporary file is removed and an existing ``path`` is left untouched.
+    The file gets the permissions of any new file (the umask's), not the temporary file's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,6 +39,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if Path(tmp).exists():
+            os.chmod(tmp, mode_of_new_files())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -39,6 +58,7 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield staging
+        os.chmod(staging, mode_of_new_folders())  # a new folder's mode, not mkdtemp's 0700
         if path.exists():
             path.rmdir()
         os.replace(staging, path)

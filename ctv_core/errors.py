@@ -98,3 +98,42 @@ class TrainingError(CTVError):
 
 class DatasetError(CTVError):
     """A training dataset that cannot be built or read as asked."""
+
+
+class InsufficientCoverageError(PreprocessingError):
+    """The CT does not cover enough of the patient to be a pelvic planning CT (too few slices or millimetres)."""
+
+
+class OutputFolderError(CTVError):
+    """The output folder cannot take this run's outputs (not a folder, not writable, not ours, in use, full)."""
+
+
+def describe_os_error(exc: OSError, doing: str) -> str:
+    """One sentence for an operating-system error met while ``doing`` something, with what to do about it.
+
+    ``doing`` completes "while ..." (e.g. "writing the outputs into 'OUT'").
+    """
+    import errno
+
+    cause: BaseException | None = exc
+    while cause is not None and getattr(cause, "errno", None) is None:  # libraries re-raise without the errno
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError):
+        exc = cause
+    filename = getattr(exc, "filename", None)
+    where = f" ('{filename}')" if filename and str(filename) not in doing else ""
+    fixes = {
+        errno.ENOSPC: "the disk is full: free some space or choose a folder on another disk",
+        errno.EDQUOT: "the disk quota is exhausted: free some space or choose a folder on another disk",
+        errno.EACCES: "permission denied: choose a folder you may write to, or ask for write access",
+        errno.EPERM: "the operation is not permitted: choose a folder you may write to",
+        errno.EROFS: "the file system is read-only: choose a writable folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+        errno.EISDIR: "a folder stands where a file was expected: give the file's path",
+        errno.EEXIST: "a file already stands there: choose another path",
+        errno.ENOENT: "a file or folder does not exist: check the path",
+        errno.EXDEV: "the path crosses file systems: choose a folder on one disk",
+        errno.ENAMETOOLONG: "the path is too long: choose a shorter one",
+    }
+    fix = fixes.get(exc.errno, f"{exc.strerror or type(exc).__name__}: check the path and the disk")
+    return f"The system refused an operation while {doing}{where}: {fix}."

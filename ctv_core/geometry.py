@@ -138,29 +138,48 @@ class Grid:
         image.SetDirection(self.direction)
         return image
 
-    def matches(self, other: Grid, tolerance_mm: float = 1e-3) -> bool:
-        """True when both grids have the same size and place every voxel within ``tolerance_mm``."""
-        if self.size != other.size:
-            return False
-        corners = np.array(
+    def _corners(self) -> np.ndarray:
+        return np.array(
             [[0, 0, 0], [self.size[0] - 1, self.size[1] - 1, self.size[2] - 1], [self.size[0] - 1, 0, 0],
              [0, self.size[1] - 1, 0], [0, 0, self.size[2] - 1]],
             dtype=float,
         )
-        return bool(np.abs(self.index_to_lps(corners) - other.index_to_lps(corners)).max() <= tolerance_mm)
+
+    def displacement_mm(self, other: Grid) -> float:
+        """Largest distance (mm) between corresponding voxel centres of two grids of one size (inf otherwise).
+
+        The grids are affine, so the largest distance is at one of the corners checked.
+        """
+        if self.size != other.size:
+            return float("inf")
+        corners = self._corners()
+        return float(np.linalg.norm(self.index_to_lps(corners) - other.index_to_lps(corners), axis=1).max())
+
+    def matches(self, other: Grid, tolerance_mm: float = 1e-3) -> bool:
+        """True when both grids have the same size and place every voxel within ``tolerance_mm``."""
+        return self.displacement_mm(other) <= tolerance_mm
 
     def differences(self, other: Grid, tolerance_mm: float = 1e-3) -> list[str]:
-        """What differs from ``other`` ("size ... vs ...", spacing, origin, direction), for error messages."""
-        def rounded(values, digits):
-            return tuple(round(float(v), digits) for v in values)
+        """What differs from ``other`` and by how much (never empty when the grids do not match), for messages.
+
+        Sizes, spacings (mm), origins (mm) and directions are compared exactly and shown to the
+        precision that tells them apart; for grids of one size the largest displacement of a
+        voxel centre comes first.
+        """
+        def shown(values, digits):
+            return "(" + ", ".join(f"{float(v):.{digits}f}" for v in values) + ")"
 
         details = []
         if self.size != other.size:
             details.append(f"size {self.size} vs {other.size}")
-        if not np.allclose(self.spacing, other.spacing, atol=1e-6):
-            details.append(f"spacing {rounded(self.spacing, 4)} vs {rounded(other.spacing, 4)} mm")
-        if not np.allclose(self.origin, other.origin, atol=tolerance_mm):
-            details.append(f"origin {rounded(self.origin, 3)} vs {rounded(other.origin, 3)} mm")
-        if not np.allclose(self.direction, other.direction, atol=1e-6):
-            details.append(f"direction {rounded(self.direction, 4)} vs {rounded(other.direction, 4)}")
+        else:
+            details.append(f"voxel centres up to {self.displacement_mm(other):.4g} mm apart "
+                           f"(tolerance {tolerance_mm:g} mm)")
+        for name, mine, theirs, unit in (("spacing", self.spacing, other.spacing, " mm"),
+                                         ("origin", self.origin, other.origin, " mm"),
+                                         ("direction", self.direction, other.direction, "")):
+            gap = float(np.max(np.abs(np.subtract(mine, theirs))))
+            if gap > 0:
+                digits = min(9, max(3, int(np.ceil(-np.log10(gap))) + 1))
+                details.append(f"{name} {shown(mine, digits)} vs {shown(theirs, digits)}{unit}")
         return details

@@ -31,6 +31,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--deidentify", action="store_true",
                    help="store no patient names, IDs, birth dates, paths or UIDs (patient key hashed)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
+    p.add_argument("--strict", action="store_true",
+                   help="skip cases whose ROIs have damaged contours (default: store them without those contours)")
     p.set_defaults(func=run_dataset_build)
 
     p = commands.add_parser("info", parents=[common], help="summarise a training set")
@@ -47,6 +49,7 @@ def run_dataset_build(args: argparse.Namespace) -> int:
                                      extra_rois=args.extra_roi)
     with StageBars(args.quiet, {"scanning": "folder", "building": "RTSTRUCT"}) as bars:
         summary = build_dataset(args.archive, args.out, rois, deidentify=args.deidentify, overwrite=args.overwrite,
+                                strict=args.strict,
                                 progress=bars)
     print(summary.describe())
     return 0
@@ -90,6 +93,9 @@ def format_dataset_info(info: dict[str, Any]) -> str:
     for name, count in info["extra_rois_missing"].items():
         if name not in info["roi_volumes_cc"]:
             lines.append(f"  {name}: missing in all {count} case(s)")
+    if info.get("cases_with_dropped_contours"):
+        lines.append(f"  {info['cases_with_dropped_contours']} case(s) stored without some damaged contours "
+                     "(see case_list; rebuild with --strict to skip them)")
     if info["skipped"]:
         by = ", ".join(f"{cat} {n}" for cat, n in info["skipped_by_category"].items())
         lines.append(f"  skipped {info['skipped']} structure set(s): {by}")

@@ -1,7 +1,7 @@
 """The ``ctv`` command: builds the parser from each command's module, configures logging, runs one handler.
 
-Errors that users or the environment can cause (``CTVError``) are printed as one paragraph on
-stderr with exit status 2; no traceback. Logging is configured here and nowhere else. Building
+Errors that users or the environment can cause (``CTVError``, and any ``OSError`` a stage did
+not turn into one) are printed as one paragraph on stderr with exit status 2; no traceback. Logging is configured here and nowhere else. Building
 the parser imports no library of the field (torch, SimpleITK, pydicom, …): each handler
 imports what its command needs when it runs.
 """
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from ..errors import CTVError
+from ..errors import CTVError, describe_os_error
 from . import convert, dataset, evaluate, inspect, phantom, predict, training
 
 logger = logging.getLogger("ctv_core")
@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except CTVError as exc:
         print(f"ctv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment's (disk, permissions, paths) where no stage named it more precisely
+        print(f"ctv {args.command}: error: {describe_os_error(exc, f'running ctv {args.command}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ctv {args.command}: interrupted", file=sys.stderr)

@@ -25,12 +25,16 @@ The rules:
   with :func:`ctv_core.load_ct_series` (``series_uid`` given, so other series beside it do
   not matter) and only once for all its structure sets.
 * **Target ROI**: names matching the regular expression ``RoiSelection.pattern`` (through
-  :func:`ctv_core.structures.rtstruct.select_rois`: exact name, else case-insensitive name, else
+  :func:`ctv_core.structures.rtstruct_reader.select_rois`: exact name, else case-insensitive name, else
   case-insensitive full match) or one of ``RoiSelection.aliases`` (compared ignoring case,
   spaces, ``_``, ``-`` and ``.``; default: the structure catalogue's CTV aliases). Exactly one ROI must
   match; none or several (two candidate names, or one name used twice) skip the case.
 * **Extra ROIs** (``NAME=PATTERN``): stored as ``masks/NAME`` where exactly one ROI matches;
   otherwise recorded in ``extra_rois_missing`` and the case is still used.
+* **Damaged contours** (fewer than three points, a coordinate count not a multiple of three)
+  are passed over and counted per ROI in the case's ``dropped_contours``; ``strict=True``
+  (``--strict``) skips such cases instead. Coordinates that are not numbers make the whole
+  structure set unreadable.
 * **Skipped** (logged, in ``BuildSummary.skipped`` and the ``/skipped`` table): missing CT,
   frame of reference mismatch, no ROI matches, ambiguous ROI, empty target, a second copy of
   a structure set already used (same SOPInstanceUID), CT that cannot be loaded, CT resampled by the loader (gantry tilt, uneven spacing: the contours cannot lie
@@ -80,6 +84,7 @@ class BuiltCase:
     patient_key: str
     roi_name: str
     extras_missing: tuple[str, ...] = ()
+    dropped_contours: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ def build_dataset(
     deidentify: bool = False,
     deidentify_salt: bytes | None = None,
     overwrite: bool = False,
+    strict: bool = False,
     progress: ProgressCallback | None = None,
 ) -> BuildSummary:
     """Turn a DICOM archive of planning CTs and their RTSTRUCTs into one HDF5 training set.
@@ -184,6 +190,9 @@ def build_dataset(
         Default: random for this build.
     overwrite
         Replace an existing ``out_path`` (only once the new file is complete).
+    strict
+        Skip a structure set whose chosen ROIs have damaged contours (not polygons) instead of
+        storing the case without them (the count per ROI is stored either way).
     progress
         Called as ``progress(stage, done, total)`` with stage ``"scanning"`` (folders) then
         ``"building"`` (structure sets). An exception it raises aborts the build cleanly.
@@ -234,7 +243,7 @@ def build_dataset(
     with writer:
         for n, rs in enumerate(structure_sets, start=1):
             try:
-                case = pair_case(rs, series, rois, cts, summary.unmatched_roi_names, built_sops)
+                case = pair_case(rs, series, rois, cts, summary.unmatched_roi_names, built_sops, strict)
             except CaseSkipped as skip:
                 category, reason, public = skip.category, skip.reason, skip.public
                 case = None
@@ -255,11 +264,15 @@ def build_dataset(
                 key = _patient_key(case.series, deidentify, salt)
                 writer.add_case(case_id, case.ct.image, case.masks, patient_key=key,
                                 patient_position=case.ct.reference.patient_position,
-                                extras_missing=case.extras_missing,
+                                extras_missing=case.extras_missing, dropped_contours=case.dropped_contours,
                                 provenance=None if deidentify else _provenance(case, archive))
                 if rs.sop_instance_uid:
                     built_sops[rs.sop_instance_uid] = rs.path
-                summary.cases.append(BuiltCase(case_id, rs.path, key, case.roi_name, tuple(case.extras_missing)))
+                summary.cases.append(BuiltCase(case_id, rs.path, key, case.roi_name, tuple(case.extras_missing),
+                                               dict(case.dropped_contours)))
+                if case.dropped_contours:
+                    logger.warning("%s: damaged contours passed over (%s); build with --strict to skip such cases",
+                                   case_id, case.dropped_contours)
                 logger.info("%s: '%s' on CT %s from %s", case_id, case.roi_name, case.series.uid, rs.path)
                 del case
             if progress is not None:

@@ -225,12 +225,14 @@ class CTVDataset:
         ``target_pattern``, ``target_aliases``, ``extra_rois``, ``deidentified``, ``cases``,
         ``patients``, ``size_min`` / ``size_max`` (voxels, i, j, k), ``spacing_min`` /
         ``spacing_max`` (mm, i, j, k), ``roi_volumes_cc`` ({mask name: {count, mean, min, max}}),
-        ``extra_rois_missing`` ({name: number of cases}), ``skipped`` (count),
+        ``extra_rois_missing`` ({name: number of cases}), ``cases_with_dropped_contours`` (cases stored
+        without some damaged contours), ``skipped`` (count),
         ``skipped_by_category`` ({category: count}), ``skipped_cases`` (list of rows) and
-        ``case_list`` (per case: id, patient key, size, spacing, ROI name, volumes in cc).
+        ``case_list`` (per case: id, patient key, size, spacing, ROI name, volumes in cc, dropped contours).
         """
         h5 = self._h5()
         sizes, spacings, volumes, case_list = [], [], {}, []
+        damaged = 0
         missing: Counter = Counter()
         for case_id in self._case_ids:
             group = h5["cases"][case_id]
@@ -244,9 +246,12 @@ class CTVDataset:
                 case_volumes[name] = float(data.attrs["volume_cc"])
                 volumes.setdefault(name, []).append(case_volumes[name])
             missing.update(_plain(group.attrs.get("extra_rois_missing", np.zeros(0, dtype=object))))
+            dropped = json.loads(_text(group.attrs.get("dropped_contours", "{}")))
+            if dropped:
+                damaged += 1
             case_list.append({
                 "case_id": case_id, "patient_key": self._patient_keys[case_id], "size": size, "spacing": spacing,
-                "roi_name": _text(group.attrs["roi_name"]), "volumes_cc": case_volumes,
+                "roi_name": _text(group.attrs["roi_name"]), "volumes_cc": case_volumes, "dropped_contours": dropped,
             })
         skipped = self.skipped()
         attrs = self._root_attrs
@@ -270,6 +275,7 @@ class CTVDataset:
                 for name, v in sorted(volumes.items(), key=lambda item: (item[0] != TARGET_MASK, item[0]))
             },
             "extra_rois_missing": dict(sorted(missing.items())),
+            "cases_with_dropped_contours": damaged,
             "skipped": len(skipped),
             "skipped_by_category": dict(Counter(row["category"] for row in skipped).most_common()),
             "skipped_cases": skipped,

@@ -33,7 +33,8 @@ returns them; geometry is SimpleITK's, in DICOM patient coordinates (LPS, mm), s
     RTSTRUCT); ``patient_key`` (PatientID, or a salted hash of it when de-identified: split
     folds by this key); ``patient_position`` (HFS, FFS, …); ``hu_rounded`` (bool);
     ``extra_rois_missing`` (string array of extra ROI names not stored) and
-    ``extra_rois_missing_reasons`` (same length).
+    ``extra_rois_missing_reasons`` (same length); ``dropped_contours`` (JSON object
+    ``{ROI name: count}`` of contours passed over as damaged, ``{}`` when none).
 
     Provenance attributes, absent when de-identified: ``study_instance_uid``,
     ``series_instance_uid``, ``frame_of_reference_uid`` (of the CT),

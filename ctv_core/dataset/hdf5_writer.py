@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -41,13 +40,6 @@ def _write_array(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Datase
     chunks = tuple(min(c, s) for c, s in zip(CHUNK_KJI, array.shape))
     return group.create_dataset(name, data=array, chunks=chunks, compression="gzip", compression_opts=1,
                                 shuffle=array.dtype.itemsize > 1, fletcher32=True)
-
-
-def _share_like_a_new_file(path: Path) -> None:
-    """Give the file the permissions the user's umask gives new files (the temporary file is private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 class DatasetWriter:
@@ -95,7 +87,6 @@ class DatasetWriter:
             self._h5.create_dataset("skipped", data=table)
             self._h5.attrs["case_count"] = len(self.case_ids)
             self._h5.close()
-            _share_like_a_new_file(self._tmp)
         return bool(stack.__exit__(kind, value, traceback))
 
     def _write_root(self) -> None:
@@ -115,6 +106,7 @@ class DatasetWriter:
 
     def add_case(self, case_id: str, image: sitk.Image, masks: Mapping[str, tuple[str, sitk.Image]], *,
                  patient_key: str, patient_position: str = "", extras_missing: Mapping[str, str] | None = None,
+                 dropped_contours: Mapping[str, int] | None = None,
                  provenance: Mapping[str, str | Sequence[str]] | None = None) -> None:
         """Write one case.
 
@@ -133,6 +125,8 @@ class DatasetWriter:
             DICOM PatientPosition (HFS, FFS, …).
         extras_missing
             Extra ROI name -> why it was not stored.
+        dropped_contours
+            ROI name -> contours of the RTSTRUCT passed over as damaged (not polygons).
         provenance
             UIDs and sources (keys :data:`PROVENANCE_KEYS`); None for a de-identified file.
         """
@@ -173,6 +167,7 @@ class DatasetWriter:
         a["hu_rounded"] = rounded
         a["extra_rois_missing"] = _strings(missing)
         a["extra_rois_missing_reasons"] = _strings(missing.values())
+        a["dropped_contours"] = json.dumps(dict(dropped_contours or {}))
         for key, value in (provenance or {}).items():
             a[key] = value if isinstance(value, str) else _strings(value)
         self.case_ids.append(case_id)

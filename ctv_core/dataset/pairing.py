@@ -17,7 +17,7 @@ The rules (each failure is a :class:`CaseSkipped` with a category for counting a
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -26,7 +26,7 @@ from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
 from ..errors import DicomInputError, ROINotFoundError, StructureSetError
 from ..structures.catalogue import alias_key
-from ..structures.rtstruct import read_rtstruct, select_rois
+from ..structures.rtstruct_reader import read_rtstruct_with_notes, select_rois
 from .archive import SeriesRecord, StructureSetRecord
 from .hdf5_schema import TARGET_MASK
 from .roi_selection import RoiSelection
@@ -52,6 +52,7 @@ class PairedCase:
     roi_name: str
     masks: dict[str, tuple[str, sitk.Image]]  # stored name -> (ROI name, mask)
     extras_missing: dict[str, str]  # stored name -> why
+    dropped_contours: dict[str, int] = field(default_factory=dict)  # ROI name -> contours passed over as damaged
 
 
 def find_ct(rs: StructureSetRecord, series: dict[str, SeriesRecord]) -> SeriesRecord:
@@ -158,22 +159,32 @@ class CTCache:
 
 
 def pair_case(rs: StructureSetRecord, series: dict[str, SeriesRecord], rois: RoiSelection,
-                  cts: CTCache, unmatched: Counter, built: dict[str, Path]) -> PairedCase:
+              cts: CTCache, unmatched: Counter, built: dict[str, Path], strict: bool = False) -> PairedCase:
+    """The case a structure set gives, or ``CaseSkipped`` saying why it gives none.
+
+    ``strict`` also skips a structure set whose chosen ROIs have damaged contours (passed over
+    otherwise, and recorded in ``PairedCase.dropped_contours``).
+    """
     if rs.sop_instance_uid in built:
         raise CaseSkipped("duplicate structure set",
-                           f"duplicate structure set: a copy of {built[rs.sop_instance_uid]} (same SOPInstanceUID), "
-                           "which is already a case")
+                          f"duplicate structure set: a copy of {built[rs.sop_instance_uid]} (same SOPInstanceUID), "
+                          "which is already a case")
     record = find_ct(rs, series)
     target = _match_target(rs.roi_names, rois, unmatched)
     extras, extras_missing = _match_extras(rs.roi_names, rois)
     ct = cts.load(record)
     try:
-        images = read_rtstruct(rs.path, ct, roi=[target, *extras.values()])
+        images, notes = read_rtstruct_with_notes(rs.path, ct, roi=[target, *extras.values()])
     except StructureSetError as exc:
         raise CaseSkipped("structure set cannot be read", f"structure set cannot be read: {exc}",
-                           f"structure set cannot be read ({type(exc).__name__})") from exc
+                          f"structure set cannot be read ({type(exc).__name__})") from exc
+    dropped = {name: note.not_polygons for name, note in notes.items() if note.not_polygons}
+    if dropped and strict:
+        listing = ", ".join(f"'{name}' {n}" for name, n in dropped.items())
+        raise CaseSkipped("damaged contours", f"damaged contours (--strict): contours that are not polygons in "
+                          f"{listing}", f"damaged contours in {len(dropped)} ROI(s)")
     if not sitk.GetArrayViewFromImage(images[target]).any():
         raise CaseSkipped("empty target", f"empty target: ROI '{target}' has no contour on the CT's slices")
     masks = {TARGET_MASK: (target, images[target])}
     masks.update({stored: (name, images[name]) for stored, name in extras.items()})
-    return PairedCase(rs, record, ct, target, masks, extras_missing)
+    return PairedCase(rs, record, ct, target, masks, extras_missing, dropped)

@@ -1,7 +1,7 @@
 """Which ROI of a structure set is the training target, and which extra ROIs are stored beside it.
 
 The target is matched by a regular expression (through
-:func:`ctv_core.structures.rtstruct.select_rois`: exact name, else case-insensitive name, else
+:func:`ctv_core.structures.rtstruct_reader.select_rois`: exact name, else case-insensitive name, else
 case-insensitive full match) or by the aliases of the structure catalogue
 (:data:`ctv_core.structures.catalogue.CTV_ALIASES`, compared by
 :func:`~ctv_core.structures.catalogue.alias_key`). Exactly one ROI must match.

@@ -2,17 +2,17 @@
 
 Writes into ``OUT_DIR``: ``rtstruct.dcm`` (and on request ``seg.dcm``, ``ctv.nii.gz``),
 ``report.json`` (input UIDs, model and its checksum, device, seconds per stage with a
-``total``, CTV volume in cc, warnings) and ``qa.png``. Outputs are assembled in a temporary
-folder beside ``OUT_DIR`` and moved in only when all are written, so a failure leaves nothing
-half-written (files of an earlier run with other names are left alone).
+``total``, CTV volume in cc, warnings) and ``qa.png``. ``OUT_DIR`` always holds one run's
+complete set (:mod:`ctv_core.output_folder`): what can be checked is checked before predicting
+(the folder can be created and written, no other run holds it, it holds nothing but an earlier
+``ctv predict`` set; the CT covers a pelvis and can be referenced), the outputs are staged
+inside ``OUT_DIR`` and replace the earlier set as a whole, ``report.json`` last.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,14 +21,19 @@ from pathlib import Path
 from .._version import __version__
 from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
-from ..errors import StructureSetError
+from ..errors import OutputFolderError, StructureSetError, describe_os_error
+from ..output_folder import output_set
 from ..structures.mask_files import write_mask
+from ..structures.rtstruct import write_rtstruct
+from .input_checks import check_pelvic_coverage
 from .predictor import Cancelled, CTVPredictor, Progress
 from .qa_image import write_qa_image
-from ..structures.rtstruct import write_rtstruct
 
 OUTPUT_FORMATS = ("rtstruct", "seg", "nifti")
 FILE_NAMES = {"rtstruct": "rtstruct.dcm", "seg": "seg.dcm", "nifti": "ctv.nii.gz"}
+REPORT = "report.json"
+#: Every file a ``ctv predict`` set may hold.
+KNOWN_FILES = (*FILE_NAMES.values(), "qa.png", REPORT)
 
 
 @dataclass(frozen=True)
@@ -76,62 +81,72 @@ def run_predict_job(
     progress: Progress | None = None,
     cancelled: Cancelled | None = None,
 ) -> PredictJobResult:
-    """Load the CT, predict the CTV, write the outputs and the report (see the module docstring)."""
+    """Load the CT, predict the CTV, write the outputs and the report (see the module docstring).
+
+    Raises
+    ------
+    CTVError
+        Every error a user or the environment can cause, before anything in ``out_dir`` is
+        replaced: ``OutputFolderError`` (the folder), ``DicomInputError`` (the CT),
+        ``InsufficientCoverageError``, ``StructureSetError``, ``ModelPackageError``,
+        ``DeviceError``, ``PredictionCancelled``.
+    """
     formats = _check_formats(formats)
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    with output_set(out_dir, KNOWN_FILES, marker=REPORT, owner="ctv predict") as staging:
+        start = time.perf_counter()
+        ct = load_ct_series(ct_dir, series_uid=series_uid)
+        seconds["load"] = time.perf_counter() - start
+        check_pelvic_coverage(ct.image)
+        _check_referenceable(ct, formats)
 
+        start = time.perf_counter()
+        predictor = CTVPredictor(model=model, device=device)
+        seconds["model_load"] = time.perf_counter() - start
+        prediction = predictor.run(ct.image, progress=progress, cancelled=cancelled)
+        seconds.update(prediction.seconds)
+
+        try:
+            report = _write_outputs(staging, ct, predictor.package, prediction, formats, seconds, started)
+        except OSError as exc:
+            raise OutputFolderError(describe_os_error(exc, f"writing the outputs into '{out_dir}'") +
+                                    " Nothing in the folder was replaced.") from exc
+    keys = {FILE_NAMES[f]: f for f in OUTPUT_FORMATS if f in formats} | {"qa.png": "qa", REPORT: "report"}
+    files = {key: out_dir / name for name, key in keys.items()}
+    return PredictJobResult(out_dir=out_dir, files=files, report=report)
+
+
+def _write_outputs(staging: Path, ct: CTSeries, package, prediction, formats: list[str], seconds: dict[str, float],
+                   started: float) -> dict:
+    """Write the asked files, ``qa.png`` and ``report.json`` into ``staging``; returns the report."""
     start = time.perf_counter()
-    ct = load_ct_series(ct_dir, series_uid=series_uid)
-    seconds["load"] = time.perf_counter() - start
-    _check_referenceable(ct, formats)
+    warnings = prediction.warnings + list(ct.warnings)
+    if prediction.volume_cc <= 0 and "rtstruct" in formats:
+        warnings.append("The RTSTRUCT holds the CTV as an ROI without contours.")
+    masks = {"CTV": prediction.mask}
+    if "rtstruct" in formats:
+        write_rtstruct(ct, masks, staging / FILE_NAMES["rtstruct"], algorithm=package.model_id)
+    if "seg" in formats:
+        from ..structures.seg import write_seg  # highdicom only when a SEG is asked for
 
-    start = time.perf_counter()
-    predictor = CTVPredictor(model=model, device=device)
-    seconds["model_load"] = time.perf_counter() - start
-    prediction = predictor.run(ct.image, progress=progress, cancelled=cancelled)
-    seconds.update(prediction.seconds)
-
-    start = time.perf_counter()
-    package = predictor.package
-    files: dict[str, Path] = {}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        masks = {"CTV": prediction.mask}
-        if "rtstruct" in formats:
-            files["rtstruct"] = write_rtstruct(ct, masks, staging / FILE_NAMES["rtstruct"], algorithm=package.model_id)
-        if "seg" in formats:
-            from ..structures.seg import write_seg  # highdicom only when a SEG is asked for
-
-            files["seg"] = write_seg(ct, masks, staging / FILE_NAMES["seg"], algorithm=package.model_id)
-        if "nifti" in formats:
-            files["nifti"] = write_mask(prediction.mask, staging / FILE_NAMES["nifti"])
-        notes = [f"CTV volume: {prediction.volume_cc:.0f} cc", f"Model: {package.model_id}",
-                 f"Patient: {ct.reference.patient_study.patient_id}", "Automatic contour: review before use."]
-        files["qa"] = write_qa_image(ct.image, prediction.mask, staging / "qa.png",
-                                     "CTV auto-delineation (unapproved)",
-                                     notes + prediction.warnings + list(ct.warnings))
-        seconds["writing"] = time.perf_counter() - start
-        seconds["total"] = time.perf_counter() - started
-        report = _report(ct, package, prediction, seconds, formats)
-        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        files["report"] = staging / "report.json"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        final = {}
-        for key, path in files.items():
-            target = out_dir / path.name
-            os.replace(path, target)
-            final[key] = target
-    finally:
-        for leftover in staging.glob("*"):
-            leftover.unlink()
-        staging.rmdir()
-    return PredictJobResult(out_dir=out_dir, files=final, report=report)
+        write_seg(ct, masks, staging / FILE_NAMES["seg"], algorithm=package.model_id)
+    if "nifti" in formats:
+        write_mask(prediction.mask, staging / FILE_NAMES["nifti"])
+    notes = [f"CTV volume: {prediction.volume_cc:.0f} cc", f"Model: {package.model_id}",
+             f"Patient: {ct.reference.patient_study.patient_id}", "Automatic contour: review before use."]
+    write_qa_image(ct.image, prediction.mask, staging / "qa.png", "CTV auto-delineation (unapproved)",
+                   notes + warnings)
+    seconds["writing"] = time.perf_counter() - start
+    seconds["total"] = time.perf_counter() - started
+    report = _report(ct, package, prediction, seconds, formats, warnings)
+    (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
 
 
-def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], formats: list[str]) -> dict:
+def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], formats: list[str],
+            warnings: list[str]) -> dict:
     ref = ct.reference
     image = ct.image
     return {
@@ -152,6 +167,6 @@ def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], format
         "device": prediction.device,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "ctv": {"volume_cc": round(prediction.volume_cc, 1)},
-        "outputs": [FILE_NAMES[f] for f in formats] + ["qa.png", "report.json"],
-        "warnings": prediction.warnings + list(ct.warnings),
+        "outputs": [FILE_NAMES[f] for f in formats] + ["qa.png", REPORT],
+        "warnings": warnings,
     }

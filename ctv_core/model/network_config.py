@@ -12,6 +12,9 @@ from typing import Any
 
 from ..strict_config import from_plain, is_int
 
+#: The most channels a level may have.
+MAX_WIDTH = 1024
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -46,8 +49,8 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_channels", "blocks_per_level", "se_reduction", "passes"):
             value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise ValueError(f"network.{name} must be an integer >= 1, not {value!r}")
+            if not is_int(value) or not 1 <= value <= 64:
+                raise ValueError(f"network.{name} must be an integer within 1..64, not {value!r}")
         if self.passes > 8:
             raise ValueError(f"network.passes must be within 1..8, not {self.passes}")
         widths = self.widths
@@ -55,9 +58,9 @@ class NetworkConfig:
             widths = tuple(widths)
             object.__setattr__(self, "widths", widths)
         if (not isinstance(widths, tuple) or not 1 <= len(widths) <= 7
-                or any(not is_int(w) or w < 1 for w in widths)):
+                or any(not is_int(w) or not 1 <= w <= MAX_WIDTH for w in widths)):
             raise ValueError(
-                f"network.widths must be 1 to 7 positive integers (channels per level, finest "
+                f"network.widths must be 1 to 7 integers within 1..{MAX_WIDTH} (channels per level, finest "
                 f"first), not {self.widths!r}")
 
     @property

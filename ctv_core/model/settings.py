@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..strict_config import from_plain, strict_kwargs
+from ..strict_config import check_numbers, check_sizes, from_plain, is_finite_number, is_int, strict_kwargs
+
+#: The most voxels a model may ask to process at once (a patch or a fixed input shape): 256^3.
+MAX_VOXELS = 256 ** 3
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,16 @@ class PreprocessingConfig:
     margin_mm: float = 8.0
 
     def __post_init__(self) -> None:
-        if len(self.spacing_mm) != 3 or any(not 0.2 <= s <= 20 for s in self.spacing_mm):
-            raise ValueError(f"preprocessing.spacing_mm must be three values in 0.2..20 mm, not {self.spacing_mm}")
-        if self.fixed_shape_zyx is not None and (len(self.fixed_shape_zyx) != 3
-                                                 or any(int(s) < 8 for s in self.fixed_shape_zyx)):
-            raise ValueError(f"preprocessing.fixed_shape_zyx must be three sizes >= 8, not {self.fixed_shape_zyx}")
-        if len(self.hu_window) != 2 or self.hu_window[0] >= self.hu_window[1]:
+        check_numbers("preprocessing.spacing_mm", self.spacing_mm, 3, 0.2, 20.0)
+        if self.fixed_shape_zyx is not None:
+            check_sizes("preprocessing.fixed_shape_zyx", self.fixed_shape_zyx, 3, 8, 1024, MAX_VOXELS)
+        check_numbers("preprocessing.hu_window", self.hu_window, 2, -5000.0, 50000.0)
+        if self.hu_window[0] >= self.hu_window[1]:
             raise ValueError(f"preprocessing.hu_window must be (low, high) with low < high, not {self.hu_window}")
+        if not is_finite_number(self.body_threshold_hu):
+            raise ValueError(f"preprocessing.body_threshold_hu must be a number of HU, not {self.body_threshold_hu!r}")
+        if not is_finite_number(self.margin_mm) or not 0 <= self.margin_mm <= 200:
+            raise ValueError(f"preprocessing.margin_mm must be within 0..200 mm, not {self.margin_mm!r}")
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,13 @@ class InferenceConfig:
     test_time_flips: bool = False
 
     def __post_init__(self) -> None:
-        if len(self.patch_zyx) != 3 or any(int(p) < 8 for p in self.patch_zyx):
-            raise ValueError(f"inference.patch_zyx must be three sizes >= 8, not {self.patch_zyx}")
-        if not 0.0 <= self.overlap <= 0.9:
-            raise ValueError(f"inference.overlap must be within 0..0.9, not {self.overlap}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"inference.threshold must be within (0, 1), not {self.threshold}")
+        check_sizes("inference.patch_zyx", self.patch_zyx, 3, 8, 1024, MAX_VOXELS)
+        if not is_finite_number(self.overlap) or not 0.0 <= self.overlap <= 0.9:
+            raise ValueError(f"inference.overlap must be within 0..0.9, not {self.overlap!r}")
+        if not is_finite_number(self.threshold) or not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"inference.threshold must be within (0, 1), not {self.threshold!r}")
+        if not isinstance(self.test_time_flips, bool):
+            raise ValueError(f"inference.test_time_flips must be true or false, not {self.test_time_flips!r}")
 
 
 @dataclass(frozen=True)
@@ -99,8 +106,12 @@ class PostprocessingConfig:
     fill_holes: bool = True
 
     def __post_init__(self) -> None:
-        if self.keep_largest < 0 or self.min_component_cc < 0:
-            raise ValueError("postprocessing.keep_largest and min_component_cc must be >= 0")
+        if not is_int(self.keep_largest) or not 0 <= self.keep_largest <= 1000:
+            raise ValueError(f"postprocessing.keep_largest must be an integer within 0..1000, not {self.keep_largest!r}")
+        if not is_finite_number(self.min_component_cc) or self.min_component_cc < 0:
+            raise ValueError(f"postprocessing.min_component_cc must be a number >= 0, not {self.min_component_cc!r}")
+        if not isinstance(self.fill_holes, bool):
+            raise ValueError(f"postprocessing.fill_holes must be true or false, not {self.fill_holes!r}")
 
 
 @dataclass(frozen=True)

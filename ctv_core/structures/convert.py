@@ -19,7 +19,8 @@ from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
 from ..errors import StructureSetError
 from .mask_files import is_mask_file, mask_name, read_mask, write_mask
-from .rtstruct import read_rtstruct, write_rtstruct
+from .rtstruct import write_rtstruct
+from .rtstruct_reader import read_rtstruct_with_notes
 from .seg import read_seg, write_seg
 
 FORMATS = ("rtstruct", "seg", "nifti", "nrrd")
@@ -45,7 +46,15 @@ def read_structures(path: str | Path, ct: CTSeries, roi: str | Sequence[str] | N
             f"'{path}' is neither DICOM nor a mask image ({', '.join(_SUFFIX_FORMATS)}): {exc}"
         ) from exc
     if modality == "RTSTRUCT":
-        return read_rtstruct(path, ct, roi=roi)
+        masks, notes = read_rtstruct_with_notes(path, ct, roi=roi)
+        outside = [name for name, note in notes.items() if note.all_outside]
+        if outside:
+            z = ct.grid.index_to_lps([[0, 0, 0], [0, 0, ct.grid.size[2] - 1]])[:, 2]
+            raise StructureSetError(
+                f"Every contour of {', '.join(repr(n) for n in outside)} in '{path.name}' lies beyond this CT's slices "
+                f"(z {z.min():.1f} to {z.max():.1f} mm): the structure set was drawn on another, longer scan of this "
+                "patient (same frame of reference), or the CT is incomplete. Give the CT it was drawn on.")
+        return masks
     if modality == "SEG":
         return read_seg(path, ct, roi=roi)
     raise StructureSetError(f"'{path}' is DICOM {modality or 'without modality'}, not an RTSTRUCT or SEG.")

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from ..atomic_files import atomic_file
 from ..errors import StructureSetError
 from ..geometry import Grid
-from .writer_checks import check_mask_on_grid
+from .writer_checks import check_binary, check_mask_on_grid
 
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
@@ -42,7 +42,7 @@ def write_mask(mask: sitk.Image, path: str | Path) -> Path:
 
 
 def read_mask_image(path: str | Path) -> sitk.Image:
-    """A mask file as uint8 0/1 on its own grid (non-zero = inside); 3D, one component."""
+    """A mask file as uint8 0/1 on its own grid; 3D, one component, binary (0 and one positive value)."""
     path = Path(path)
     try:
         image = sitk.ReadImage(str(path))
@@ -51,6 +51,7 @@ def read_mask_image(path: str | Path) -> sitk.Image:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise StructureSetError(f"'{path}' is a {image.GetDimension()}D image with "
                                 f"{image.GetNumberOfComponentsPerPixel()} component(s); a mask is 3D with one.")
+    check_binary(path.name, image)
     return sitk.Cast(image != 0, sitk.sitkUInt8)
 
 

@@ -1,6 +1,6 @@
-"""DICOM RT Structure Set: writing masks as planar contours on the CT's own slices, and reading them back.
+"""DICOM RT Structure Set: writing masks as planar contours on the CT's own slices (reading: :mod:`.rtstruct_reader`).
 
-Writing (``write_rtstruct``): the structure set references the CT it was computed on, never a
+``write_rtstruct``: the structure set references the CT it was computed on, never a
 copy: patient and study attributes copied from the CT (same StudyInstanceUID), the CT's
 FrameOfReferenceUID, a ContourImageSequence listing every CT slice, and per contour the
 SOPInstanceUID of the slice it lies on. Contours are CLOSED_PLANAR polygons traced along
@@ -12,24 +12,15 @@ AUTOMATIC with the model named, typed (CTV / ORGAN / EXTERNAL, see
 :mod:`ctv_core.structures.catalogue`) and coloured; the structure set is UNAPPROVED so that a clinician
 must approve it in the planning system. The file is written under a temporary name and
 renamed.
-
-Reading (``read_rtstruct``): masks on the CT grid from any system's RTSTRUCT: ROI by exact
-name, case-insensitive name or regular expression; contours assigned to the CT slice whose
-plane they lie on (every point within ``PLANE_TOLERANCE_FRACTION`` of the slice spacing of
-that plane), whatever their point density and whether or not they carry a
-ContourImageSequence; all contours of a slice combined by the even-odd rule (holes, keyholes).
-An RTSTRUCT in another frame of reference is refused unless explicitly allowed.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement
@@ -40,11 +31,11 @@ from pydicom.uid import generate_uid
 
 from .._version import __version__
 from ..atomic_files import atomic_file
-from .contours import fill_slice, trace_slice
+from .contours import trace_slice
 from ..dicom.ct_series import CTSeries
 from ..dicom.instances import dicom_now, new_instance, set_patient_study
 from ..dicom.values import format_ds
-from ..errors import FrameOfReferenceMismatchError, ROINotFoundError, StructureSetError
+from ..errors import StructureSetError
 from ..geometry import Grid
 from .catalogue import INTERPRETED_TYPES, structure_for
 from .writer_checks import check_writable
@@ -53,8 +44,7 @@ logger = logging.getLogger(__name__)
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
-PLANE_TOLERANCE_FRACTION = 0.3
-_CONTOUR_DATA = Tag(0x3006, 0x0050)
+CONTOUR_DATA = Tag(0x3006, 0x0050)
 _ENCODING = convert_encodings("ISO_IR 192")
 _COORDINATE_DECIMALS = 4  # 0.1 micrometre: far below any voxel, keeps files small
 
@@ -148,11 +138,14 @@ def write_rtstruct(
         contour_item = _new_item()
         contour_item.ReferencedROINumber = number
         contour_item.ROIDisplayColor = list(structure.colour)
-        contour_item.ContourSequence = DicomSequence()
         array = sitk.GetArrayViewFromImage(mask) != 0
-        for contour_number, (k, points) in enumerate(mask_to_contours(array, ct.grid), start=1):
-            contour_item.ContourSequence.append(_contour_dataset(contour_number, points, slice_refs[k]))
-        if len(contour_item.ContourSequence) == 0:
+        contours = [_contour_dataset(n, points, slice_refs[k])
+                    for n, (k, points) in enumerate(mask_to_contours(array, ct.grid), start=1)]
+        if contours:
+            contour_item.ContourSequence = DicomSequence(contours)
+        else:
+            # ContourSequence is Type 3: an empty ROI leaves it out (a present but empty sequence is an
+            # error that planning systems may reject the whole file for).
             logger.warning("ROI '%s' is empty; it is written without contours", name)
         ds.ROIContourSequence.append(contour_item)
 
@@ -179,7 +172,7 @@ def _contour_dataset(number: int, points: np.ndarray, slice_ref: tuple[str, str]
     if len(raw) % 2:
         raw += b" "
     # Kept as encoded bytes: pydicom would otherwise build and validate a number object per coordinate.
-    item[_CONTOUR_DATA] = RawDataElement(_CONTOUR_DATA, "DS", len(raw), raw, 0, False, True)
+    item[CONTOUR_DATA] = RawDataElement(CONTOUR_DATA, "DS", len(raw), raw, 0, False, True)
     return item
 
 
@@ -228,151 +221,3 @@ def _structure_set_header(ct: CTSeries, label: str, series_description: str) -> 
     # Approval: a clinician approves it in the planning system.
     ds.ApprovalStatus = "UNAPPROVED"
     return ds
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-def select_rois(names: Sequence[str], roi: str | Sequence[str] | None) -> list[str]:
-    """Names among ``names`` that ``roi`` asks for.
-
-    ``roi`` is None (all), a name, or a list of names; each name matches exactly, else
-    case-insensitively, else as a regular expression matched against the whole name
-    (case-insensitive), in that order of preference.
-    """
-    if roi is None:
-        return list(names)
-    wanted = [roi] if isinstance(roi, str) else list(roi)
-    chosen: list[str] = []
-    for want in wanted:
-        exact = [n for n in names if n == want]
-        if not exact:
-            exact = [n for n in names if n.lower() == want.lower()]
-        if not exact:
-            try:
-                pattern = re.compile(want, re.IGNORECASE)
-            except re.error:
-                pattern = None
-            exact = [n for n in names if pattern is not None and pattern.fullmatch(n)]
-        if not exact:
-            raise ROINotFoundError(
-                f"No ROI matches '{want}'. The structure set has: {', '.join(names) or '(no ROIs)'}. "
-                "Give one of these names (case does not matter) or a regular expression."
-            )
-        chosen.extend(n for n in exact if n not in chosen)
-    return chosen
-
-
-def read_rtstruct(
-    path: str | Path,
-    ct: CTSeries,
-    roi: str | Sequence[str] | None = "CTV",
-    *,
-    allow_frame_of_reference_mismatch: bool = False,
-) -> dict[str, sitk.Image]:
-    """Rasterise ROIs of an RT Structure Set onto the CT grid.
-
-    Parameters
-    ----------
-    path
-        The RTSTRUCT file.
-    ct
-        The CT the structures were drawn on.
-    roi
-        Which ROIs: a name, a list of names, regular expressions, or None for all (see
-        ``select_rois``).
-    allow_frame_of_reference_mismatch
-        Read even when the RTSTRUCT's frame of reference is not the CT's (contours are then
-        placed by their coordinates alone, which is only right if both share the same space).
-
-    Returns
-    -------
-    dict
-        ROI name -> uint8 mask image (1 inside) on ``ct.image``'s grid.
-    """
-    path = Path(path)
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad input file
-        raise StructureSetError(f"'{path}' cannot be read as DICOM ({exc}). Give an RTSTRUCT file.") from exc
-    if str(ds.get("SOPClassUID", "")) != RT_STRUCTURE_SET_STORAGE and ds.get("Modality") != "RTSTRUCT":
-        raise StructureSetError(
-            f"'{path}' is not an RT Structure Set (SOP class {ds.get('SOPClassUID', '?')}, modality "
-            f"{ds.get('Modality', '?')}). Give the RTSTRUCT file."
-        )
-    _check_frame_of_reference(ds, ct, path, allow_frame_of_reference_mismatch)
-    numbers = {int(r.ROINumber): str(r.ROIName) for r in ds.get("StructureSetROISequence", [])}
-    chosen = select_rois(list(numbers.values()), roi)
-    grid = ct.grid
-    out = {}
-    for item in ds.get("ROIContourSequence", []):
-        name = numbers.get(int(item.ReferencedROINumber))
-        if name not in chosen:
-            continue
-        out[name] = _rasterise_roi(name, item, grid)
-    for name in chosen:
-        if name not in out:  # an ROI declared without any contour item
-            out[name] = grid.image(np.zeros(grid.shape, dtype=np.uint8))
-    return {name: out[name] for name in chosen}
-
-
-def _check_frame_of_reference(ds: Dataset, ct: CTSeries, path: Path, allow: bool) -> None:
-    theirs = {str(f.FrameOfReferenceUID) for f in ds.get("ReferencedFrameOfReferenceSequence", [])
-              if "FrameOfReferenceUID" in f}
-    ours = ct.reference.frame_of_reference_uid
-    if ours and theirs and ours not in theirs:
-        message = (
-            f"'{path}' was drawn in frame of reference {', '.join(sorted(theirs))}, but the CT is in {ours}: "
-            "the structures belong to another scan (or an unregistered one)."
-        )
-        if not allow:
-            raise FrameOfReferenceMismatchError(
-                message + " Pair the RTSTRUCT with its own CT; if you know both share one space, allow the "
-                "mismatch explicitly (allow_frame_of_reference_mismatch=True)."
-            )
-        logger.warning("%s Read anyway, as asked.", message)
-
-
-def _contour_data(contour: Dataset) -> np.ndarray:
-    """ContourData as floats, parsed straight from the encoded string when pydicom has not yet."""
-    element = contour.get_item(_CONTOUR_DATA)
-    if element is None:
-        return np.zeros(0)
-    if element.is_raw:
-        text = element.value.decode("ascii").strip(" \x00")
-        return np.array(text.split("\\"), dtype=float) if text else np.zeros(0)
-    return np.asarray(element.value, dtype=float)
-
-
-def _rasterise_roi(name: str, item: Dataset, grid: Grid) -> sitk.Image:
-    nk = grid.size[2]
-    per_slice: dict[int, list[np.ndarray]] = {}
-    skipped_outside = 0
-    tolerance = PLANE_TOLERANCE_FRACTION  # in slices
-    for contour in item.get("ContourSequence", []):
-        kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR"))
-        if kind != "CLOSED_PLANAR":
-            logger.warning("ROI '%s': %s contour ignored (only CLOSED_PLANAR encloses voxels)", name, kind)
-            continue
-        data = _contour_data(contour)
-        if data.size < 9 or data.size % 3:
-            logger.warning("ROI '%s': contour with %d coordinates ignored (not a polygon)", name, data.size)
-            continue
-        index = grid.lps_to_index(data.reshape(-1, 3))
-        k = int(np.rint(index[:, 2].mean()))
-        off = float(np.abs(index[:, 2] - k).max())
-        if off > tolerance:
-            raise StructureSetError(
-                f"ROI '{name}': a contour lies {off * grid.spacing[2]:.2f} mm from the nearest CT slice plane "
-                f"(tolerance {tolerance * grid.spacing[2]:.2f} mm). The structure set was drawn on a CT with "
-                "other slices or another orientation; read it against its own CT."
-            )
-        if not 0 <= k < nk:
-            skipped_outside += 1
-            continue
-        per_slice.setdefault(k, []).append(index[:, :2])
-    if skipped_outside:
-        logger.warning("ROI '%s': %d contour(s) outside the CT's slices ignored", name, skipped_outside)
-    mask = np.zeros(grid.shape, dtype=np.uint8)
-    for k, polygons in per_slice.items():
-        mask[k] = fill_slice(polygons, (grid.size[1], grid.size[0]))
-    return grid.image(mask)

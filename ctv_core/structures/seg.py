@@ -24,7 +24,7 @@ from .._version import __version__
 from ..atomic_files import atomic_file
 from ..dicom.ct_series import CTSeries
 from ..errors import FrameOfReferenceMismatchError, StructureSetError
-from .rtstruct import select_rois
+from .rtstruct_reader import select_rois
 from .catalogue import Code, structure_for
 from .writer_checks import check_writable
 
@@ -66,7 +66,8 @@ def write_seg(
         algorithm_id = hd.AlgorithmIdentificationSequence(
             name=name[:64], version=version[:64], family=_coded(ARTIFICIAL_INTELLIGENCE),
         )
-    algorithm_type = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if algorithm else hd.seg.SegmentAlgorithmTypeValues.MANUAL
+    kinds = hd.seg.SegmentAlgorithmTypeValues
+    algorithm_type = kinds.AUTOMATIC if algorithm else kinds.MANUAL
     descriptions, planes = [], []
     for number, (roi, mask) in enumerate(masks.items(), start=1):
         structure = structure_for(roi, number - 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import SimpleITK as sitk
 
 from ..dicom.ct_series import CTSeries
@@ -26,10 +27,40 @@ def check_mask_on_grid(name: str, mask: sitk.Image, grid: Grid) -> None:
         return
     details = other.differences(grid, GRID_TOLERANCE_MM)  # mask vs the CT
     raise GridMismatchError(
-        f"Mask '{name}' is not on the CT's grid (mask vs CT: {'; '.join(details)}). A contour written from it would be in the "
-        "wrong place. Resample the mask onto the CT image (nearest neighbour onto ct.image) or write it against "
+        f"Mask '{name}' is not on the CT's grid (mask vs CT: {'; '.join(details)}). A contour written from it would "
+        "be in the wrong place. Resample the mask onto the CT image (nearest neighbour onto ct.image) or write it against "
         "the CT it was computed on."
     )
+
+
+def check_binary(name: str, mask: sitk.Image) -> None:
+    """Raise ``StructureSetError`` unless ``mask`` is binary: 0 outside and one positive value inside.
+
+    A probability map (values between 0 and 1) or a label map (several values) is refused with
+    what to do, rather than binarised at > 0 without a word.
+    """
+    array = sitk.GetArrayViewFromImage(mask)
+    if array.size == 0:
+        return
+    high = array.max()
+    if array.dtype == np.uint8 and high <= 1:
+        return
+    low = array.min()
+    if low < 0 or not np.isfinite(low) or not np.isfinite(high):
+        raise StructureSetError(f"Mask '{name}' holds negative or non-finite values (down to {float(low):g}); a mask "
+                                "is 0 outside and one positive value inside.")
+    if high == 0:
+        return
+    inside = np.count_nonzero(array)
+    if inside != np.count_nonzero(array == high):
+        raise StructureSetError(
+            f"Mask '{name}' holds several values besides 0 (up to {float(high):g}): it is a label map or a "
+            "probability map, not one structure. Threshold it (e.g. probability >= 0.5) or pick one label "
+            "(label == n) first.")
+    if float(high) != round(float(high)):
+        raise StructureSetError(
+            f"Mask '{name}' holds the value {float(high):g} inside, a fraction: it looks like a probability map. "
+            "Threshold it first (e.g. >= 0.5); a mask is 0 outside and 1 inside.")
 
 
 def check_writable(ct: CTSeries, masks: Mapping[str, sitk.Image]) -> None:
@@ -61,3 +92,4 @@ def check_writable(ct: CTSeries, masks: Mapping[str, sitk.Image]) -> None:
         seen.add(name.lower())
     for name, mask in masks.items():
         check_mask_on_grid(name, mask, ct.grid)
+        check_binary(name, mask)
