@@ -23,7 +23,8 @@ ALLOWED = {
     "evaluation": {"dicom", "structures"},
     "training": {"dicom", "structures", "model", "inference", "dataset", "evaluation"},
     "phantom": {"dicom", "structures"},
-    "cli": {"dicom", "structures", "model", "inference", "dataset", "evaluation", "training", "phantom"},
+    "service": {"dicom", "structures", "model", "inference"},
+    "cli": {"dicom", "structures", "model", "inference", "dataset", "evaluation", "training", "phantom", "service"},
 }
 #: Top-level modules every stage may import; they import no stage.
 FOUNDATION = {"errors", "geometry", "atomic_files", "output_folder", "strict_config", "_version"}

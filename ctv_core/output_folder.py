@@ -91,7 +91,8 @@ def _roll_forward(folder: Path, journal: dict, marker: str) -> None:
     new_files = list(journal["files"])
     aside.mkdir(exist_ok=True)
     # A name whose new file has left the staging folder was already moved in (all old files went aside first).
-    old = [n for n in journal["replace"] if (folder / n).exists() and not (n in new_files and not (staging / n).exists())]
+    moved_in = {n for n in new_files if not (staging / n).exists()}
+    old = [n for n in journal["replace"] if (folder / n).exists() and n not in moved_in]
     for name in sorted(old, key=lambda n: n != marker):  # the marker leaves first
         os.replace(folder / name, aside / name)
     for name in sorted(new_files, key=lambda n: n == marker):  # and comes back last

@@ -1,9 +1,9 @@
 """The ``ctv`` command: builds the parser from each command's module, configures logging, runs one handler.
 
 Errors that users or the environment can cause (``CTVError``, and any ``OSError`` a stage did
-not turn into one) are printed as one paragraph on stderr with exit status 2; no traceback. Logging is configured here and nowhere else. Building
-the parser imports no library of the field (torch, SimpleITK, pydicom, …): each handler
-imports what its command needs when it runs.
+not turn into one) are printed as one paragraph on stderr with exit status 2; no traceback.
+Logging is configured here and nowhere else. Building the parser imports no library of the
+field (torch, SimpleITK, pydicom, …): each handler imports what its command needs when it runs.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import CTVError, describe_os_error
-from . import convert, dataset, evaluate, inspect, phantom, predict, training
+from . import convert, dataset, evaluate, inspect, node, phantom, predict, training
 
 logger = logging.getLogger("ctv_core")
 
 #: The command modules, in the order ``ctv --help`` lists them; each has ``add_commands(sub, common)``.
-COMMANDS = (phantom, inspect, convert, predict, dataset, training, evaluate)
+COMMANDS = (phantom, inspect, convert, predict, dataset, training, evaluate, node)
 
 
 def build_parser() -> argparse.ArgumentParser:

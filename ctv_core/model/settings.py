@@ -107,7 +107,8 @@ class PostprocessingConfig:
 
     def __post_init__(self) -> None:
         if not is_int(self.keep_largest) or not 0 <= self.keep_largest <= 1000:
-            raise ValueError(f"postprocessing.keep_largest must be an integer within 0..1000, not {self.keep_largest!r}")
+            raise ValueError(f"postprocessing.keep_largest must be an integer within 0..1000, "
+                             f"not {self.keep_largest!r}")
         if not is_finite_number(self.min_component_cc) or self.min_component_cc < 0:
             raise ValueError(f"postprocessing.min_component_cc must be a number >= 0, not {self.min_component_cc!r}")
         if not isinstance(self.fill_holes, bool):

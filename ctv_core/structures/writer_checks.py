@@ -28,8 +28,8 @@ def check_mask_on_grid(name: str, mask: sitk.Image, grid: Grid) -> None:
     details = other.differences(grid, GRID_TOLERANCE_MM)  # mask vs the CT
     raise GridMismatchError(
         f"Mask '{name}' is not on the CT's grid (mask vs CT: {'; '.join(details)}). A contour written from it would "
-        "be in the wrong place. Resample the mask onto the CT image (nearest neighbour onto ct.image) or write it against "
-        "the CT it was computed on."
+        "be in the wrong place. Resample the mask onto the CT image (nearest neighbour onto ct.image) or write it "
+        "against the CT it was computed on."
     )
 
 

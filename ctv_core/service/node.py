@@ -1,0 +1,255 @@
+"""The DICOM node: CT in by C-STORE, the CTV delineated by the ``ctv predict`` job, RTSTRUCT out by C-STORE.
+
+Threads, each with one job (nothing slow runs inside an association):
+
+* the Storage SCP (:mod:`.dicom_io`) files and indexes every CT instance before acknowledging it;
+* the series watcher turns a series from which no instance has arrived for ``series_timeout_s``
+  into a case with a queued prediction job (one transaction);
+* ``workers`` job workers each run one job at a time: ``ctv predict`` in its own process (so a
+  crash or a killed prediction never takes the node down) writing the case's version folder,
+  then, in one transaction, the version, the job's end and the outbox rows;
+* the sender sends due outbox rows, with exponential back-off (``retry_s``, doubling, at most
+  10 minutes) until ``max_attempts``, after which a row stays failed until ``ctv node resend``.
+
+Where results go: to every ``send_to`` destination, except that a series sent by one of them
+(the calling AE title matches a destination's) goes back to that one only. With
+``review_before_send`` results wait (held) until the case is approved in the review station.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CTVError
+from .audit import AuditLog
+from .dicom_io import StorageSCP, send_file
+from .peers import AllowedPeer, Destination
+from .store import CaseStore, Job
+
+logger = logging.getLogger(__name__)
+
+#: Longest wait between two attempts to send one file, seconds.
+MAX_BACKOFF_S = 600.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """How the node runs (``ctv node`` options)."""
+
+    ae_title: str
+    port: int
+    data: Path
+    host: str = "127.0.0.1"
+    send_to: tuple[Destination, ...] = ()
+    allow: tuple[AllowedPeer, ...] = ()
+    model: Path | None = None
+    device: str = "auto"
+    series_timeout_s: float = 30.0
+    workers: int = 1
+    formats: tuple[str, ...] = ("rtstruct",)
+    review_before_send: bool = False
+    retry_s: float = 10.0
+    max_attempts: int = 8
+    poll_s: float = 0.5
+    files: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.series_timeout_s <= 0 or self.workers < 1 or self.max_attempts < 1 or self.retry_s <= 0:
+            raise CTVError("--series-timeout and --retry-seconds must be positive, --workers and --max-attempts at "
+                           "least 1.")
+        names = {"rtstruct": "rtstruct.dcm", "seg": "seg.dcm"}
+        unknown = [f for f in self.formats if f not in names]
+        if unknown or not self.formats:
+            raise CTVError(f"The node sends rtstruct and optionally seg; not {', '.join(unknown) or 'nothing'}.")
+        object.__setattr__(self, "files", tuple(names[f] for f in self.formats))
+
+    def destinations_for(self, sender: str) -> tuple[Destination, ...]:
+        """Where a case sent by ``sender`` goes (see the module docstring)."""
+        back = tuple(d for d in self.send_to if d.ae_title == sender.strip())
+        return back or self.send_to
+
+
+class DicomNode:
+    """The node's threads around one case store (see the module docstring)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.store = CaseStore(config.data)
+        self.audit = AuditLog(config.data / "audit.log")
+        self.scp = StorageSCP(config.ae_title, self.store, self.audit, config.allow)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._processes: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Resume what was pending, then serve and work in background threads."""
+        resumed = self.store.recover()
+        self.audit("start", f"{self.config.ae_title} on {self.config.host}:{self.config.port}, data {self.config.data}"
+                            f" (resumed: {resumed})")
+        self.scp.start(self.config.host, self.config.port)
+        loops = [self._watch_series, self._send] + [self._work] * self.config.workers
+        for n, loop in enumerate(loops):
+            thread = threading.Thread(target=self._guarded, args=(loop,), name=f"ctv-node-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop serving; running predictions are ended and their jobs queued again for the next start."""
+        self._stop.set()
+        self.scp.stop()
+        with self._lock:
+            for process in self._processes.values():
+                process.terminate()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.audit("stop", self.config.ae_title)
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` is called (from a signal handler or another thread)."""
+        while not self._stop.wait(1.0):
+            pass
+
+    def _guarded(self, loop) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    busy = loop()
+                except Exception:  # noqa: BLE001 - one bad turn must not stop the node; logged with its traceback
+                    logger.exception("node loop %s failed; continuing", loop.__name__)
+                    busy = False
+                if not busy:
+                    self._stop.wait(self.config.poll_s)
+        finally:
+            self.store.close()
+
+    # --- series -> cases ------------------------------------------------------------------------
+
+    def _watch_series(self) -> bool:
+        found = False
+        for series in self.store.inbox.quiet_series(self.config.series_timeout_s):
+            case_id, job = self.store.inbox.open_series_case(series, model=str(self.config.model or ""),
+                                                             device=self.config.device, formats=self.config.formats)
+            self.audit("series-complete", f"{series['uid']} from {series['sender']}: {series['instances']} "
+                                          f"instance(s) -> case {case_id}, job {job.id}")
+            found = True
+        return found
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def _work(self) -> bool:
+        job = self.store.claim_job()
+        if job is None:
+            return False
+        try:
+            self._run(job)
+        except Exception as exc:  # noqa: BLE001 - a claimed job never stays "running": it fails with the reason
+            logger.exception("job %d failed unexpectedly", job.id)
+            self.store.fail_job(job, f"The node could not run the job ({type(exc).__name__}: {exc}).")
+            self.audit("job-failed", f"job {job.id} case {job.case_id}: {type(exc).__name__}: {exc}")
+        return True
+
+    def _run(self, job: Job) -> None:
+        case = self.store.case(job.case_id)
+        if case["source"] == "dicom":  # the series' files, linked into the case (again after a kill: idempotent)
+            _link_files(self.store.inbox.series_files(case["series_uid"]), self.store.ct_dir(job.case_id))
+        self.audit("job-start", f"job {job.id} case {job.case_id} version {job.version} (attempt {job.attempts})")
+        out_dir = self.store.version_dir(job.case_id, job.version)
+        command = [sys.executable, "-m", "ctv_core", "predict", str(self.store.ct_dir(job.case_id)), str(out_dir),
+                   "--device", job.device, "--formats", job.formats, "-q"]
+        if job.model:
+            command += ["--model", job.model]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=_die_with_parent)
+        with self._lock:
+            self._processes[job.id] = process
+        stdout, stderr = process.communicate()
+        with self._lock:
+            self._processes.pop(job.id, None)
+        if self._stop.is_set():
+            self.store.requeue(job)  # ended by stop(): done again at the next start
+        elif process.returncode == 0:
+            self._finish(job, case["sender"], out_dir)
+        else:
+            message = _message_of(stderr, process.returncode)
+            self.store.fail_job(job, message)
+            self.audit("job-failed", f"job {job.id} case {job.case_id}: {message}")
+
+    def _finish(self, job: Job, sender: str, out_dir: Path) -> None:
+        import json
+
+        report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+        model = f"{report['model']['name']} {report['model']['version']}"
+        outbox = [(file, str(d)) for d in self.config.destinations_for(sender) for file in self.config.files]
+        self.store.finish_job(job, model=model, outbox=outbox, hold=self.config.review_before_send)
+        self.audit("job-done", f"job {job.id} case {job.case_id} version {job.version}: CTV "
+                               f"{report['ctv']['volume_cc']} cc by {model}; "
+                               f"{'held for review' if self.config.review_before_send else 'queued'} for "
+                               f"{', '.join(sorted({d for _, d in outbox})) or 'no destination'}")
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    def _send(self) -> bool:
+        items = self.store.outbox.due()
+        for item in items:
+            if self._stop.is_set():
+                break
+            path = self.store.version_dir(item.case_id, item.version) / item.file
+            try:
+                send_file(path, Destination.parse(item.destination), self.config.ae_title)
+            except OSError as exc:
+                attempts = item.attempts + 1
+                retry = None if attempts >= self.config.max_attempts else \
+                    min(self.config.retry_s * 2 ** (attempts - 1), MAX_BACKOFF_S)
+                self.store.outbox.send_failed(item, str(exc), retry)
+                self.audit("send-failed", f"{item.file} of case {item.case_id} v{item.version} to {item.destination} "
+                                          f"(attempt {attempts}): {exc}; "
+                                          + (f"retry in {retry:g} s" if retry is not None else "given up"))
+            else:
+                self.store.outbox.sent(item)
+                self.audit("sent", f"{item.file} of case {item.case_id} v{item.version} to {item.destination}")
+        return bool(items)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, be killed when the node dies (no orphaned prediction holding a folder)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _link_files(files: list[Path], folder: Path) -> None:
+    """Hard-link (copy where links are impossible) ``files`` into ``folder``; files already there are kept."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in files:
+        target = folder / source.name
+        if target.exists():
+            continue
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (another file system, or not supported): a copy, atomically
+            partial = folder / f".{source.name}.part"
+            shutil.copy2(source, partial)
+            os.replace(partial, target)
+
+
+def _message_of(stderr: str, code: int) -> str:
+    """The one-paragraph message of a failed ``ctv predict`` (exit 2), or what is known of a crash."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if code == 2 and lines:
+        text = lines[-1]
+        return text.split(": error: ", 1)[1] if ": error: " in text else text
+    tail = " | ".join(lines[-3:]) if lines else "no output"
+    return f"The prediction process ended unexpectedly (exit status {code}): {tail}"

@@ -1,0 +1,285 @@
+"""The case store: one folder per case, a durable SQLite index, versions of results, jobs and an outbox.
+
+Shared by the DICOM node and the review station (a CT that arrives by DICOM shows up in the
+station's case list). Layout under the data folder::
+
+    DATA/index.sqlite                 the index (WAL journal: readers never block the writer)
+    DATA/incoming/<series UID>/       instances as the node receives them (<SOPInstanceUID>.dcm)
+    DATA/cases/<case id>/ct/          the case's CT files
+    DATA/cases/<case id>/versions/<n>/  one version of the result: a complete ``ctv predict`` set
+                                      (rtstruct.dcm, qa.png, report.json, ...), or an edit
+
+Durability follows Orthanc's habits: an instance is written (temporary name, fsync, rename) and
+indexed before it is acknowledged; a job is recorded before it starts and marked done only after
+its version is stored; an outgoing file is an outbox row until the peer has stored it. A process
+killed at any point and restarted resumes from the index (:meth:`CaseStore.recover`): jobs that
+were running are queued again, the same version folder is written again (so nothing is
+duplicated), unsent files are sent.
+
+Every method opens its own short transaction on a connection of the calling thread, so the store
+may be used from the DICOM association threads, the job workers and the web server at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from .inbox import Inbox
+from .outbox import Outbox
+from .records import DONE, FAILED, MAX_JOB_ATTEMPTS, PENDING, QUEUED, RUNNING, HELD, Job, now_iso
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS cases (
+    id TEXT PRIMARY KEY, created TEXT NOT NULL, source TEXT NOT NULL, sender TEXT NOT NULL DEFAULT '',
+    study_uid TEXT NOT NULL DEFAULT '', series_uid TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', approved_version INTEGER);
+CREATE TABLE IF NOT EXISTS versions (
+    case_id TEXT NOT NULL, number INTEGER NOT NULL, kind TEXT NOT NULL, created TEXT NOT NULL,
+    author TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '', note TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (case_id, number));
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL, version INTEGER NOT NULL,
+    kind TEXT NOT NULL, model TEXT NOT NULL DEFAULT '', device TEXT NOT NULL DEFAULT 'auto',
+    formats TEXT NOT NULL DEFAULT 'rtstruct', status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, started TEXT, finished TEXT);
+CREATE TABLE IF NOT EXISTS series (
+    uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, sender TEXT NOT NULL, host TEXT NOT NULL,
+    first_received REAL NOT NULL, last_received REAL NOT NULL, instances INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL, case_id TEXT);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY, series_uid TEXT NOT NULL, sop_class TEXT NOT NULL, path TEXT NOT NULL,
+    received REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL, version INTEGER NOT NULL,
+    file TEXT NOT NULL, destination TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', created TEXT NOT NULL, sent TEXT,
+    UNIQUE (case_id, version, file, destination));
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, next_attempt);
+CREATE INDEX IF NOT EXISTS series_state ON series (state);
+"""
+
+class CaseStore:
+    """The case store in ``data_dir`` (created when missing); see the module docstring."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir)
+        try:
+            for sub in ("cases", "incoming"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"The data folder '{self.root}' cannot be created or written ({exc.strerror}); give a "
+                             "folder the service may write to.") from exc
+        self._local = threading.local()
+        self.inbox = Inbox(self)
+        self.outbox = Outbox(self)
+        try:
+            self._connection().executescript(_SCHEMA)  # idempotent; executescript commits on its own
+            with self._transaction() as db:
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"The case index '{self.root / 'index.sqlite'}' is damaged or not an index ({exc}). "
+                             "Use another --data folder, or restore the index from a backup.") from exc
+        if row is not None and int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(f"'{self.root}' holds a case index of schema {row[0]}; this ctv_core reads schema "
+                             f"{SCHEMA_VERSION}. Use another --data folder.")
+
+    # --- connections ------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = FULL")
+            except sqlite3.Error as exc:
+                raise StoreError(f"The case index '{self.root / 'index.sqlite'}' cannot be opened ({exc}).") from exc
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # --- paths --------------------------------------------------------------------------------
+
+    def case_dir(self, case_id: str) -> Path:
+        return self.root / "cases" / case_id
+
+    def ct_dir(self, case_id: str) -> Path:
+        return self.case_dir(case_id) / "ct"
+
+    def version_dir(self, case_id: str, version: int) -> Path:
+        return self.case_dir(case_id) / "versions" / str(int(version))
+
+    # --- cases --------------------------------------------------------------------------------
+
+    def new_case(self, source: str, *, sender: str = "", study_uid: str = "", series_uid: str = "",
+                 description: str = "") -> str:
+        """Record a new case (status ``queued`` until its job starts) and make its folder; returns its id."""
+        case_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        self.ct_dir(case_id).mkdir(parents=True)
+        with self._transaction() as db:
+            db.execute("INSERT INTO cases (id, created, source, sender, study_uid, series_uid, description, status) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (case_id, now_iso(), source, sender, study_uid, series_uid, description, QUEUED))
+        return case_id
+
+    def case(self, case_id: str) -> dict[str, Any] | None:
+        """A case with its versions and jobs, as plain values (None when unknown)."""
+        db = self._connection()
+        row = db.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        out["versions"] = [dict(v) for v in db.execute(
+            "SELECT number, kind, created, author, model, note FROM versions WHERE case_id = ? ORDER BY number",
+            (case_id,))]
+        out["jobs"] = [dict(j) for j in db.execute("SELECT * FROM jobs WHERE case_id = ? ORDER BY id", (case_id,))]
+        return out
+
+    def cases(self) -> list[dict[str, Any]]:
+        """Every case, newest first (without versions)."""
+        return [dict(r) for r in self._connection().execute("SELECT * FROM cases ORDER BY created DESC, id DESC")]
+
+    def set_case_status(self, case_id: str, status: str, message: str = "") -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?", (status, message, case_id))
+
+    # --- versions and jobs --------------------------------------------------------------------
+
+    def next_version(self, case_id: str) -> int:
+        """The number the next version of the case gets (versions and jobs both reserve numbers)."""
+        db = self._connection()
+        used = db.execute("SELECT MAX(n) FROM (SELECT MAX(number) AS n FROM versions WHERE case_id = ? "
+                          "UNION ALL SELECT MAX(version) FROM jobs WHERE case_id = ?)", (case_id, case_id)).fetchone()
+        return int(used[0] or 0) + 1
+
+    def queue_job(self, case_id: str, *, kind: str = "prediction", model: str = "", device: str = "auto",
+                  formats: Sequence[str] = ("rtstruct",)) -> Job:
+        """Record a job (before it starts), reserving its version number."""
+        with self._transaction() as db:
+            version = self.next_version(case_id)
+            cursor = db.execute(
+                "INSERT INTO jobs (case_id, version, kind, model, device, formats, status, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (case_id, version, kind, model, device, ",".join(formats), QUEUED, now_iso()))
+            db.execute("UPDATE cases SET status = ?, message = '' WHERE id = ?", (QUEUED, case_id))
+            job_id = cursor.lastrowid
+        return self.job(job_id)
+
+    def job(self, job_id: int) -> Job:
+        row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job(**{k: row[k] for k in Job.__dataclass_fields__})
+
+    def claim_job(self) -> Job | None:
+        """The oldest queued job, marked running (its attempts counted), or None."""
+        with self._transaction() as db:
+            row = db.execute("SELECT id, case_id FROM jobs WHERE status = ? ORDER BY id LIMIT 1", (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET status = ?, started = ?, attempts = attempts + 1 WHERE id = ?",
+                       (RUNNING, now_iso(), row["id"]))
+            db.execute("UPDATE cases SET status = ?, message = '' WHERE id = ?", (RUNNING, row["case_id"]))
+        return self.job(row["id"])
+
+    def finish_job(self, job: Job, *, model: str, outbox: Sequence[tuple[str, str]] = (), hold: bool = False,
+                   author: str = "") -> None:
+        """Mark ``job`` done with its version stored, and queue ``(file, destination)`` pairs to send.
+
+        One transaction: the version, the job's end and the outbox rows exist together or not at
+        all. ``hold`` keeps the outbox rows until the case is approved (:meth:`approve`).
+        """
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO versions (case_id, number, kind, created, author, model) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (job.case_id, job.version, job.kind, now_iso(), author, model))
+            db.execute("UPDATE jobs SET status = ?, finished = ?, message = '' WHERE id = ?", (DONE, now_iso(), job.id))
+            db.execute("UPDATE cases SET status = ?, message = '' WHERE id = ?", (DONE, job.case_id))
+            for file, destination in outbox:
+                db.execute("INSERT OR IGNORE INTO outbox (case_id, version, file, destination, status, created) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           (job.case_id, job.version, file, destination, HELD if hold else PENDING, now_iso()))
+
+    def fail_job(self, job: Job, message: str) -> None:
+        """Mark ``job`` (and its case) failed with the message users see."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET status = ?, finished = ?, message = ? WHERE id = ?",
+                       (FAILED, now_iso(), message, job.id))
+            db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?", (FAILED, message, job.case_id))
+
+    def reserve_version(self, case_id: str) -> int:
+        """A version number for a folder about to be written (record it with :meth:`record_version`)."""
+        with self._transaction() as db:
+            number = self.next_version(case_id)
+            db.execute("INSERT INTO versions (case_id, number, kind, created) VALUES (?, ?, 'reserved', ?)",
+                       (case_id, number, now_iso()))
+        return number
+
+    def record_version(self, case_id: str, number: int, kind: str, *, author: str = "", model: str = "",
+                       note: str = "") -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE versions SET kind = ?, author = ?, model = ?, note = ?, created = ? "
+                       "WHERE case_id = ? AND number = ?", (kind, author, model, note, now_iso(), case_id, number))
+
+    # --- restart --------------------------------------------------------------------------------
+
+    def recover(self) -> dict[str, int]:
+        """After a restart: running jobs are queued again (or failed after ``MAX_JOB_ATTEMPTS``), files left
+        half-received are removed, instances filed but not indexed are dropped (never acknowledged).
+
+        Returns counts of what was done, for the log.
+        """
+        requeued = failed = 0
+        with self._transaction() as db:
+            for row in db.execute("SELECT id, case_id, attempts FROM jobs WHERE status = ?", (RUNNING,)).fetchall():
+                if row["attempts"] >= MAX_JOB_ATTEMPTS:
+                    message = (f"The service stopped {row['attempts']} times while this job ran; it is not tried "
+                               "again. Check the CT and the log, then queue it again.")
+                    db.execute("UPDATE jobs SET status = ?, message = ? WHERE id = ?", (FAILED, message, row["id"]))
+                    db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?",
+                               (FAILED, message, row["case_id"]))
+                    failed += 1
+                else:
+                    db.execute("UPDATE jobs SET status = ? WHERE id = ?", (QUEUED, row["id"]))
+                    db.execute("UPDATE cases SET status = ? WHERE id = ?", (QUEUED, row["case_id"]))
+                    requeued += 1
+        return {"requeued": requeued, "failed": failed, "removed_partial_files": self.inbox.remove_unindexed()}
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for ``ctv node status``."""
+        db = self._connection()
+        count = {r["status"]: r["n"] for r in db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")}
+        out = {r["status"]: r["n"] for r in db.execute("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")}
+        receiving = db.execute("SELECT COUNT(*) FROM series WHERE state = 'receiving'").fetchone()[0]
+        return {"jobs": count, "outbox": out, "series_receiving": receiving,
+                "cases": db.execute("SELECT COUNT(*) FROM cases").fetchone()[0]}
+
