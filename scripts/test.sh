@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite. Installs the Debian validators the tests use
-# (dciodvfy from dicom3tools, plastimatch, dcmtk) when they are missing.
+# Set up and run the whole test suite. Installs the Debian tools the tests use when they are
+# missing: the validators dciodvfy (dicom3tools), plastimatch and dcmtk, and Orthanc (a real PACS,
+# started on loopback by the DICOM node tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 command -v plastimatch >/dev/null || missing+=(plastimatch)
 command -v dcmdump >/dev/null || missing+=(dcmtk)
+command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
