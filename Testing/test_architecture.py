@@ -27,7 +27,7 @@ ALLOWED = {
     "cli": {"dicom", "structures", "model", "inference", "dataset", "evaluation", "training", "phantom", "service"},
 }
 #: Top-level modules every stage may import; they import no stage.
-FOUNDATION = {"errors", "geometry", "atomic_files", "output_folder", "strict_config", "_version"}
+FOUNDATION = {"errors", "geometry", "atomic_files", "output_folder", "strict_config", "noise_fields", "_version"}
 #: The package's front doors (the public API facade, ``python -m ctv_core``) may import any stage.
 FRONT = {"__init__", "__main__"}
 HEAVY = ("torch", "SimpleITK", "pydicom", "highdicom", "h5py", "matplotlib", "monai", "scipy")

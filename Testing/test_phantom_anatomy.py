@@ -87,8 +87,13 @@ def test_extents():
     ("Femur_Head_L", 150, 500), ("Vessels_Iliac", 25, 60), ("Lymph_Nodes", 25, 55),
 ])
 def test_organ_hu_before_noise(hfs, name, lo, hi):
+    from scipy import ndimage
     _, _, ph = hfs
-    med = float(np.median(ph.hu[ph.structures[name]]))
+    organ = ph.structures[name]
+    if name == "Bladder":  # an empty bladder (from 25 cc) is mostly its 2-5 mm wall: look at the urine inside
+        organ = ndimage.binary_erosion(organ, iterations=1)
+        assert organ.any()
+    med = float(np.median(ph.hu[organ]))
     assert lo <= med <= hi, (name, med)
 
 

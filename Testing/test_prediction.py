@@ -133,7 +133,7 @@ def test_untrained_unet_mask_is_on_the_ct_grid_in_every_position(phantoms, tmp_p
         result = predictor.run(ct.image)
         assert Grid.of_image(result.mask).matches(ct.grid), name
         assert result.mask.GetPixelID() == sitk.sitkUInt8
-        assert set(result.seconds) == {"preprocessing", "network", "inverse", "postprocessing"}
+        assert set(result.seconds) == {"preprocessing", "network", "inverse", "postprocessing", "anatomy_check"}
         assert result.volume_cc == pytest.approx(_array(result.mask).sum() * np.prod(ct.grid.spacing) / 1000)
 
 

@@ -8,6 +8,8 @@ so every run takes seconds.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import socket
@@ -27,6 +29,7 @@ from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.inference.predictor import CTVPredictor
 from ctv_core.dataset.hdf5_writer import DatasetWriter
 from ctv_core.errors import TrainingError
+from ctv_core.structures.label_maps import read_tissue_labels
 from ctv_core.training.cases import CaseStore, dataset_patients, prepare_case
 from ctv_core.training.checkpoints import load_checkpoint
 from ctv_core.training.config import TrainingConfig, load_training_config
@@ -57,23 +60,26 @@ def tiny_config(steps: int = 4, **changes) -> TrainingConfig:
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory) -> dict[int, tuple[sitk.Image, sitk.Image]]:
+def phantoms(tmp_path_factory) -> dict[int, tuple[sitk.Image, sitk.Image, tuple]]:
+    """Per seed: the CT, its CTV mask, and its tissue label map with the legend."""
     root = tmp_path_factory.mktemp("phantoms")
     out = {}
     for seed in sorted({s for s, _ in CASES.values()}):
-        make_phantom(root / str(seed), seed=seed, settings=ScanSettings(matrix=256, slices=12, slice_thickness_mm=5.0))
-        ct = ctv_core.load_ct_series(root / str(seed) / "ct").image
-        mask = sitk.ReadImage(str(root / str(seed) / "masks" / "CTV.nii.gz"))
-        out[seed] = (ct, mask)
+        phantom = make_phantom(root / str(seed), seed=seed,
+                               settings=ScanSettings(matrix=256, slices=12, slice_thickness_mm=5.0))
+        ct = ctv_core.load_ct_series(phantom.ct_dir).image
+        mask = sitk.ReadImage(str(phantom.masks["CTV"]))
+        out[seed] = (ct, mask, read_tissue_labels(phantom.tissue_labels, phantom.grid))
     return out
 
 
-def write_dataset(path: Path, phantoms) -> Path:
-    """A ctv-dataset file of ``CASES`` written by the project's writer."""
+def write_dataset(path: Path, phantoms, tissue_labels: bool = True) -> Path:
+    """A ctv-dataset file of ``CASES`` written by the project's writer (with the tissue label maps)."""
     with DatasetWriter(path, target_aliases=("CTV",)) as writer:
         for case_id, (seed, patient) in CASES.items():
-            ct, mask = phantoms[seed]
-            writer.add_case(case_id, ct, {"target": ("CTV", mask)}, patient_key=patient, patient_position="HFS")
+            ct, mask, labels = phantoms[seed]
+            writer.add_case(case_id, ct, {"target": ("CTV", mask)}, patient_key=patient, patient_position="HFS",
+                            tissue_labels=labels if tissue_labels else None)
     return path
 
 
@@ -161,7 +167,7 @@ def test_case_preparation_and_patches(dataset, phantoms, tmp_path):
                       cache_dir=tmp_path / "cache")
     case = store.get("case_00001")
     # the mask is on the very grid prepare_input gives the CT (the prediction path)
-    ct, mask = phantoms[2]
+    ct, mask, _ = phantoms[2]
     direct = prepare_case(ct, mask, config.settings.preprocessing, config.network.divisor)
     np.testing.assert_array_equal(case.image, direct.image)
     np.testing.assert_array_equal(case.mask, direct.mask)
@@ -184,6 +190,17 @@ def test_case_preparation_and_patches(dataset, phantoms, tmp_path):
     image2, target2, _ = fg[5]
     assert torch.equal(image, image2) and torch.equal(target, target2)  # a sample is a function of (seed, index)
     assert not torch.equal(fg[6][0], image)
+    # appearance randomisation: the same patch, its image synthesised from the tissue fractions
+    tissues = CaseStore(dataset, config.settings.preprocessing, config.network.divisor, tissues=True)
+    synthesis = dataclasses.replace(config.synthesis, probability=1.0)
+    synth = PatchDataset(tissues, ["case_00001"], fg_sampling := dataclasses.replace(
+        config.sampling, foreground_probability=1.0), config.augmentation, seed=3, synthesis=synthesis)
+    image3, target3, _ = synth[5]
+    assert torch.equal(target3, target) and not torch.equal(image3, image)  # same patch and target, new look
+    assert torch.equal(synth[5][0], image3)  # still a function of (seed, index)
+    real = PatchDataset(tissues, ["case_00001"], fg_sampling, config.augmentation, seed=3)
+    assert torch.equal(real[5][0], image)  # synthesis off: the method's patches, unchanged
+    assert tissues.get("case_00001").tissues.shape[1:] == case.image.shape
 
 
 # --------------------------------------------------------------------------- training, resume, export
@@ -240,6 +257,21 @@ def test_resume_is_bitwise_identical_to_a_straight_run(dataset, straight_run, tm
     assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4]
 
 
+def test_resume_with_synthesis_is_bitwise_identical_and_needs_label_maps(dataset, phantoms, tmp_path):
+    config = functools.partial(tiny_config, synthesis__probability=0.5, schedule__validate_every=100)
+    straight = train(dataset, tmp_path / "straight", config(steps=4), device="cpu")
+    train(dataset, tmp_path / "resumed", config(steps=2), device="cpu")
+    resumed = train(dataset, tmp_path / "resumed", config(steps=4), device="cpu")
+    assert resumed.resumed_from == 2
+    a, b = weights_of(straight.last_checkpoint), weights_of(resumed.last_checkpoint)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    plain = train(dataset, tmp_path / "plain", tiny_config(steps=4, schedule__validate_every=100), device="cpu")
+    assert not all(torch.equal(a[name], weights_of(plain.last_checkpoint)[name]) for name in a)
+    without = write_dataset(tmp_path / "no_labels.h5", phantoms, tissue_labels=False)
+    with pytest.raises(TrainingError, match="synthesis.probability > 0 needs tissue label maps.*--tissue-labels"):
+        train(without, tmp_path / "refused", config(steps=1), device="cpu")
+
+
 def test_resume_refuses_other_settings_or_split(dataset, straight_run, tmp_path):
     run_dir = tmp_path / "run"
     train(dataset, run_dir, tiny_config(steps=1), device="cpu")
@@ -262,7 +294,7 @@ def test_export_gives_a_package_that_predicts(straight_run, phantoms, tmp_path):
     assert manifest["training"]["data"]["cases"] == 4
     assert manifest["metrics"]["validation_dice"] == pytest.approx(straight_run.best_dice)
     assert loaded.settings == tiny_config().settings
-    ct, _ = phantoms[2]
+    ct, _, _ = phantoms[2]
     mask = CTVPredictor(loaded, device="cpu").predict(ct)
     assert mask.GetSize() == ct.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
     assert np.allclose(mask.GetOrigin(), ct.GetOrigin()) and np.allclose(mask.GetDirection(), ct.GetDirection())
@@ -339,10 +371,11 @@ def four_patients(phantoms, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("four")
     make_phantom(root / "4", seed=4, settings=ScanSettings(matrix=256, slices=12, slice_thickness_mm=5.0))
     images = dict(phantoms)
-    images[4] = (ctv_core.load_ct_series(root / "4" / "ct").image, sitk.ReadImage(str(root / "4" / "masks" / "CTV.nii.gz")))
+    images[4] = (ctv_core.load_ct_series(root / "4" / "ct").image, sitk.ReadImage(str(root / "4" / "masks" / "CTV.nii.gz")),
+                 None)
     with DatasetWriter(root / "four.h5") as writer:
         for n, seed in enumerate(sorted(images)):
-            ct, mask = images[seed]
+            ct, mask, _ = images[seed]
             writer.add_case(f"case_{n:05d}", ct, {"target": ("CTV", mask)}, patient_key=f"P{seed}")
     return root / "four.h5"
 

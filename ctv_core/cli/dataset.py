@@ -33,6 +33,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     p.add_argument("--strict", action="store_true",
                    help="skip cases whose ROIs have damaged contours (default: store them without those contours)")
+    p.add_argument("--tissue-labels", action="store_true",
+                   help="also store each case's tissue label map (tissue_labels.nii.gz beside its RTSTRUCT, as "
+                        "ctv phantom writes it) for appearance-randomised training; cases without one are skipped")
     p.set_defaults(func=run_dataset_build)
 
     p = commands.add_parser("info", parents=[common], help="summarise a training set")
@@ -49,7 +52,7 @@ def run_dataset_build(args: argparse.Namespace) -> int:
                                      extra_rois=args.extra_roi)
     with StageBars(args.quiet, {"scanning": "folder", "building": "RTSTRUCT"}) as bars:
         summary = build_dataset(args.archive, args.out, rois, deidentify=args.deidentify, overwrite=args.overwrite,
-                                strict=args.strict,
+                                strict=args.strict, tissue_labels=args.tissue_labels,
                                 progress=bars)
     print(summary.describe())
     return 0
@@ -80,7 +83,8 @@ def format_dataset_info(info: dict[str, Any]) -> str:
         f"CTV dataset {info['path']} (format {info['format_version']}, created {info['created']}, "
         f"ctv_core {info['ctv_core_version']}, de-identified: {'yes' if info['deidentified'] else 'no'})",
         f"  target ROI: {' or '.join(target) or '?'}",
-        f"  {info['cases']} case(s) from {info['patients']} patient(s)",
+        f"  {info['cases']} case(s) from {info['patients']} patient(s)"
+        + (", with tissue label maps" if info.get("tissue_labels") else ""),
     ]
     if info["cases"]:
         lines.append(f"  size (i x j x k voxels): {span(info['size_min'], info['size_max'], str)}")

@@ -25,6 +25,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--metal", action=argparse.BooleanOptionalAction, default=None, help="hip prosthesis streaks")
     p.add_argument("--contrast", action=argparse.BooleanOptionalAction, default=None,
                    help="contrast-enhanced vessels")
+    p.add_argument("--appearance", default="realistic", metavar="NAME",
+                   help="realistic (default), or an appearance shift no realistic phantom has: hu_offset_+40, "
+                        "hu_offset_-40, sharp_kernel, smooth_kernel, noise_x3, excretory, thick_5mm, fov_cut")
     p.set_defaults(func=run_phantom)
 
 
@@ -41,6 +44,7 @@ def run_phantom(args: argparse.Namespace) -> int:
         oblique_deg=args.oblique,
         metal=args.metal,
         contrast=args.contrast,
+        appearance=args.appearance,
     )
     start = time.perf_counter()
     with StageBars(args.quiet, {"writing CT slices": "slice"}) as bars:

@@ -22,6 +22,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--config", type=Path, default=None, metavar="FILE", help="training configuration JSON")
     p.add_argument("--folds", type=int, default=None, metavar="N", help="cross-validation folds (overrides config)")
     p.add_argument("--fold", type=int, default=None, metavar="K", help="fold held out, 0..N-1 (overrides config)")
+    p.add_argument("--initial-weights", type=Path, default=None, metavar="PKG",
+                   help="start from this model package's weights (fine-tuning; overrides the config's "
+                        "optimisation.initial_weights)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=run_train)
 
@@ -43,6 +46,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = load_training_config(args.config) if args.config is not None else TrainingConfig()
     config = config.with_fold(args.folds, args.fold)
+    if args.initial_weights is not None:
+        config = config.with_initial_weights(args.initial_weights)
     with StepBar() as bar:
         result = train(args.data, args.run_dir, config, progress=None if args.quiet else bar, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:

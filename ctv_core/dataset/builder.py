@@ -9,6 +9,7 @@ structure set that could not be used (:mod:`.hdf5_writer`, schema in :mod:`.hdf5
     /cases/<case_id>/ct            int16 [k, j, i] HU     attrs: spacing, origin, direction, roi_name,
     /cases/<case_id>/masks/target  uint8 [k, j, i] 0/1          patient_key, patient_position, provenance
     /cases/<case_id>/masks/<extra> uint8 [k, j, i] 0/1
+    /cases/<case_id>/tissue_labels uint8 [k, j, i]        (--tissue-labels; legend: root attr tissue_legend)
     /skipped                       table (source, category, reason)
 
 The rules:
@@ -43,6 +44,10 @@ The rules:
   written; cases are ``case_NNNNN``, the patient key is an HMAC-SHA256 of the PatientID with a
   secret salt (random per build unless ``deidentify_salt`` is given, never stored); geometry,
   patient position and ROI names are kept.
+* **Tissue label maps** (``tissue_labels=True``, ``--tissue-labels``): each case's tissue label
+  map (beside its RTSTRUCT, as ``ctv phantom`` writes it) is stored as ``tissue_labels`` for
+  appearance-randomised training; a structure set without one, or whose legend differs from
+  the first case's, is skipped.
 * **Nothing half-written**: the file is written under a temporary name beside ``OUT.h5`` and
   renamed when complete; an error or interruption removes it and leaves any previous file.
 """
@@ -60,6 +65,7 @@ from pathlib import Path
 
 from ..dicom.files import SkippedFile
 from ..errors import CTVError, DatasetError
+from ..structures.label_maps import TissueLegend
 from .archive import ProgressCallback, SeriesRecord, StructureSetRecord, scan_archive
 from .hdf5_writer import DatasetWriter
 from .pairing import CaseSkipped, CTCache, PairedCase, pair_case
@@ -161,6 +167,16 @@ def _provenance(case: PairedCase, archive: Path) -> dict[str, str | list[str]]:
             "ct_warnings": list(case.ct.warnings)}
 
 
+def _check_legend(case: PairedCase, legend: TissueLegend | None) -> None:
+    """Every case of a file shares one tissue legend (the first case's)."""
+    if case.tissue_labels is None or legend is None:
+        return
+    if case.tissue_labels[1].labels != legend.labels:
+        raise CaseSkipped("other tissue legend", "other tissue legend: its tissue label map numbers tissues "
+                          f"unlike the cases already stored ({case.tissue_labels[1].source or 'unknown source'} vs "
+                          f"{legend.source or 'unknown source'}); build phantoms of one version together")
+
+
 def build_dataset(
     archive: str | Path,
     out_path: str | Path,
@@ -170,6 +186,7 @@ def build_dataset(
     deidentify_salt: bytes | None = None,
     overwrite: bool = False,
     strict: bool = False,
+    tissue_labels: bool = False,
     progress: ProgressCallback | None = None,
 ) -> BuildSummary:
     """Turn a DICOM archive of planning CTs and their RTSTRUCTs into one HDF5 training set.
@@ -193,6 +210,8 @@ def build_dataset(
     strict
         Skip a structure set whose chosen ROIs have damaged contours (not polygons) instead of
         storing the case without them (the count per ROI is stored either way).
+    tissue_labels
+        Store each case's tissue label map (see the module docstring); cases without one are skipped.
     progress
         Called as ``progress(stage, done, total)`` with stage ``"scanning"`` (folders) then
         ``"building"`` (structure sets). An exception it raises aborts the build cleanly.
@@ -243,7 +262,8 @@ def build_dataset(
     with writer:
         for n, rs in enumerate(structure_sets, start=1):
             try:
-                case = pair_case(rs, series, rois, cts, summary.unmatched_roi_names, built_sops, strict)
+                case = pair_case(rs, series, rois, cts, summary.unmatched_roi_names, built_sops, strict, tissue_labels)
+                _check_legend(case, writer.tissue_legend)
             except CaseSkipped as skip:
                 category, reason, public = skip.category, skip.reason, skip.public
                 case = None
@@ -265,7 +285,8 @@ def build_dataset(
                 writer.add_case(case_id, case.ct.image, case.masks, patient_key=key,
                                 patient_position=case.ct.reference.patient_position,
                                 extras_missing=case.extras_missing, dropped_contours=case.dropped_contours,
-                                provenance=None if deidentify else _provenance(case, archive))
+                                provenance=None if deidentify else _provenance(case, archive),
+                                tissue_labels=case.tissue_labels)
                 if rs.sop_instance_uid:
                     built_sops[rs.sop_instance_uid] = rs.path
                 summary.cases.append(BuiltCase(case_id, rs.path, key, case.roi_name, tuple(case.extras_missing),

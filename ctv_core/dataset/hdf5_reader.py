@@ -22,7 +22,8 @@ import SimpleITK as sitk
 
 from ..errors import DatasetError
 from ..geometry import Grid
-from .hdf5_schema import FORMAT_NAME, FORMAT_VERSION, TARGET_MASK
+from ..structures.label_maps import TissueLegend
+from .hdf5_schema import FORMAT_NAME, FORMAT_VERSION, TARGET_MASK, TISSUE_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,26 @@ class CTVDataset:
         data = masks[name]
         return data[...] if region is None else data[region]
 
+    @property
+    def tissue_legend(self) -> TissueLegend | None:
+        """The legend of the cases' tissue label maps; None when the file has none."""
+        text = self._root_attrs.get("tissue_legend")
+        if text is None:
+            return None
+        try:
+            return TissueLegend.from_json(text)
+        except ValueError as exc:
+            raise DatasetError(f"'{self._path}' has a damaged tissue legend ({exc}); rebuild it with "
+                               "'ctv dataset build --tissue-labels'.") from exc
+
+    def read_tissue_labels(self, case_id: str) -> np.ndarray:
+        """The case's tissue label map, uint8 ``[k, j, i]`` on the CT grid (numbered by :attr:`tissue_legend`)."""
+        group = self._group(case_id)
+        if TISSUE_LABELS not in group or self.tissue_legend is None:
+            raise DatasetError(f"Case '{case_id}' of '{self._path}' has no tissue label map. Build the dataset with "
+                               "'ctv dataset build --tissue-labels' from phantoms (ctv phantom writes the maps).")
+        return group[TISSUE_LABELS][...]
+
     def image(self, case_id: str) -> sitk.Image:
         """The CT as a SimpleITK image in HU (int16) on its stored geometry (LPS)."""
         return self.grid(case_id).image(self.read_ct(case_id))
@@ -222,7 +243,8 @@ class CTVDataset:
         """A summary of the dataset, from attributes only (no voxel data is read).
 
         Keys: ``path``, ``format_version``, ``created``, ``ctv_core_version``,
-        ``target_pattern``, ``target_aliases``, ``extra_rois``, ``deidentified``, ``cases``,
+        ``target_pattern``, ``target_aliases``, ``extra_rois``, ``deidentified``, ``tissue_labels``
+        (whether the cases carry tissue label maps), ``cases``,
         ``patients``, ``size_min`` / ``size_max`` (voxels, i, j, k), ``spacing_min`` /
         ``spacing_max`` (mm, i, j, k), ``roi_volumes_cc`` ({mask name: {count, mean, min, max}}),
         ``extra_rois_missing`` ({name: number of cases}), ``cases_with_dropped_contours`` (cases stored
@@ -264,6 +286,7 @@ class CTVDataset:
             "target_aliases": list(attrs.get("target_aliases", [])),
             "extra_rois": json.loads(attrs.get("extra_rois", "{}")),
             "deidentified": bool(attrs.get("deidentified", False)),
+            "tissue_labels": "tissue_legend" in attrs,
             "cases": len(self._case_ids),
             "patients": len(set(self._patient_keys.values())),
             "size_min": np.min(sizes, axis=0).tolist() if sizes else None,

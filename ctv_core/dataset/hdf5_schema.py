@@ -16,7 +16,8 @@ returns them; geometry is SimpleITK's, in DICOM patient coordinates (LPS, mm), s
     only aliases were used); ``target_aliases`` (string array); ``extra_rois`` (JSON object
     ``{stored name: regular expression}``); ``deidentified`` (bool); ``case_count``;
     ``axis_order`` = ``"k,j,i"``; ``frame`` = ``"LPS"``; ``source_archive`` (absolute path of
-    the archive; absent when de-identified).
+    the archive; absent when de-identified); ``tissue_legend`` (JSON, only when the cases have
+    tissue label maps).
 
 ``/cases/<case_id>`` (group; ids ``case_00000``, ``case_00001``, … carry no patient data)
     ``ct``: int16 ``[k, j, i]``, Hounsfield units exactly as ``load_ct_series`` gave them
@@ -25,6 +26,10 @@ returns them; geometry is SimpleITK's, in DICOM patient coordinates (LPS, mm), s
     ``masks/<name>``: uint8, each extra ROI that was found (``--extra-roi NAME=PATTERN``).
     Each mask dataset has attributes ``roi_name`` (the name in the RTSTRUCT),
     ``voxel_count`` and ``volume_cc``.
+    ``tissue_labels`` (optional, ``--tissue-labels``; every case has it or none does): uint8
+    ``[k, j, i]``, one tissue label per CT voxel, numbered as the root attribute
+    ``tissue_legend`` says (the JSON legend of :mod:`ctv_core.structures.label_maps`, shared
+    by every case). Files without it read as before; the format version is unchanged.
 
     Group attributes, always present:
     ``spacing`` float64[3] (i, j, k) mm; ``origin`` float64[3], LPS mm of the centre of voxel
@@ -60,5 +65,7 @@ FORMAT_NAME = "ctv-dataset"
 FORMAT_VERSION = 1
 #: The mask that is the training target, ``/cases/<case_id>/masks/target``.
 TARGET_MASK = "target"
+#: The tissue label map of a case, ``/cases/<case_id>/tissue_labels`` (optional).
+TISSUE_LABELS = "tissue_labels"
 #: Chunk shape ``[k, j, i]`` of every array (clipped to the array's shape).
 CHUNK_KJI = (16, 64, 64)

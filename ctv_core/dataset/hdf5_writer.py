@@ -22,7 +22,8 @@ import SimpleITK as sitk
 from .._version import __version__
 from ..atomic_files import atomic_file
 from ..errors import DatasetError
-from .hdf5_schema import CHUNK_KJI, FORMAT_NAME, FORMAT_VERSION, TARGET_MASK
+from ..structures.label_maps import TissueLegend
+from .hdf5_schema import CHUNK_KJI, FORMAT_NAME, FORMAT_VERSION, TARGET_MASK, TISSUE_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class DatasetWriter:
         self._tmp: Path | None = None
         self._skipped: list[tuple[str, str, str]] = []
         self.case_ids: list[str] = []
+        self.tissue_legend: TissueLegend | None = None
 
     def __enter__(self) -> DatasetWriter:
         stack = ExitStack()
@@ -107,7 +109,8 @@ class DatasetWriter:
     def add_case(self, case_id: str, image: sitk.Image, masks: Mapping[str, tuple[str, sitk.Image]], *,
                  patient_key: str, patient_position: str = "", extras_missing: Mapping[str, str] | None = None,
                  dropped_contours: Mapping[str, int] | None = None,
-                 provenance: Mapping[str, str | Sequence[str]] | None = None) -> None:
+                 provenance: Mapping[str, str | Sequence[str]] | None = None,
+                 tissue_labels: tuple[np.ndarray, TissueLegend] | None = None) -> None:
         """Write one case.
 
         Parameters
@@ -129,6 +132,9 @@ class DatasetWriter:
             ROI name -> contours of the RTSTRUCT passed over as damaged (not polygons).
         provenance
             UIDs and sources (keys :data:`PROVENANCE_KEYS`); None for a de-identified file.
+        tissue_labels
+            The case's tissue label map (uint8 ``[k, j, i]`` on the CT grid) and its legend, which
+            must be the legend of every other case of the file (written once, as a root attribute).
         """
         if self._h5 is None:
             raise RuntimeError("DatasetWriter.add_case outside its 'with' block")
@@ -138,6 +144,8 @@ class DatasetWriter:
         if unknown:
             raise ValueError(f"unknown provenance keys {unknown}; known: {PROVENANCE_KEYS}")
         hu = sitk.GetArrayViewFromImage(image)
+        if tissue_labels is not None:
+            self._check_tissue_labels(case_id, tissue_labels, hu.shape)
         rounded = hu.dtype != np.int16
         if rounded:
             info = np.iinfo(np.int16)
@@ -156,6 +164,11 @@ class DatasetWriter:
             data.attrs["roi_name"] = roi_name
             data.attrs["voxel_count"] = count
             data.attrs["volume_cc"] = count * voxel_cc
+        if tissue_labels is not None:
+            _write_array(group, TISSUE_LABELS, np.ascontiguousarray(tissue_labels[0], dtype=np.uint8))
+            if self.tissue_legend is None:
+                self.tissue_legend = tissue_labels[1]
+                self._h5.attrs["tissue_legend"] = tissue_labels[1].to_json()
         missing = dict(extras_missing or {})
         a = group.attrs
         a["spacing"] = np.asarray(image.GetSpacing(), dtype=np.float64)
@@ -171,6 +184,15 @@ class DatasetWriter:
         for key, value in (provenance or {}).items():
             a[key] = value if isinstance(value, str) else _strings(value)
         self.case_ids.append(case_id)
+
+    def _check_tissue_labels(self, case_id: str, tissue_labels: tuple[np.ndarray, TissueLegend], shape) -> None:
+        array, legend = tissue_labels
+        if array.shape != tuple(shape) or array.dtype != np.uint8:
+            raise DatasetError(f"Case {case_id}: the tissue label map is {array.dtype} {array.shape}; uint8 of the "
+                               f"CT's shape {tuple(shape)} is needed.")
+        if self.tissue_legend is not None and legend.labels != self.tissue_legend.labels:
+            raise DatasetError(f"Case {case_id}: its tissue legend differs from the file's; every case's label map "
+                               "must number tissues alike.")
 
     def add_skipped(self, source: str, category: str, reason: str) -> None:
         """Record a structure set that gave no case (the ``/skipped`` table)."""

@@ -12,6 +12,9 @@ The rules (each failure is a :class:`CaseSkipped` with a category for counting a
   resampled (gantry tilt, uneven spacing) is refused, as contours cannot lie on its slices.
 * Exactly one ROI must match the target (:mod:`.roi_selection`); extra ROIs are stored where
   exactly one ROI matches, else recorded as missing.
+* With ``tissue_labels``, the tissue label map beside the RTSTRUCT file
+  (``tissue_labels.nii.gz`` and its legend ``tissue_labels.json``, as ``ctv phantom`` writes
+  them: :mod:`ctv_core.structures.label_maps`) must exist and lie on the CT's grid.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
-from ..errors import DicomInputError, ROINotFoundError, StructureSetError
+from ..errors import DicomInputError, GridMismatchError, ROINotFoundError, StructureSetError
 from ..structures.catalogue import alias_key
+from ..structures.label_maps import LABELS_FILE, LEGEND_FILE, TissueLegend, find_tissue_labels, read_tissue_labels
 from ..structures.rtstruct_reader import read_rtstruct_with_notes, select_rois
 from .archive import SeriesRecord, StructureSetRecord
 from .hdf5_schema import TARGET_MASK
@@ -53,6 +58,7 @@ class PairedCase:
     masks: dict[str, tuple[str, sitk.Image]]  # stored name -> (ROI name, mask)
     extras_missing: dict[str, str]  # stored name -> why
     dropped_contours: dict[str, int] = field(default_factory=dict)  # ROI name -> contours passed over as damaged
+    tissue_labels: tuple[np.ndarray, TissueLegend] | None = None  # uint8 [k, j, i] on the CT grid, and its legend
 
 
 def find_ct(rs: StructureSetRecord, series: dict[str, SeriesRecord]) -> SeriesRecord:
@@ -158,12 +164,28 @@ class CTCache:
         return self._result
 
 
+def _tissue_labels(rs: StructureSetRecord, ct: CTSeries) -> tuple[np.ndarray, TissueLegend]:
+    """The tissue label map beside the structure set's file, on the CT's grid, or ``CaseSkipped``."""
+    path = find_tissue_labels(rs.path.parent)
+    if path is None:
+        raise CaseSkipped("no tissue labels", f"no tissue label map: {LABELS_FILE} with {LEGEND_FILE} is not beside "
+                          f"{rs.path.name} (ctv phantom writes them; build without --tissue-labels otherwise)",
+                          "no tissue label map beside the structure set")
+    try:
+        return read_tissue_labels(path, ct.grid)
+    except (StructureSetError, GridMismatchError) as exc:
+        raise CaseSkipped("tissue labels unusable", f"tissue labels unusable: {exc}",
+                          f"tissue labels unusable ({type(exc).__name__})") from exc
+
+
 def pair_case(rs: StructureSetRecord, series: dict[str, SeriesRecord], rois: RoiSelection,
-              cts: CTCache, unmatched: Counter, built: dict[str, Path], strict: bool = False) -> PairedCase:
+              cts: CTCache, unmatched: Counter, built: dict[str, Path], strict: bool = False,
+              tissue_labels: bool = False) -> PairedCase:
     """The case a structure set gives, or ``CaseSkipped`` saying why it gives none.
 
     ``strict`` also skips a structure set whose chosen ROIs have damaged contours (passed over
-    otherwise, and recorded in ``PairedCase.dropped_contours``).
+    otherwise, and recorded in ``PairedCase.dropped_contours``); ``tissue_labels`` reads the
+    tissue label map beside the structure set (and skips it without one).
     """
     if rs.sop_instance_uid in built:
         raise CaseSkipped("duplicate structure set",
@@ -187,4 +209,5 @@ def pair_case(rs: StructureSetRecord, series: dict[str, SeriesRecord], rois: Roi
         raise CaseSkipped("empty target", f"empty target: ROI '{target}' has no contour on the CT's slices")
     masks = {TARGET_MASK: (target, images[target])}
     masks.update({stored: (name, images[name]) for stored, name in extras.items()})
-    return PairedCase(rs, record, ct, target, masks, extras_missing, dropped)
+    labels = _tissue_labels(rs, ct) if tissue_labels else None
+    return PairedCase(rs, record, ct, target, masks, extras_missing, dropped, labels)

@@ -2,7 +2,8 @@
 
 Writes into ``OUT_DIR``: ``rtstruct.dcm`` (and on request ``seg.dcm``, ``ctv.nii.gz``),
 ``report.json`` (input UIDs, model and its checksum, device, seconds per stage with a
-``total``, CTV volume in cc, warnings) and ``qa.png``. ``OUT_DIR`` always holds one run's
+``total``, CTV volume in cc and the figures of the anatomy check, warnings) and ``qa.png``
+(with the warnings). ``OUT_DIR`` always holds one run's
 complete set (:mod:`ctv_core.output_folder`): what can be checked is checked before predicting
 (the folder can be created and written, no other run holds it, it holds nothing but an earlier
 ``ctv predict`` set; the CT covers a pelvis and can be referenced), the outputs are staged
@@ -136,8 +137,8 @@ def _write_outputs(staging: Path, ct: CTSeries, package, prediction, formats: li
         write_mask(prediction.mask, staging / FILE_NAMES["nifti"])
     notes = [f"CTV volume: {prediction.volume_cc:.0f} cc", f"Model: {package.model_id}",
              f"Patient: {ct.reference.patient_study.patient_id}", "Automatic contour: review before use."]
-    write_qa_image(ct.image, prediction.mask, staging / "qa.png", "CTV auto-delineation (unapproved)",
-                   notes + warnings)
+    write_qa_image(ct.image, prediction.mask, staging / "qa.png", "CTV auto-delineation (unapproved)", notes,
+                   warnings=warnings)
     seconds["writing"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - started
     report = _report(ct, package, prediction, seconds, formats, warnings)
@@ -166,7 +167,7 @@ def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], format
                   "path": str(package.path)},
         "device": prediction.device,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "ctv": {"volume_cc": round(prediction.volume_cc, 1)},
+        "ctv": {"volume_cc": round(prediction.volume_cc, 1), "anatomy": prediction.anatomy},
         "outputs": [FILE_NAMES[f] for f in formats] + ["qa.png", REPORT],
         "warnings": warnings,
     }

@@ -3,7 +3,8 @@
 The stages, each timed: preprocessing (resample to the model grid, crop to the body,
 normalise), the network (sliding window where the volume exceeds the patch; optional
 left-right flip averaging), resampling the probability back onto the CT grid and
-thresholding it there, post-processing. A progress callback gets ``(stage, fraction)``; a
+thresholding it there, post-processing, and the anatomy check of the result (no truth needed:
+:mod:`.plausibility`). A progress callback gets ``(stage, fraction)``; a
 cancel callback is polled between windows and stages and stops the run with
 ``PredictionCancelled``. Everything runs under ``torch.inference_mode()``; on CUDA with
 autocast (see :mod:`ctv_core.model.runtime`).
@@ -23,6 +24,7 @@ import torch
 from ..errors import PredictionCancelled
 from ..geometry import Grid
 from ..model.package import ModelPackage, load_model_package
+from .plausibility import anatomy_check, volume_warnings
 from .postprocessing import postprocess
 from .preprocessing import prepare_input, probability_to_mask
 from .sliding_window import sliding_window_probability
@@ -47,7 +49,11 @@ class Prediction:
     device
         The torch device used.
     warnings
-        What the reviewer should know about the result (see :func:`volume_warnings`).
+        What the reviewer should know about the result: an empty CTV or an unusual volume
+        (:func:`~.plausibility.volume_warnings`), and a CTV not shaped like one
+        (:func:`~.plausibility.anatomy_check`).
+    anatomy
+        The figures of the anatomy check (parts, bone around the CTV, left and right volumes).
     """
 
     mask: sitk.Image
@@ -55,28 +61,7 @@ class Prediction:
     volume_cc: float = 0.0
     device: str = "cpu"
     warnings: list[str] = field(default_factory=list)
-
-
-#: A CTV this much smaller than the smallest, or larger than the largest, the model was trained
-#: on is reported for review.
-VOLUME_MARGIN = 1.25
-
-
-def volume_warnings(volume_cc: float, training_volumes_cc: tuple[float, float] | None) -> list[str]:
-    """Warnings for an empty CTV, or one outside the training data's volume range (cc) by more
-    than ``VOLUME_MARGIN``: the signs that a model meets a CT unlike those it learned from."""
-    if volume_cc <= 0:
-        return ["The model drew no CTV. Check that the CT is a pelvic CT covering the whole pelvis "
-                "(from above the aortic bifurcation to below the ischial tuberosities) and that the model suits it."]
-    if training_volumes_cc is None:
-        return []
-    low, high = training_volumes_cc
-    if volume_cc < low / VOLUME_MARGIN or volume_cc > high * VOLUME_MARGIN:
-        side = "smaller" if volume_cc < low else "larger"
-        return [f"The CTV ({volume_cc:.0f} cc) is much {side} than those the model was trained on "
-                f"({low:.0f}-{high:.0f} cc): check that the CT covers the pelvis as usual and review the contour "
-                "with particular care."]
-    return []
+    anatomy: dict = field(default_factory=dict)
 
 
 class CTVPredictor:
@@ -130,10 +115,16 @@ class CTVPredictor:
         voxel_cc = float(np.prod(ct_grid.spacing)) / 1000.0
         mask = postprocess(mask, voxel_cc, settings.postprocessing)
         seconds["postprocessing"] = time.perf_counter() - start
-        report("done", 1.0)
+
+        start = time.perf_counter()
+        report("checking the anatomy", 0.0)
         volume_cc = float(mask.sum()) * voxel_cc
+        check = anatomy_check(image, mask)
+        seconds["anatomy_check"] = time.perf_counter() - start
+        report("done", 1.0)
+        warnings = volume_warnings(volume_cc, self.package.training_volumes_cc) + check.warnings
         return Prediction(mask=ct_grid.image(mask), seconds=seconds, volume_cc=volume_cc, device=str(self.device),
-                          warnings=volume_warnings(volume_cc, self.package.training_volumes_cc))
+                          warnings=warnings, anatomy=check.to_dict())
 
     def _probability(self, volume: np.ndarray, inference, report: Progress, cancelled: Cancelled | None) -> np.ndarray:
         logits_of = logits_function(self.network, self.device)

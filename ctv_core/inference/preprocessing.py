@@ -64,8 +64,12 @@ def model_grid(ct_grid: Grid, spacing_mm: tuple[float, float, float]) -> Grid:
                 origin=tuple(float(v) for v in low))
 
 
-def resample_ct(ct: sitk.Image, grid: Grid) -> np.ndarray:
-    """CT HU on ``grid`` as float32 ``[z, y, x]``: whole-voxel averaging first, then linear."""
+def resample_ct(ct: sitk.Image, grid: Grid, outside: float = AIR_HU) -> np.ndarray:
+    """CT HU on ``grid`` as float32 ``[z, y, x]``: whole-voxel averaging first, then linear.
+
+    ``outside`` is the value beyond the CT (air for HU; training resamples masks and tissue
+    fractions by this same path).
+    """
     ct_grid = Grid.of_image(ct)
     # Integer shrink factor per CT axis: how many CT voxels fit in a model voxel along it.
     along = np.abs(ct_grid.direction_matrix.T) @ np.asarray(grid.spacing)  # model spacing seen along each CT axis
@@ -74,7 +78,7 @@ def resample_ct(ct: sitk.Image, grid: Grid) -> np.ndarray:
     if max(factors) > 1:
         source = sitk.BinShrink(source, factors)
     reference = grid.image(np.zeros(grid.shape, dtype=np.uint8))
-    resampled = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
+    resampled = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, float(outside), sitk.sitkFloat32)
     return sitk.GetArrayFromImage(resampled)
 
 

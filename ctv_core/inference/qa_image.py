@@ -35,8 +35,12 @@ def _plane(image: sitk.Image, origin, axes: tuple[np.ndarray, np.ndarray], size:
     return sitk.GetArrayFromImage(out)[0]
 
 
-def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: str, notes: list[str]) -> Path:
-    """Render the QA picture of ``mask`` (uint8 on ``ct``'s grid) and write it as PNG."""
+def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: str, notes: list[str],
+                   warnings: list[str] = ()) -> Path:
+    """Render the QA picture of ``mask`` (uint8 on ``ct``'s grid) and write it as PNG.
+
+    ``notes`` are listed in white, ``warnings`` below them in orange, each marked WARNING.
+    """
     grid = Grid.of_image(ct)
     size = np.asarray(grid.size) - 1
     corners = grid.index_to_lps(np.array([[i, j, k] for i in (0, size[0]) for j in (0, size[1])
@@ -81,8 +85,13 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
         ax.axis("off")
     notes_ax = axes.flat[-1]
     notes_ax.axis("off")
-    notes_ax.text(0.0, 1.0, "\n".join([title, ""] + notes), color="white", fontsize=10, va="top", wrap=True,
+    lines = [title, ""] + notes
+    notes_ax.text(0.0, 1.0, "\n".join(lines), color="white", fontsize=10, va="top", wrap=True,
                   transform=notes_ax.transAxes)
+    if warnings:
+        text = "\n".join(f"WARNING: {w}" for w in warnings)
+        notes_ax.text(0.0, 1.0 - 0.045 * (len(lines) + 0.5), text, color="#ffa500", fontsize=9, va="top", wrap=True,
+                      transform=notes_ax.transAxes)
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, facecolor="black")

@@ -31,11 +31,19 @@ from .layout import build_layout
 from .organs import paint_nodes, paint_vessels, paint_viscera
 from .shapes import Canvas
 from .skeleton import build_bones, paint_bones, paint_iliacus, paint_prostheses
-from .texture import coarse_noise, correlated_noise, ct_noise, fat_septa, streaks
+from ..noise_fields import coarse_noise, correlated_noise
+from .texture import ct_noise, fat_septa, streaks
 
 logger = logging.getLogger(__name__)
 
 PATIENT_POSITIONS = ("HFS", "FFS", "HFP", "FFP")
+
+#: The phantom's version: pixel data, geometry and masks are identical for a given seed and
+#: version. 2: wider anatomy (body size and habitus, trunk width with habitus, bladder 25-700 cc,
+#: deviated and more strongly ante-/retroverted uteri, rectal distension), irregular bowel loops
+#: packed more densely in lean patients, cancellous bone with a denser rim and fatty islands, and
+#: a tissue label map written with every phantom.
+PHANTOM_VERSION = 2
 
 #: Truth structure names, in a stable order.
 STRUCTURE_NAMES = ("CTV", "Bladder", "Rectum", "Bowel", "Femur_Head_L", "Femur_Head_R", "Bones", "Body", "Uterus",
@@ -54,10 +62,11 @@ class AnatomyParams:
     layout_seed
         Seed of the deterministic sub-choices (surface irregularity, bowel loop paths).
     scale
-        Skeletal size factor (about 0.92-1.08) applied to bone and landmark positions.
+        Skeletal size factor (about 0.88-1.12, small to tall women) applied to bone and landmark positions.
     habitus
-        0 = thin ... 1 = obese; drives the fat thicknesses (about 5-45 mm anteriorly and laterally,
-        more anterior abdominal fat when obese), trunk width and image noise.
+        0 = thin ... 1 = obese; drives the fat thicknesses (about 4-50 mm anteriorly and laterally,
+        more anterior abdominal fat when obese), the muscular trunk's width and depth (up to 12 %
+        and 7 % more when obese), how densely bowel fills the abdomen, and image noise.
     fat_anterior_mm, fat_lateral_mm, fat_posterior_mm
         Subcutaneous fat thickness at the front, sides and back.
     lean_width_factor, lean_depth_factor
@@ -69,19 +78,21 @@ class AnatomyParams:
     bifurcation_z_mm, aorta_radius_mm
         Height of the aortic bifurcation (about L4) and aortic radius.
     bladder_volume_cc, bladder_shift_x_mm, bladder_wall_mm
-        Bladder filling (about 50 = nearly empty ... 500 = full), left-right shift, wall thickness.
+        Bladder filling (about 25 = empty ... 700 = very full), left-right shift, wall thickness.
     uterus_length_mm, uterus_width_mm, uterus_depth_mm
         Uterine body size (fundus to internal os, left-right, anterior-posterior).
-    uterus_version_deg, uterus_lateral_deg
+    uterus_version_deg, uterus_lateral_deg, uterus_shift_x_mm
         Sagittal tilt of the uterine body from vertical (> 0 anteverted, < 0 retroverted; a full
-        bladder tilts it further back), and lateral tilt (> 0 towards the patient's left).
+        bladder tilts it further back), lateral tilt (> 0 towards the patient's left), and the
+        left-right shift of cervix and uterus off the midline (a deviated uterus).
     cervix_length_mm, cervix_radius_mm, cervix_y_mm
         Cervix size and the AP position (y) of its centre.
     rectum_radius_mm, rectum_wall_mm, rectal_gas_cc, sigmoid_shift_mm
-        Rectal calibre, wall, gas volume; left-right shift of the sigmoid loop.
+        Rectal calibre (about 12 = empty ... 27 = distended), wall, gas volume; left-right shift
+        of the sigmoid loop.
     n_bowel_loops, oral_contrast
-        Number of small-bowel loops to pack (fewer fit in a small abdomen); positive oral
-        contrast in some loops.
+        Number of small-bowel loops to pack (fewer fit in a small abdomen; more in a lean one,
+        where bowel rather than fat fills the upper pelvis); positive oral contrast in some loops.
     vessel_contrast
         Intravenous contrast (arteries and veins enhanced, organs slightly).
     artery_hu, vein_hu, blood_hu
@@ -91,6 +102,9 @@ class AnatomyParams:
     lymph_nodes
         One ``(site, side, t, angle_deg, radius_mm)`` per node: site from ``NODE_SITES``, side
         +1 left / -1 right, ``t`` position (0..1) along the vessel, angle around it, radius.
+    trabecular_hu, marrow_fat
+        CT number of cancellous bone (about 130 = osteoporotic ... 300 = dense; denser under the
+        cortex) and the fraction of the pelvic bones' cancellous bone that is fatty marrow (islands).
     noise_sd_hu
         Standard deviation (HU) of the CT noise in soft tissue, about 9-25 (0 renders without noise).
     metal_left, metal_right
@@ -118,6 +132,7 @@ class AnatomyParams:
     uterus_depth_mm: float
     uterus_version_deg: float
     uterus_lateral_deg: float
+    uterus_shift_x_mm: float
     cervix_length_mm: float
     cervix_radius_mm: float
     cervix_y_mm: float
@@ -139,6 +154,8 @@ class AnatomyParams:
     node_hu: float
     oral_contrast_hu: float
     lymph_nodes: tuple[tuple[int, int, float, float, float], ...]
+    trabecular_hu: float
+    marrow_fat: float
     noise_sd_hu: float
     metal_left: bool
     metal_right: bool
@@ -163,12 +180,12 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
         Force intravenous contrast on or off; None draws it (about 50 %).
     """
     u = rng.uniform
-    scale = float(np.clip(rng.normal(1.0, 0.035), 0.92, 1.08))
-    habitus = float(rng.beta(2.0, 2.5))
-    fat = 5.0 + 36.0 * habitus ** 1.2  # subcutaneous fat (mm): about 5 (thin) to 41 (obese)
-    fill = float(np.exp(u(np.log(50.0), np.log(500.0))))
-    anteverted = rng.random() < 0.75
-    version = u(20.0, 80.0) if anteverted else u(-45.0, -10.0)
+    scale = float(np.clip(rng.normal(1.0, 0.045), 0.88, 1.12))
+    habitus = float(rng.beta(1.6, 2.0))
+    fat = 4.0 + 46.0 * habitus ** 1.3  # subcutaneous fat (mm): about 4 (thin) to 50 (obese)
+    fill = float(np.exp(u(np.log(25.0), np.log(700.0))))
+    anteverted = rng.random() < 0.7
+    version = u(10.0, 90.0) if anteverted else u(-60.0, -5.0)
     draw_metal = rng.random() < 0.10
     metal_sides = int(rng.integers(0, 3))  # 0 left, 1 right, 2 both
     draw_contrast = rng.random() < 0.5
@@ -184,8 +201,8 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
         fat_anterior_mm=fat * float(u(1.05, 1.2)),
         fat_lateral_mm=fat * float(u(0.9, 1.1)),
         fat_posterior_mm=fat * float(u(0.6, 0.9)),
-        lean_width_factor=float(u(0.95, 1.04) + 0.04 * habitus),
-        lean_depth_factor=float(u(0.95, 1.05)),
+        lean_width_factor=float(u(0.95, 1.03) + 0.12 * habitus),
+        lean_depth_factor=float(u(0.95, 1.04) + 0.07 * habitus),
         skin_mm=float(u(1.5, 2.5)),
         femoral_head_radius_mm=float(u(22.0, 26.0)),
         femoral_head_half_distance_mm=88.0 * scale * float(u(0.97, 1.03)),
@@ -193,20 +210,21 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
         aorta_radius_mm=float(u(7.5, 10.0)),
         bladder_volume_cc=fill,
         bladder_shift_x_mm=float(u(-6.0, 6.0)),
-        bladder_wall_mm=float(2.0 + 3.0 * (1.0 - (fill - 50.0) / 450.0)),
+        bladder_wall_mm=float(2.0 + 3.0 * (1.0 - (fill - 25.0) / 675.0)),
         uterus_length_mm=float(u(68.0, 95.0)),
         uterus_width_mm=float(u(48.0, 64.0)),
         uterus_depth_mm=float(u(34.0, 48.0)),
         uterus_version_deg=float(version),
-        uterus_lateral_deg=float(u(-12.0, 12.0)),
+        uterus_lateral_deg=float(u(-25.0, 25.0)),
+        uterus_shift_x_mm=float(u(-14.0, 14.0)),
         cervix_length_mm=float(u(28.0, 40.0)),
         cervix_radius_mm=float(u(14.0, 20.0)),
         cervix_y_mm=float(u(10.0, 20.0)) * scale,
-        rectum_radius_mm=float(u(14.0, 21.0)),
+        rectum_radius_mm=float(u(12.0, 27.0)),
         rectum_wall_mm=float(u(2.5, 4.0)),
-        rectal_gas_cc=0.0 if rng.random() < 0.35 else float(u(2.0, 35.0)),
+        rectal_gas_cc=0.0 if rng.random() < 0.3 else float(u(2.0, 80.0)),
         sigmoid_shift_mm=float(u(-8.0, 10.0)),
-        n_bowel_loops=int(rng.integers(40, 70)),
+        n_bowel_loops=int(rng.integers(55, 80) - 20 * habitus),
         oral_contrast=bool(rng.random() < 0.3),
         vessel_contrast=has_contrast,
         artery_hu=float(u(160.0, 250.0)),
@@ -220,6 +238,8 @@ def sample_anatomy(rng: np.random.Generator, *, metal: bool | None = None,
         node_hu=float(u(30.0, 48.0)),
         oral_contrast_hu=float(u(180.0, 300.0)),
         lymph_nodes=nodes,
+        trabecular_hu=float(u(130.0, 300.0)),
+        marrow_fat=float(u(0.0, 0.3)),
         noise_sd_hu=float(u(9.0, 15.0) + 10.0 * habitus),  # larger patients are noisier
         metal_left=has_metal and metal_sides in (0, 2),
         metal_right=has_metal and metal_sides in (1, 2),
@@ -258,10 +278,14 @@ class RenderedPhantom:
     structures
         Truth masks, bool ``[k, j, i]`` on the grid (a voxel belongs to a structure when its
         centre lies inside it): see ``STRUCTURE_NAMES``.
+    labels
+        The tissue label (``tissues.Tissue``) of every voxel, uint8 ``[k, j, i]``: what the CT
+        numbers and the masks were derived from.
     """
 
     hu: np.ndarray
     structures: dict[str, np.ndarray]
+    labels: np.ndarray
 
 
 def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
@@ -300,7 +324,7 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     paint_vessels(painter, canvas, lay)
     paint_viscera(painter, canvas, lay, params, up=-1.0 if position.endswith("S") else 1.0)
     field, extras = build_bones(canvas, lay, params)
-    paint_bones(painter, field, extras)
+    paint_bones(painter, field, extras, params)
     del field
     paint_prostheses(painter, canvas, lay, params)
     paint_nodes(painter, canvas, lay, params)
@@ -347,7 +371,7 @@ def render_phantom(grid: Grid, params: AnatomyParams, *, position: str,
     if params.noise_sd_hu > 0:
         hu += ct_noise(rng, canvas, spacing_kji, body, params.noise_sd_hu, params.habitus)
     np.clip(hu, -1024.0, 3071.0, out=hu)
-    return RenderedPhantom(hu=hu, structures=structures)
+    return RenderedPhantom(hu=hu, structures=structures, labels=labels)
 
 
 def _structures(labels: np.ndarray, body: np.ndarray, extras: dict, ctv: np.ndarray) -> dict[str, np.ndarray]:

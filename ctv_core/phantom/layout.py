@@ -51,6 +51,7 @@ class Layout:
     """Derived geometry of one anatomy (plain numbers and small arrays, anatomy frame, mm)."""
 
     s: float
+    width_factor: float       # left-right size of the muscular trunk relative to the average (habitus)
     head_x: float
     head_r: float
     body_z_table: np.ndarray = field(repr=False)
@@ -114,6 +115,7 @@ def build_layout(params) -> Layout:
     s = params.scale
     lay = Layout(
         s=s,
+        width_factor=params.lean_width_factor,
         head_x=params.femoral_head_half_distance_mm,
         head_r=params.femoral_head_radius_mm,
         body_z_table=PROFILE_Z * s,
@@ -175,7 +177,7 @@ def _pelvic_organs(lay: Layout, params) -> None:
     s = lay.s
     # Bladder: base fixed behind the symphysis at the bladder neck; filling grows it up and out.
     v = params.bladder_volume_cc * 1000.0
-    fill = np.clip((params.bladder_volume_cc - 50.0) / 450.0, 0.0, 1.0)
+    fill = np.clip((params.bladder_volume_cc - 25.0) / 675.0, 0.0, 1.0)
     ratios = np.array([1.0, 0.42 + 0.1 * fill, 0.55 + 0.5 * fill])  # LR : AP : SI
     k = (v / (4.0 / 3.0 * np.pi * np.prod(ratios))) ** (1.0 / 3.0)
     radii = ratios * k
@@ -189,7 +191,7 @@ def _pelvic_organs(lay: Layout, params) -> None:
     cervix_tilt = 25.0  # degrees from +z towards anterior
     axis = rotation_x(cervix_tilt).T @ np.array([0.0, 0.0, 1.0])
     axis = np.array([0.0, -abs(axis[1]), abs(axis[2])])
-    centre = np.array([0.0, params.cervix_y_mm, 18.0 * s])
+    centre = np.array([params.uterus_shift_x_mm, params.cervix_y_mm, 18.0 * s])
     # Keep the cervix behind the bladder base.
     bc, br = lay.bladder_centre, lay.bladder_radii
     for _ in range(40):
@@ -221,8 +223,9 @@ def _pelvic_organs(lay: Layout, params) -> None:
 
     # Vagina: from the fornices around the external os down behind the bladder base and urethra.
     os_ = centre - axis * cl / 2
-    lay.vagina_pts = np.array([os_ + [0, 2, 6], os_ + [0, 1, -4], [0, os_[1] - 12, -25 * s], [0, -6, -48 * s],
-                               [0, -16 * s, -75 * s]])
+    # The vaginal vault follows a deviated cervix; the lower vagina stays in the midline.
+    lay.vagina_pts = np.array([os_ + [0, 2, 6], os_ + [0, 1, -4], [0.4 * os_[0], os_[1] - 12, -25 * s],
+                               [0, -6, -48 * s], [0, -16 * s, -75 * s]])
     lay.vagina_mid_z = float(0.5 * (lay.vagina_pts[0, 2] + lay.vagina_pts[-1, 2]))
 
     # Rectum (anal canal to the rectosigmoid at S3) and the sigmoid looping up and to the left.

@@ -63,6 +63,9 @@ def paint_nodes(painter: Painter, canvas: Canvas, lay: Layout, params) -> None:
             painter.paint(win, ellipsoid(win.x, win.y, win.z, c, r) < 0, Tissue.NODE, only=FATS)
 
 
+#: How far (mm) small-bowel loops of a lean patient (habitus 0) fill the mesenteric fat around them.
+BOWEL_SWELL_MM = 7.0
+
 #: Contents of a small-bowel loop.
 FLUID, COLLAPSED, GAS, CONTRAST = 0, 1, 2, 3
 
@@ -76,7 +79,8 @@ def _bowel_region_ok(lay: Layout, p, r: float) -> bool:
     b = float(np.interp(z, lay.body_z_table, lay.lean_b))
     a = float(np.interp(z, lay.body_z_table, lay.lean_a))
     front = lay.back_y - 2.0 * b + 12.0 * s  # inside the anterior abdominal wall
-    half = min(a - 30.0 * s, 96.0 * s if z > 105 * s else 78.0 * s) - r
+    # The peritoneal cavity widens with the trunk (a heavier patient's muscular trunk is wider too).
+    half = min(a - 30.0 * s, (96.0 if z > 105 * s else 78.0) * s * lay.width_factor) - r
     if abs(x) > half:
         return False
     # In front of the spine and the great vessels (obstacles of their own), deeper laterally.
@@ -133,8 +137,9 @@ def bowel_loops(lay: Layout, params) -> list[tuple[np.ndarray, np.ndarray, int]]
     for _n in range(params.n_bowel_loops):
         kind = int(rng.choice(kinds, p=probs))
         r0 = (rng.uniform(5.5, 8.0) if kind == COLLAPSED else rng.uniform(9.0, 15.0)) * s
-        for _ in range(150):
-            p = np.array([rng.uniform(-90, 90) * s, rng.uniform(-70, 30) * s, rng.uniform(66, 220) * s])
+        wide = 90.0 * lay.width_factor
+        for _ in range(400):
+            p = np.array([rng.uniform(-wide, wide) * s, rng.uniform(-70, 30) * s, rng.uniform(66, 220) * s])
             if free(p, r0, 0):
                 break
         else:
@@ -146,7 +151,8 @@ def bowel_loops(lay: Layout, params) -> list[tuple[np.ndarray, np.ndarray, int]]
         d[2] *= 0.5
         d /= np.linalg.norm(d)
         for _ in range(int(rng.integers(8, 22))):
-            r = float(np.clip(radii[-1] * rng.uniform(0.9, 1.1), 0.75 * r0, 1.2 * r0))
+            # Calibre changes along a loop (peristalsis, contents), more than a hose's would.
+            r = float(np.clip(radii[-1] * rng.uniform(0.82, 1.2), 0.7 * r0, 1.3 * r0))
             step = 0.9 * (r + radii[-1])
             for _try in range(24):
                 nd = 0.6 * d + rng.normal(size=3) * 0.75
@@ -244,16 +250,24 @@ def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params, up: flo
     for pts, radii in _mesenteric_vessels(lay, loops, params):
         _tube_paint(painter, canvas, pts, radii, vessel_tissue, only=(Tissue.VISCERAL_FAT, Tissue.FAT), step=3.0)
     fold_k = _fold_waves(params.layout_seed + 17)
-    for pts, radii, kind in loops:
+    swell = np.float32(BOWEL_SWELL_MM * (1.0 - params.habitus))
+    for n, (pts, radii, kind) in enumerate(loops):
         p, r = catmull_rom(pts, radii, 3.0)
-        lo, hi = tube_bounds(p, r, 1.0)
+        # Loops are soft: their outline bulges and dents where contents and neighbours press
+        # (a displacement of about a fifth of the calibre), not a hose's round section.
+        lumpy = Wobble(params.layout_seed + 1000 + n, 0.2 * float(r.mean()), (14.0, 36.0), terms=5)
+        lo, hi = tube_bounds(p, r + lumpy.bound, 1.0)
         win = canvas.window(lo, hi)
         if win is None:
             continue
-        d, dy = tube(win, p, r, margin=1.0, want_dy=True)
+        d, dy = tube(win, p, r + lumpy.bound, margin=1.0, want_dy=True)
+        d += np.float32(lumpy.bound) + lumpy(win.x, win.y, win.z)
         inside = d < 0
         lumen = inside & (d < -wall)
         painter.paint(win, inside, Tissue.BOWEL_WALL)
+        # In a lean abdomen the loops fill the mesentery around them (collapsed bowel and
+        # bowel wall of soft-tissue density meeting its neighbours), leaving little fat.
+        painter.paint(win, (d >= 0) & (d < swell), Tissue.BOWEL_WALL, only=(Tissue.VISCERAL_FAT,))
         if kind == COLLAPSED:
             # Collapsed loop: mucosa and a thread of fluid, no open lumen.
             painter.paint(win, d < -0.7 * float(r.mean()), Tissue.BOWEL_FLUID)

@@ -26,9 +26,12 @@ from ..dicom.ct_writer import SeriesIdentity, write_ct_series
 from ..dicom.series import load_ct_series
 from ..errors import PhantomError
 from ..geometry import PATIENT_POSITION_IOP, Grid
+from ..structures.label_maps import write_tissue_labels
 from ..structures.mask_files import write_mask
 from ..structures.rtstruct import write_rtstruct
-from .anatomy import AnatomyParams, body_half_extent_mm, pelvis_extent_mm, render_phantom, sample_anatomy
+from .anatomy import PHANTOM_VERSION, AnatomyParams, body_half_extent_mm, pelvis_extent_mm, sample_anatomy
+from .appearance import THICK_MM, check_appearance, render_appearance
+from .tissues import tissue_legend
 
 SLICE_THICKNESSES_MM = (1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
 MATRICES = (256, 512)
@@ -55,6 +58,10 @@ class ScanSettings:
         Rotation of the slice plane about the patient's left-right axis, degrees.
     metal, contrast
         Hip prosthesis streaks, contrast-enhanced vessels; None = drawn from the seed.
+    appearance
+        ``"realistic"``, or a shift of the image unlike any realistic phantom (kernel, noise,
+        contrast, HU offset, thick slices, field of view: :mod:`ctv_core.phantom.appearance`);
+        ``thick_5mm`` scans 5 mm slices.
     """
 
     matrix: int = 512
@@ -65,6 +72,7 @@ class ScanSettings:
     oblique_deg: float = 0.0
     metal: bool | None = None
     contrast: bool | None = None
+    appearance: str = "realistic"
 
     def validate(self) -> None:
         if self.matrix not in MATRICES:
@@ -81,6 +89,12 @@ class ScanSettings:
             raise PhantomError(f"Pixel spacing must be 0.2 to 5 mm, not {self.pixel_spacing_mm}.")
         if not -45 <= self.oblique_deg <= 45:
             raise PhantomError(f"Oblique angle must be within +-45 degrees, not {self.oblique_deg}.")
+        try:
+            check_appearance(self.appearance)
+        except ValueError as exc:
+            raise PhantomError(f"--appearance: {exc}.") from exc
+        if self.appearance == "thick_5mm" and self.slice_thickness_mm not in (None, THICK_MM):
+            raise PhantomError(f"--appearance thick_5mm makes {THICK_MM:g} mm slices; leave out --slice-thickness.")
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,9 @@ class Phantom:
         Structure name -> NIfTI path (``OUT_DIR/masks/<name>.nii.gz``), on the CT grid.
     truth_rtstruct
         ``OUT_DIR/truth.dcm``: every structure as an RTSTRUCT on the CT.
+    tissue_labels
+        ``OUT_DIR/tissue_labels.nii.gz`` (uint8 tissue label per CT voxel) with its legend
+        ``tissue_labels.json`` beside it (:mod:`ctv_core.structures.label_maps`).
     grid
         The CT grid (LPS).
     anatomy
@@ -104,6 +121,7 @@ class Phantom:
     ct_dir: Path
     masks: dict[str, Path]
     truth_rtstruct: Path
+    tissue_labels: Path
     grid: Grid
     anatomy: AnatomyParams
 
@@ -126,6 +144,8 @@ def plan_scan(seed: int, settings: ScanSettings) -> tuple[Grid, AnatomyParams, t
     else:
         pixel_spacing = tuple(float(s) for s in settings.pixel_spacing_mm)
     thickness = settings.slice_thickness_mm or float(rng.choice(SLICE_THICKNESSES_MM))
+    if settings.appearance == "thick_5mm":
+        thickness = THICK_MM  # drawn all the same, so the anatomy and the couch are the realistic phantom's
     z_lo, z_hi = pelvis_extent_mm()
     n_slices = settings.slices or int(math.ceil((z_hi - z_lo) / thickness)) + 1
 
@@ -157,8 +177,9 @@ def make_phantom(
     """Render a synthetic pelvic CT for ``seed`` and write it to ``out_dir``.
 
     Writes ``OUT_DIR/ct/*.dcm`` (one CT Image Storage series), ``OUT_DIR/truth.dcm`` (an
-    RTSTRUCT of every structure, referencing that CT) and ``OUT_DIR/masks/<ROI>.nii.gz`` (uint8
-    masks on the CT grid). The folder is assembled under a temporary name and renamed,
+    RTSTRUCT of every structure, referencing that CT), ``OUT_DIR/masks/<ROI>.nii.gz`` (uint8
+    masks on the CT grid) and ``OUT_DIR/tissue_labels.nii.gz`` with ``tissue_labels.json`` (the
+    tissue label map the CT was rendered from, for appearance-randomised training). The folder is assembled under a temporary name and renamed,
     so an interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty.
     """
     settings = settings or ScanSettings()
@@ -166,7 +187,8 @@ def make_phantom(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PhantomError(f"'{out_dir}' exists and is not empty; choose a new folder for the phantom.")
     grid, anatomy, offset, rng = plan_scan(seed, settings)
-    rendered = render_phantom(grid, anatomy, position=settings.position, anatomy_offset_mm=offset, rng=rng)
+    rendered = render_appearance(grid, anatomy, settings.appearance, position=settings.position,
+                                 anatomy_offset_mm=offset, rng=rng)
 
     with atomic_folder(out_dir) as staging:
         identity = SeriesIdentity(
@@ -180,9 +202,12 @@ def make_phantom(
         truth = {name: grid.image(mask.astype(np.uint8)) for name, mask in rendered.structures.items()}
         for name, mask in truth.items():
             write_mask(mask, staging / "masks" / f"{name}.nii.gz")
+        source = f"ctv_core {__version__} phantom {PHANTOM_VERSION}"
+        labels_path, _ = write_tissue_labels(grid.image(rendered.labels), tissue_legend(source), staging)
         ct = load_ct_series(staging / "ct")
-        write_rtstruct(ct, truth, staging / "truth.dcm", algorithm=f"ctv_core phantom {__version__} (truth)",
-                       label="TRUTH", series_description=f"Phantom truth structures, seed {seed}")
+        write_rtstruct(ct, truth, staging / "truth.dcm", algorithm=f"{source} (truth)",
+                       label="TRUTH", series_description=f"Phantom truth structures, seed {seed}"
+                       + ("" if settings.appearance == "realistic" else f", appearance {settings.appearance}"))
     masks = {name: out_dir / "masks" / f"{name}.nii.gz" for name in rendered.structures}
-    return Phantom(ct_dir=out_dir / "ct", masks=masks, truth_rtstruct=out_dir / "truth.dcm", grid=grid,
-                   anatomy=anatomy)
+    return Phantom(ct_dir=out_dir / "ct", masks=masks, truth_rtstruct=out_dir / "truth.dcm",
+                   tissue_labels=out_dir / labels_path.name, grid=grid, anatomy=anatomy)

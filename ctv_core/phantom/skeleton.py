@@ -7,11 +7,11 @@ thickness per bone, then split into cortical shell and trabecular (or fatty-marr
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, ndtri
 
-from .body import Painter, _tube_paint
+from .body import CHUNK_SLICES, Painter, _tube_paint
 from .layout import Layout
-from .shapes import FAR, Canvas, Window, catmull_rom, ellipsoid, superellipse, tube, tube_bounds
+from .shapes import FAR, Canvas, Window, Wobble, catmull_rom, ellipsoid, superellipse, tube, tube_bounds
 from .tissues import Tissue
 
 
@@ -236,16 +236,39 @@ def build_bones(canvas: Canvas, lay: Layout, params) -> tuple[BoneField, dict]:
     return field, extras
 
 
-def paint_bones(painter: Painter, field: BoneField, extras: dict) -> None:
-    """Write cortical, trabecular and marrow labels, discs, canal and joint spaces."""
+#: Depth (mm) under the cortex of the denser cancellous rim (subchondral and endosteal bone).
+DENSE_RIM_MM = 3.0
+
+
+def paint_bones(painter: Painter, field: BoneField, extras: dict, params) -> None:
+    """Write cortical, trabecular and marrow labels, discs, canal and joint spaces.
+
+    Cancellous bone is not uniform: a rim ``DENSE_RIM_MM`` deep under the cortex is denser, and
+    islands of fatty marrow (a smooth random field of the anatomy frame, so the same on every
+    grid) take ``params.marrow_fat`` of the rest.
+    """
     lab = painter.labels
-    inside = field.d < 0
-    lab[extras["joint"] & ~inside] = Tissue.SOFT
-    lab[inside] = Tissue.TRABECULAR
-    lab[inside & (field.d > -field.t)] = Tissue.CORTICAL
-    lab[inside & extras["marrow"] & (field.d <= -field.t)] = Tissue.MARROW
-    lab[extras["disc"] & ~inside] = Tissue.DISC
-    lab[extras["canal"]] = Tissue.CANAL
+    canvas = painter.canvas
+    islands = Wobble(params.layout_seed + 23, 1.0, (12.0, 40.0), terms=6)
+    # The field is about N(0, 1) over the volume: its upper (marrow_fat) quantile marks the islands.
+    level = np.float32(ndtri(1.0 - params.marrow_fat)) if params.marrow_fat > 0 else np.float32(np.inf)
+    for k0 in range(0, canvas.shape[0], CHUNK_SLICES):
+        win = canvas.slab(k0, min(k0 + CHUNK_SLICES, canvas.shape[0]))
+        d, t = field.d[win.sl], field.t[win.sl]
+        view = lab[win.sl]
+        inside = d < 0
+        view[extras["joint"][win.sl] & ~inside] = Tissue.SOFT
+        cancellous = inside & (d <= -t)
+        view[cancellous] = Tissue.TRABECULAR
+        if np.isfinite(level) and cancellous.any():
+            fatty = np.zeros_like(cancellous)
+            fatty[cancellous] = islands(win.x[cancellous], win.y[cancellous], win.z[cancellous]) > level
+            view[fatty] = Tissue.MARROW
+        view[cancellous & (d > -t - np.float32(DENSE_RIM_MM))] = Tissue.TRABECULAR_DENSE
+        view[inside & (d > -t)] = Tissue.CORTICAL
+        view[cancellous & extras["marrow"][win.sl]] = Tissue.MARROW
+        view[extras["disc"][win.sl] & ~inside] = Tissue.DISC
+        view[extras["canal"][win.sl]] = Tissue.CANAL
 
 
 def paint_prostheses(painter: Painter, canvas: Canvas, lay: Layout, params) -> list[np.ndarray]:

@@ -11,6 +11,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from ..structures.label_maps import TissueLegend, legend_from_names
+
 
 class Tissue(IntEnum):
     """Tissue label values (uint8)."""
@@ -50,11 +52,12 @@ class Tissue(IntEnum):
     VAGINA = 32
     MESORECTAL_FAT = 33
     VISCERAL_FAT = 34   # mesenteric fat between bowel loops
+    TRABECULAR_DENSE = 35  # denser cancellous bone under the cortex (subchondral, cortical rims)
 
 
 N_TISSUES = max(int(t) for t in Tissue) + 1
 
-BONE = (Tissue.CORTICAL, Tissue.TRABECULAR, Tissue.MARROW, Tissue.METAL)
+BONE = (Tissue.CORTICAL, Tissue.TRABECULAR, Tissue.TRABECULAR_DENSE, Tissue.MARROW, Tissue.METAL)
 BLADDER = (Tissue.BLADDER_WALL, Tissue.URINE)
 RECTUM = (Tissue.RECTUM_WALL, Tissue.RECTUM_CONTENT, Tissue.RECTUM_GAS)
 BOWEL = (Tissue.BOWEL_WALL, Tissue.BOWEL_FLUID, Tissue.BOWEL_GAS, Tissue.BOWEL_CONTRAST, Tissue.BOWEL_FECES)
@@ -63,6 +66,30 @@ ILIAC_VESSELS = (Tissue.ILIAC_ARTERY, Tissue.ILIAC_VEIN)
 OUTSIDE = (Tissue.AIR, Tissue.MATTRESS, Tissue.COUCH_SHELL, Tissue.COUCH_CORE)
 #: Tissues a CTV may never contain (besides outside-body labels).
 CTV_EXCLUDED = BONE + BLADDER + RECTUM + BOWEL + (Tissue.MUSCLE, Tissue.DISC, Tissue.CANAL, Tissue.SKIN) + OUTSIDE
+
+
+#: The tissue class (:data:`ctv_core.structures.label_maps.TISSUE_CLASSES`) of every label: what
+#: an appearance-randomising synthesiser draws one CT number for.
+TISSUE_CLASS = {
+    Tissue.AIR: "air", Tissue.RECTUM_GAS: "air", Tissue.BOWEL_GAS: "air",
+    Tissue.MATTRESS: "foam", Tissue.COUCH_CORE: "foam", Tissue.COUCH_SHELL: "couch_shell",
+    Tissue.FAT: "fat", Tissue.MESORECTAL_FAT: "fat", Tissue.VISCERAL_FAT: "fat",
+    Tissue.MUSCLE: "muscle",
+    Tissue.SKIN: "soft_tissue", Tissue.SOFT: "soft_tissue", Tissue.DISC: "soft_tissue", Tissue.NODE: "soft_tissue",
+    Tissue.BLADDER_WALL: "soft_tissue", Tissue.RECTUM_WALL: "soft_tissue", Tissue.BOWEL_WALL: "soft_tissue",
+    Tissue.VAGINA: "soft_tissue",
+    Tissue.UTERUS: "uterus", Tissue.ENDOMETRIUM: "uterus", Tissue.CERVIX: "cervix", Tissue.URINE: "urine",
+    Tissue.ARTERY: "artery", Tissue.ILIAC_ARTERY: "artery", Tissue.VEIN: "vein", Tissue.ILIAC_VEIN: "vein",
+    Tissue.RECTUM_CONTENT: "bowel_content", Tissue.BOWEL_FLUID: "bowel_content", Tissue.BOWEL_FECES: "bowel_content",
+    Tissue.BOWEL_CONTRAST: "oral_contrast",
+    Tissue.CORTICAL: "cortical_bone", Tissue.TRABECULAR: "trabecular_bone", Tissue.TRABECULAR_DENSE: "trabecular_bone",
+    Tissue.MARROW: "marrow", Tissue.CANAL: "csf", Tissue.METAL: "metal",
+}
+
+
+def tissue_legend(source: str) -> TissueLegend:
+    """The legend of the phantom's label maps: every label with its name and tissue class."""
+    return legend_from_names([(int(t), t.name, TISSUE_CLASS[t]) for t in Tissue], source)
 
 
 def lookup(tissues) -> np.ndarray:
@@ -110,7 +137,8 @@ def hu_tables(params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     put(Tissue.MUSCLE, params.muscle_hu, 3.0, 4.0)
     put(Tissue.SOFT, 38.0, 3.0, 3.0)
     put(Tissue.CORTICAL, 950.0, 60.0, 60.0)
-    put(Tissue.TRABECULAR, 240.0, 45.0, 35.0)
+    put(Tissue.TRABECULAR, params.trabecular_hu, 45.0, 40.0)
+    put(Tissue.TRABECULAR_DENSE, params.trabecular_hu + 170.0, 50.0, 40.0)
     put(Tissue.MARROW, 10.0, 10.0, 15.0)
     put(Tissue.DISC, 85.0, 5.0, 5.0)
     put(Tissue.CANAL, 15.0, 3.0, 3.0)

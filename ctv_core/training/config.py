@@ -1,7 +1,7 @@
 """How a network is trained: a frozen configuration, written once to ``RUN_DIR/config.json``.
 
-``TrainingConfig`` groups small dataclasses (data, sampling, augmentation, optimisation,
-schedule) with the network's architecture (:class:`~ctv_core.model.network_config.NetworkConfig`)
+``TrainingConfig`` groups small dataclasses (data, sampling, augmentation, appearance
+synthesis, optimisation, schedule) with the network's architecture (:class:`~ctv_core.model.network_config.NetworkConfig`)
 and the model settings (:class:`~ctv_core.model.settings.ModelSettings`). The preprocessing
 used for training *is* the package's preprocessing: ``settings`` is copied unchanged into the
 exported model package, so training and prediction cannot drift apart.
@@ -22,6 +22,7 @@ from ..errors import TrainingError
 from ..model.settings import ModelSettings
 from ..strict_config import from_plain, is_int, is_number, strict_kwargs
 from ..model.network_config import NetworkConfig
+from .synthesis_config import SynthesisConfig
 
 
 CACHE_CHOICES = ("disk", "memory")
@@ -203,6 +204,9 @@ class OptimisationConfig:
         0.5 to every earlier pass and 1 to the last.
     dice_smooth
         Added to the numerator and denominator of the soft Dice (patches without target).
+    initial_weights
+        A model package (folder) whose weights start the run instead of a seeded random
+        initialisation (fine-tuning; its network must be the run's). None: random.
     """
 
     learning_rate: float = 1e-4
@@ -213,6 +217,7 @@ class OptimisationConfig:
     dice_weight: float = 1.0
     pass_weights: tuple[float, ...] | None = None
     dice_smooth: float = 1.0
+    initial_weights: str | None = None
 
     def __post_init__(self) -> None:
         if not is_number(self.learning_rate) or not 0 < self.learning_rate < 1:
@@ -228,6 +233,10 @@ class OptimisationConfig:
             raise ValueError("optimisation.bce_weight and dice_weight cannot both be 0")
         if not is_int(self.steps) or self.steps < 1:
             raise ValueError(f"optimisation.steps must be an integer >= 1, not {self.steps!r}")
+        if self.initial_weights is not None and (not isinstance(self.initial_weights, str) or
+                                                 not self.initial_weights):
+            raise ValueError(f"optimisation.initial_weights must be a model package folder, not "
+                             f"{self.initial_weights!r}")
         if self.pass_weights is not None:
             if (not all(is_number(w) and w >= 0 for w in self.pass_weights) or not self.pass_weights
                     or self.pass_weights[-1] <= 0):
@@ -279,7 +288,7 @@ class ScheduleConfig:
 
 #: The plain sections of a training configuration, by key.
 _SECTIONS = {"data": DataConfig, "sampling": SamplingConfig, "augmentation": AugmentationConfig,
-             "optimisation": OptimisationConfig, "schedule": ScheduleConfig}
+             "synthesis": SynthesisConfig, "optimisation": OptimisationConfig, "schedule": ScheduleConfig}
 
 #: Settings that may change when a run is resumed (everything else must match config.json).
 RESUMABLE_CHANGES = ("optimisation.steps", "schedule", "data.num_workers", "data.cache")
@@ -292,6 +301,7 @@ class TrainingConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     optimisation: OptimisationConfig = field(default_factory=OptimisationConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -348,6 +358,11 @@ class TrainingConfig:
         except ValueError as exc:
             raise TrainingError(f"Invalid --folds/--fold: {exc}.") from exc
         return replace(self, data=data)
+
+
+    def with_initial_weights(self, package: str | Path) -> TrainingConfig:
+        """A copy starting from the weights of the model package ``package`` (stored as an absolute path)."""
+        return replace(self, optimisation=replace(self.optimisation, initial_weights=str(Path(package).resolve())))
 
 
 def load_training_config(path: str | Path) -> TrainingConfig:

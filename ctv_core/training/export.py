@@ -117,6 +117,8 @@ def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best
         "checkpoint": checkpoint,
         "config": config.to_dict(),
     }
+    if "initial_weights" in split:
+        training["initial_weights"] = split["initial_weights"]
     name = name or f"ctv-unet3d-{run_dir.resolve().name}-fold{fold}"
     description = description or (
         f"Recurrent residual-SE 3D U-Net ({config.network.passes} passes, widths "

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import TrainingError
+from ..errors import ModelPackageError, TrainingError
+from ..model.package import load_model_package
 from ..model.runtime import autocast_context, use_channels_last
 from ..model.unet3d import UNet3D
 from .cases import CaseStore
@@ -157,6 +158,8 @@ def _trainables(config: TrainingConfig, procs: Processes, checkpoint: dict[str, 
     network: nn.Module = UNet3D(config.network)
     if checkpoint is not None:
         restore_modules(checkpoint, {NETWORK: network})
+    elif config.optimisation.initial_weights is not None:
+        _load_initial_weights(network, config)
     if procs.world > 1 and config.sampling.sync_batch_norm:
         network = global_batch_norm(network, dev)  # before the optimiser: the swap may make new parameters
     network.to(dev)
@@ -175,6 +178,27 @@ def _trainables(config: TrainingConfig, procs: Processes, checkpoint: dict[str, 
     if procs.world > 1:
         forward = nn.parallel.DistributedDataParallel(network, device_ids=[dev.index] if dev.type == "cuda" else None)
     return Trainables({NETWORK: network}, optimizers, scaler, forward)
+
+
+def _initial_package(config: TrainingConfig):
+    """The model package of ``optimisation.initial_weights`` (checked), whose network must be the run's."""
+    where = config.optimisation.initial_weights
+    try:
+        package = load_model_package(where)
+    except ModelPackageError as exc:
+        raise TrainingError(f"optimisation.initial_weights: {exc}") from exc
+    if package.manifest["architecture"] != "unet3d" or package.network_config != config.network:
+        raise TrainingError(f"optimisation.initial_weights: the network of '{where}' "
+                            f"({package.manifest['network']}) is not the run's ({config.network.to_dict()}); give "
+                            "the package's network settings or another package.")
+    return package
+
+
+def _load_initial_weights(network: nn.Module, config: TrainingConfig) -> None:
+    """Start from the weights of ``optimisation.initial_weights`` instead of a random initialisation."""
+    package = _initial_package(config)
+    network.load_state_dict(package.build_network().state_dict())
+    logger.info("starting from the weights of %s (%s)", package.model_id, package.sha256[:12])
 
 
 def _resume_state(run: RunFolder, config: TrainingConfig) -> tuple[TrainingState, dict[str, Any] | None]:
@@ -196,12 +220,13 @@ def _loader(data_path: Path, run: RunFolder, config: TrainingConfig, split: dict
     """The case store (prepared once when cached on disk) and the loader of this process's batches."""
     steps = config.optimisation.steps
     store = CaseStore(data_path, config.settings.preprocessing, config.network.divisor, config.data.roi,
-                      cache_dir=run.cache if config.data.cache == "disk" else None)
+                      cache_dir=run.cache if config.data.cache == "disk" else None, tissues=config.synthesis.enabled)
     if config.data.cache == "disk" and start_step < steps:
         if procs.main:  # prepare once; the other ranks and the workers read the npz files
             store.prepare_all(split["train"] + split["validation"])
         procs.barrier()
-    dataset = PatchDataset(store, split["train"], config.sampling, config.augmentation, config.data.seed)
+    dataset = PatchDataset(store, split["train"], config.sampling, config.augmentation, config.data.seed,
+                           config.synthesis)
     batches = StepBatchSampler(start_step, steps, config.sampling.batch_size, procs.rank, procs.world)
     store.close()  # no HDF5 handle may be inherited by worker processes
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=config.data.num_workers,
@@ -214,6 +239,10 @@ def _train(data_path: Path, run: RunFolder, config: TrainingConfig, progress: Tr
     dev = procs.device
     run.check_config(config)
     split = run.resolve_split(data_path, config)
+    if config.optimisation.initial_weights is not None and "initial_weights" not in split:
+        package = _initial_package(config)  # recorded with the split, so the exported package names its start
+        split["initial_weights"] = {"path": str(Path(config.optimisation.initial_weights).resolve()),
+                                    "model_id": package.model_id, "fingerprint": package.sha256}
     procs.barrier()  # every rank has read the run folder before rank 0 writes to it
     if procs.main:
         run.start(config, split)

@@ -2,7 +2,9 @@
 
 The patch of global sample index ``g`` is a pure function of ``(seed, g)`` (its own
 ``numpy.random.Generator``): which training case, whether it is centred on a random target
-voxel (probability ``foreground_probability``) or on a random voxel, and its augmentation.
+voxel (probability ``foreground_probability``) or on a random voxel, whether its image is
+synthesised from the case's tissue fractions (probability ``synthesis.probability``,
+:mod:`.synthesis`) and how, and its augmentation (the method's, on either image).
 Step ``s`` of a run with global batch ``B`` uses samples ``s * B .. s * B + B - 1``; process
 ``r`` of ``W`` takes the ``r``-th share. Resuming at step ``s`` therefore draws exactly what a
 straight run would, whatever the number of workers or processes.
@@ -26,6 +28,8 @@ from ..inference.preprocessing import crop
 from .augmentation import IMAGE_FILL, build_augmentation, region_margin
 from .cases import CaseStore
 from .config import AugmentationConfig, SamplingConfig
+from .synthesis import build_synthesis
+from .synthesis_config import SynthesisConfig
 
 
 class Patch(NamedTuple):
@@ -61,11 +65,11 @@ class PatchDataset(Dataset):
     """Training patches indexed by global sample index (see the module docstring).
 
     ``dataset[g]`` returns a :class:`Patch` of ``sampling.patch_zyx``. Usable with DataLoader
-    worker processes.
+    worker processes. With ``synthesis`` enabled the store must prepare tissue fractions.
     """
 
     def __init__(self, store: CaseStore, case_ids: Sequence[str], sampling: SamplingConfig,
-                 augmentation: AugmentationConfig, seed: int) -> None:
+                 augmentation: AugmentationConfig, seed: int, synthesis: SynthesisConfig | None = None) -> None:
         if not case_ids:
             raise TrainingError("No training cases: the split left none; use more patients or fewer folds.")
         self.store = store
@@ -76,13 +80,20 @@ class PatchDataset(Dataset):
         self.margin = region_margin(self.patch, augmentation)
         self.region = tuple(p + 2 * m for p, m in zip(self.patch, self.margin))
         self.transform = build_augmentation(self.patch, augmentation)
+        self.synthesis_probability = 0.0 if synthesis is None else synthesis.probability
+        self.synthesis = None
+        if self.synthesis_probability > 0:
+            if not store.tissues:
+                raise TrainingError("Synthesis needs a case store that prepares tissue fractions (tissues=True).")
+            self.synthesis = build_synthesis(store.tissue_classes, synthesis, store.preprocessing.spacing_mm,
+                                             store.preprocessing.hu_window)
 
     def __len__(self) -> int:  # samples are indexed without end; the batch sampler decides how many
         return 2 ** 62
 
     def sample_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """``(image, mask, case_id)`` numpy arrays ``[z, y, x]`` of global sample ``index``."""
-        choose, augment = sample_seed(self.seed, index).spawn(2)
+        choose, augment, appearance = sample_seed(self.seed, index).spawn(3)
         rng = np.random.default_rng(choose)
         case_id = self.case_ids[int(rng.integers(len(self.case_ids)))]
         case = self.store.get(case_id)
@@ -91,8 +102,14 @@ class PatchDataset(Dataset):
             centre = np.unravel_index(int(foreground[rng.integers(foreground.size)]), case.mask.shape)
         else:
             centre = tuple(int(rng.integers(n)) for n in case.mask.shape)
-        image = crop_region(case.image, centre, self.region, IMAGE_FILL)
         mask = crop_region(case.mask, centre, self.region, 0)
+        decide, synthesise = appearance.spawn(2)
+        if self.synthesis is not None and np.random.default_rng(decide).random() < self.synthesis_probability:
+            lo = np.asarray(centre) - np.asarray(self.region) // 2
+            tissues = crop(case.tissues, (0, *lo), (case.tissues.shape[0], *(lo + self.region)), 0)
+            image, _ = self.synthesis.set_random_state(synthesise)(tissues, mask)
+        else:
+            image = crop_region(case.image, centre, self.region, IMAGE_FILL)
         image, mask = self.transform.set_random_state(augment)(image, mask)
         return image, mask, case_id
 

@@ -74,6 +74,11 @@ class RunFolder:
             raise TrainingError(f"'{self.path}' has a checkpoint but no config.json; it is not a complete run "
                                 "folder. Use a new RUN_DIR.")
         old = read_json(self.config_file)
+        try:  # the saved settings as this version reads them (sections added since then take their defaults)
+            old = TrainingConfig.from_dict(old).to_dict()
+        except TrainingError as exc:
+            raise TrainingError(f"'{self.config_file}' cannot be read as a training configuration ({exc}); resume "
+                                "it with the ctv_core that started it, or train in a new RUN_DIR.") from exc
         changed = [d for d in config_differences(old, config.to_dict())
                    if not any(d == p or d.startswith(p + ".") for p in RESUMABLE_CHANGES)]
         if changed:
