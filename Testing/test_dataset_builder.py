@@ -437,3 +437,32 @@ def test_cli_glue(archive, tmp_path, capsys):
     args = parser.parse_args(["dataset", "info", str(out)])
     assert args.func(args) == 0
     assert "target volume (cc): mean" in capsys.readouterr().out
+
+
+def test_tissue_label_maps_are_stored_with_their_legend_or_the_case_is_skipped(tmp_path):
+    """--tissue-labels: each case's map (beside its RTSTRUCT, as ctv phantom writes it) is stored with one
+    legend for the file; a structure set without a map, or with a map of another CT's grid, is skipped."""
+    root = tmp_path / "archive"
+    kept = make_phantom(root / "kept", seed=11, settings=SMALL)
+    other = make_phantom(root / "other_grid", seed=12, settings=SMALL)
+    missing = make_phantom(root / "missing", seed=13, settings=SMALL)
+    missing.tissue_labels.unlink()
+    for name in ("tissue_labels.nii.gz", "tissue_labels.json"):  # the map of another CT (other pixel spacing)
+        shutil.copy(kept.tissue_labels.parent / name, other.tissue_labels.parent / name)
+    summary = build_dataset(root, tmp_path / "labels.h5", tissue_labels=True)
+    assert [c.source for c in summary.cases] == [kept.truth_rtstruct]
+    reasons = {s.source.parent.name: (s.category, s.reason) for s in summary.skipped}
+    assert reasons["missing"][0] == "no tissue labels" and "--tissue-labels" in reasons["missing"][1]
+    assert reasons["other_grid"][0] == "tissue labels unusable" and "not on the CT's grid" in reasons["other_grid"][1]
+    with CTVDataset(tmp_path / "labels.h5") as data:
+        case = data.case_ids[0]
+        expected = sitk.GetArrayFromImage(sitk.ReadImage(str(kept.tissue_labels)))
+        np.testing.assert_array_equal(data.read_tissue_labels(case), expected)
+        legend = data.tissue_legend
+        assert "fat" in legend.classes and legend.labels[0].name == "AIR" and data.info()["tissue_labels"]
+    plain = build_dataset(root, tmp_path / "plain.h5")  # without the option: every case, no maps
+    assert len(plain.cases) == 3
+    with CTVDataset(tmp_path / "plain.h5") as data:
+        assert data.tissue_legend is None and not data.info()["tissue_labels"]
+        with pytest.raises(DatasetError, match="no tissue label map.*--tissue-labels"):
+            data.read_tissue_labels(data.case_ids[0])

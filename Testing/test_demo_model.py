@@ -36,6 +36,8 @@ def test_bundled_package_is_small_checked_and_says_what_it_is():
     assert metrics["validation_dice"] == pytest.approx(np.mean(list(per_case.values())), abs=1e-12)
     assert metrics["validation_dice"] >= 0.85 and min(per_case.values()) >= 0.80
     assert metrics["best_validation_dice"] == metrics["validation_dice"]
+    # trained with appearance randomisation on phantoms with tissue label maps
+    assert training["config"]["synthesis"]["probability"] > 0 and training["data"]["info"]["tissue_labels"]
 
 
 def test_demo_model_delineates_unseen_phantoms(tmp_path):
@@ -53,6 +55,7 @@ def test_demo_model_delineates_unseen_phantoms(tmp_path):
         assert (predicted & bones).sum() / predicted.sum() < 0.02, seed
         assert 300 < result.volume_cc < 2000, seed
         assert np.isfinite(result.seconds["network"])
+        assert result.warnings == [], (seed, result.warnings)  # a good CTV raises no volume or anatomy warning
     assert np.mean(scores) >= 0.85 and min(scores) >= 0.80, scores
 
 

@@ -17,6 +17,7 @@ from ctv_core import load_ct_series
 from ctv_core.errors import PhantomError
 from ctv_core.geometry import Grid
 from ctv_core.phantom import ScanSettings, make_phantom
+from ctv_core.structures.label_maps import read_tissue_labels
 
 SMALL = dict(matrix=256, slices=14, slice_thickness_mm=5.0)
 
@@ -73,6 +74,18 @@ def test_masks_are_on_the_ct_grid_and_agree_with_the_hu(tmp_path):
     x, _, _ = ct.grid.axis_coordinates()
     if masks["Femur_Head_L"].any() and masks["Femur_Head_R"].any():
         assert x[masks["Femur_Head_L"]].mean() > x[masks["Femur_Head_R"]].mean() + 50
+    # the tissue label map the CT was drawn from: on the CT grid, named by its legend, and the masks follow it
+    labels, legend = read_tissue_labels(phantom.tissue_labels, ct.grid)
+    names = {t.value: t.name for t in legend.labels}
+    of_class = legend.class_table()[labels]
+    classes = legend.classes
+    bone = np.isin(of_class, [classes.index(c) for c in ("cortical_bone", "trabecular_bone", "marrow", "metal")])
+    np.testing.assert_array_equal(bone, masks["Bones"])
+    np.testing.assert_array_equal(np.isin(labels, [v for v, n in names.items() if n in ("URINE", "BLADDER_WALL")]),
+                                  masks["Bladder"])
+    medians = {c: np.median(hu[of_class == classes.index(c)]) for c in ("fat", "muscle", "cortical_bone")}
+    assert medians["fat"] < -50 < 20 < medians["muscle"] < 100 < 500 < medians["cortical_bone"]
+    assert "phantom 2" in legend.source
 
 
 def test_phantom_is_deterministic_for_a_seed(tmp_path):

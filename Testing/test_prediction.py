@@ -19,6 +19,7 @@ from ctv_core.model.settings import InferenceConfig, ModelSettings, Postprocessi
 from ctv_core.model.package import model_fingerprint, load_model_package, save_model_package
 from ctv_core.model.network_config import NetworkConfig
 from ctv_core.phantom import ScanSettings, make_phantom
+from ctv_core.inference.plausibility import anatomy_check
 from ctv_core.inference.predictor import CTVPredictor, volume_warnings
 from ctv_core.inference.predict_job import run_predict_job
 from ctv_core.inference.preprocessing import prepare_input, probability_to_mask
@@ -262,6 +263,7 @@ def test_ctv_predict_end_to_end_matches_plastimatch(phantoms, tmp_path):
     assert report["ctv"]["volume_cc"] == pytest.approx(expected.sum() * np.prod(ct.grid.spacing) / 1000, rel=1e-3)
     assert {"load", "preprocessing", "network", "inverse", "postprocessing", "writing", "total"} <= set(report["seconds"])
     assert report["seconds"]["total"] >= report["seconds"]["network"]
+    assert set(report["ctv"]["anatomy"]) >= {"parts", "far_from_bone_fraction", "left_cc", "right_cc"}
     assert report["device"] == "cpu"
     rs = pydicom.dcmread(out / "rtstruct.dcm")
     assert rs.StructureSetROISequence[0].ROIGenerationDescription == "qa-bone 1"
@@ -374,3 +376,40 @@ def test_volume_warnings_flag_empty_and_unusual_ctvs():
     bundled = load_model_package(None)
     target = bundled.manifest["training"]["data"]["info"]["roi_volumes_cc"]["target"]
     assert bundled.training_volumes_cc == (target["min"], target["max"])
+
+
+@pytest.fixture(scope="module")
+def pelvis():
+    """A whole phantom pelvis at 5 mm, in memory: (CT image, truth CTV [k, j, i], grid)."""
+    from ctv_core.phantom.anatomy import render_phantom
+    from ctv_core.phantom.scan import plan_scan
+
+    grid, params, offset, rng = plan_scan(606, ScanSettings(matrix=256, slice_thickness_mm=5.0, metal=False))
+    rendered = render_phantom(grid, params, position="HFS", anatomy_offset_mm=offset, rng=rng)
+    return grid.image(rendered.hu), rendered.structures["CTV"].astype(np.uint8), grid
+
+
+def test_anatomy_check_passes_a_true_ctv_and_flags_what_no_ctv_looks_like(pelvis):
+    ct, ctv, grid = pelvis
+    truth = anatomy_check(ct, ctv)
+    assert truth.warnings == [] and truth.parts <= 2 and truth.largest_part_fraction > 0.9
+    assert truth.far_from_bone_fraction < 0.02 and truth.bone_cc > 500
+    assert min(truth.left_cc, truth.right_cc) > 0.5 * max(truth.left_cc, truth.right_cc) > 50
+    assert set(truth.to_dict()) == {"parts", "largest_part_fraction", "bone_cc", "far_from_bone_fraction", "left_cc",
+                                    "right_cc"}
+    x, y, z = grid.axis_coordinates()
+    midline = x[ctv == 1].mean()
+    right_only = anatomy_check(ct, (ctv & (x < midline)).astype(np.uint8))  # +x is the patient's left
+    assert len(right_only.warnings) == 1 and "mainly the patient's right side" in right_only.warnings[0]
+    assert "Review the left side" in right_only.warnings[0] and right_only.left_cc < 5
+    forward = anatomy_check(ct, np.roll(ctv, -int(round(100 / grid.spacing[1])), axis=1))  # 100 mm anterior
+    assert forward.far_from_bone_fraction > 0.1 and any("from the pelvic bones" in w for w in forward.warnings)
+    pieces = ctv.copy()
+    centre = int(np.mean(np.nonzero(ctv.any(axis=(1, 2)))))
+    pieces[centre - 3:centre + 3] = 0  # cut through: uterus and nodes above, cervix and nodes below
+    pieces[:, :, int(np.nonzero(pieces.any(axis=(0, 1)))[0].mean())] = 0
+    split = anatomy_check(ct, pieces)
+    assert split.parts >= 3 and any("separate parts" in w for w in split.warnings)
+    boneless = sitk.Minimum(ct, 60.0)  # every bone replaced by soft tissue
+    assert any("No pelvic bones" in w for w in anatomy_check(boneless, ctv).warnings)
+    assert anatomy_check(ct, np.zeros_like(ctv)).warnings == []  # an empty CTV: volume_warnings says it

@@ -272,6 +272,27 @@ def test_resume_with_synthesis_is_bitwise_identical_and_needs_label_maps(dataset
         train(without, tmp_path / "refused", config(steps=1), device="cpu")
 
 
+def test_fine_tuning_starts_from_a_packages_weights_and_records_it(dataset, straight_run, tmp_path):
+    start = export_package(straight_run.run_dir, tmp_path / "start", version="0.0.1")
+    start_weights = start.build_network().state_dict()
+    convolutions = [k for k, v in start_weights.items() if v.ndim == 5]
+    tuned = train(dataset, tmp_path / "tuned", tiny_config(steps=1, optimisation__learning_rate=1e-6).with_initial_weights(
+        start.path), device="cpu")
+    after = weights_of(tuned.last_checkpoint)
+    fresh = weights_of(train(dataset, tmp_path / "fresh", tiny_config(steps=1, optimisation__learning_rate=1e-6),
+                             device="cpu").last_checkpoint)
+    assert max(float((after[k] - start_weights[k]).abs().max()) for k in convolutions) < 1e-5
+    assert max(float((fresh[k] - start_weights[k]).abs().max()) for k in convolutions) > 1e-3
+    record = export_package(tuned.run_dir, tmp_path / "tuned_pkg").manifest["training"]["initial_weights"]
+    assert record["fingerprint"] == start.sha256 and record["model_id"] == "ctv-unet3d-straight-fold0 0.0.1"
+    wider = tiny_config(steps=1, network__widths=[4, 16]).with_initial_weights(start.path)
+    with pytest.raises(TrainingError, match="optimisation.initial_weights: the network of .* is not the run's"):
+        train(dataset, tmp_path / "wider", wider, device="cpu")
+    with pytest.raises(TrainingError, match="optimisation.initial_weights: .*not a usable model package"):
+        train(dataset, tmp_path / "nowhere", tiny_config(steps=1).with_initial_weights(tmp_path / "no_such"),
+              device="cpu")
+
+
 def test_resume_refuses_other_settings_or_split(dataset, straight_run, tmp_path):
     run_dir = tmp_path / "run"
     train(dataset, run_dir, tiny_config(steps=1), device="cpu")

@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/appearance_shift.py [--model LABEL=PKG ...] [--seeds 9001 9002 ...]
-        [--shifts realistic hu_offset_+40 ...] [--matrix 256] [--json OUT.json]
+        [--shifts realistic hu_offset_+40 ...] [--matrix 256] [--json OUT.json] [--cache DIR]
 
 Phantoms of seeds never trained on (the demo models train on seeds 100-147; 9000 on are never
 used) are rendered in the realistic appearance and in every appearance shift of
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,15 +43,28 @@ DEFAULT_SEEDS = (9001, 9002, 9003, 9004, 9005, 9006)
 POSITIONS = ("HFS", "HFS", "FFS", "HFS", "HFP", "HFS")  # mostly supine head first, as planning CTs are
 
 
-def shifted_case(seed: int, shift: str, matrix: int, position: str):
-    """(CT image in whole HU, truth CTV image) of phantom ``seed`` in appearance ``shift``."""
+def shifted_case(seed: int, shift: str, matrix: int, position: str, cache: Path | None = None):
+    """(CT image in whole HU, truth CTV image) of phantom ``seed`` in appearance ``shift``.
+
+    With ``cache``, both are kept there as NIfTI (``<seed>_<position>_<shift>_<matrix>_{ct,ctv}.nii.gz``) and
+    read back by later runs, so a second model is compared on the very same images without rendering them again.
+    """
+    stem = f"{seed}_{position}_{shift}_{matrix}"
+    if cache is not None and (cache / f"{stem}_ctv.nii.gz").is_file():
+        return sitk.ReadImage(str(cache / f"{stem}_ct.nii.gz")), sitk.ReadImage(str(cache / f"{stem}_ctv.nii.gz"))
     grid, params, offset, rng = plan_scan(seed, ScanSettings(matrix=matrix, position=position, appearance=shift))
     rendered = render_appearance(grid, params, shift, position=position, anatomy_offset_mm=offset, rng=rng)
     ct = grid.image(np.rint(rendered.hu).astype(np.int16))
-    return ct, grid.image(rendered.structures["CTV"].astype(np.uint8))
+    truth = grid.image(rendered.structures["CTV"].astype(np.uint8))
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(ct, str(cache / f"{stem}_ct.nii.gz"), useCompression=True)
+        sitk.WriteImage(truth, str(cache / f"{stem}_ctv.nii.gz"), useCompression=True)
+    return ct, truth
 
 
-def run_benchmark(models: dict[str, str | None], seeds, shifts, matrix: int = 256, progress=print) -> list[dict]:
+def run_benchmark(models: dict[str, str | None], seeds, shifts, matrix: int = 256, progress=print,
+                  cache: Path | None = None) -> list[dict]:
     """One row per (seed, shift, model): Dice, HD95 (mm), volume (cc), warnings."""
     predictors = {label: CTVPredictor(path, device="cpu") for label, path in models.items()}
     rows = []
@@ -58,7 +72,7 @@ def run_benchmark(models: dict[str, str | None], seeds, shifts, matrix: int = 25
         position = POSITIONS[n % len(POSITIONS)]
         for shift in shifts:
             start = time.perf_counter()
-            ct, truth = shifted_case(seed, shift, matrix, position)
+            ct, truth = shifted_case(seed, shift, matrix, position, cache)
             for label, predictor in predictors.items():
                 result = predictor.run(ct)
                 metrics = compute_metrics(result.mask, truth)
@@ -115,13 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shifts", nargs="+", default=list(APPEARANCES), choices=APPEARANCES)
     parser.add_argument("--matrix", type=int, default=256, choices=(256, 512))
     parser.add_argument("--json", type=Path, default=None, help="also write every row and the summary here")
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="keep the rendered CTs here and reuse them in later runs")
     args = parser.parse_args(argv)
     models: dict[str, str | None] = {"new": None}
     if args.model:
         models = dict(item.split("=", 1) if "=" in item else (item, item) for item in args.model)
     shifts = ["realistic"] + [s for s in args.shifts if s != "realistic"]
     start = time.perf_counter()
-    rows = run_benchmark(models, args.seeds, shifts, args.matrix)
+    rows = run_benchmark(models, args.seeds, shifts, args.matrix, cache=args.cache)
     summary = summarise(rows)
     print(f"\n{len(args.seeds)} unseen phantoms (seeds {', '.join(map(str, args.seeds))}), matrix {args.matrix}, "
           f"{time.perf_counter() - start:.0f} s\n")

@@ -1,7 +1,9 @@
 """Synthetic pelvic CT with known truth: the project's test, demo and benchmark patient.
 
-``make_phantom`` (in :mod:`.scan`) scans the anatomy of :mod:`.anatomy` and writes a CT series
-and truth masks; ``ctv phantom`` is its command line.
+``make_phantom`` (in :mod:`.scan`) scans the anatomy of :mod:`.anatomy` and writes a CT series,
+truth masks and the tissue label map they were derived from; :mod:`.appearance` renders the same
+anatomy with appearance shifts (kernel, noise, contrast, slice thickness, HU offset, field of
+view); ``ctv phantom`` is their command line.
 
 May import: the top level, :mod:`ctv_core.dicom` (the CT writer and loader) and
 :mod:`ctv_core.structures` (the truth as RTSTRUCT and masks).

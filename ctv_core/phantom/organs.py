@@ -266,7 +266,8 @@ def paint_viscera(painter: Painter, canvas: Canvas, lay: Layout, params, up: flo
         lumen = inside & (d < -wall)
         painter.paint(win, inside, Tissue.BOWEL_WALL)
         # In a lean abdomen the loops fill the mesentery around them (collapsed bowel and
-        # bowel wall of soft-tissue density meeting its neighbours), leaving little fat.
+        # bowel wall of soft-tissue density meeting its neighbours), leaving little fat. The band
+        # reaches at most 1 mm beyond the loop's largest bulge, where ``d`` is exact.
         painter.paint(win, (d >= 0) & (d < swell), Tissue.BOWEL_WALL, only=(Tissue.VISCERAL_FAT,))
         if kind == COLLAPSED:
             # Collapsed loop: mucosa and a thread of fluid, no open lumen.
