@@ -5,8 +5,6 @@ This file is the module's shell (metadata, parameter node, widget, self-test); t
 over ctv_core, which ships with the module.
 """
 
-from __future__ import annotations
-
 import importlib.util
 import logging
 import sys
@@ -211,14 +209,9 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- errors: shown as a message, never a traceback -------------------------------------------
 
     def _showError(self, error: Exception) -> None:
-        from ctv_core.errors import CTVError
-
-        if isinstance(error, CTVError):
-            slicer.util.errorDisplay(str(error), windowTitle="CTV Delineation")
-        else:
+        if not isinstance(error, loadLogicPackage().CTVError):
             logging.exception("CTV Delineation: unexpected error")
-            slicer.util.errorDisplay(f"Unexpected error ({type(error).__name__}: {error}). The details are in the "
-                                     "log (Help > Report a bug); please report it.", windowTitle="CTV Delineation")
+        slicer.util.errorDisplay(loadLogicPackage().userMessage(error), windowTitle="CTV Delineation")
 
     # --- prediction -------------------------------------------------------------------------------
 
@@ -256,10 +249,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFinished(self, result):
         self._result = result
         self._parameterNode.outputSegmentation = result.segmentationNode
-        notes = list(result.warnings)
-        if not result.usedGpu:
-            notes.append(f"No GPU was used: the CTV was computed on the CPU ({result.seconds.get('total', 0):.0f} s).")
-        self.ui.warningsLabel.text = "\n".join(f"\u26a0 {note}" for note in notes)
+        self.ui.warningsLabel.text = "\n".join(f"\u26a0 {note}" for note in result.notes())
         self._player = None
         self._checkCanApply()
 
@@ -286,14 +276,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelInfoLabel.text = f"\u26a0 {error}"
 
     def showDevices(self, answer):
-        if answer.get("event") != "probe":
-            self.ui.deviceStatusLabel.text = f"\u26a0 {answer.get('message', 'The prediction process cannot start.')}"
-        elif answer.get("cuda"):
-            self.ui.deviceStatusLabel.text = f"GPU: {', '.join(answer.get('gpus', []))} (torch {answer.get('torch')})"
-        else:
-            self.ui.deviceStatusLabel.text = (f"\u26a0 No GPU usable by torch {answer.get('torch')}: the CTV will be "
-                                              "computed on the CPU (slower). Install a CUDA build of torch through "
-                                              "the PyTorch extension to use an NVIDIA GPU.")
+        self.ui.deviceStatusLabel.text = loadLogicPackage().deviceStatus(answer)
 
     # --- dependencies ------------------------------------------------------------------------------
 
@@ -354,10 +337,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:  # noqa: BLE001 - shown to the user by _showError
             self._showError(error)
             return
-        lines = [f"RTSTRUCT written to {written.path}", f"ROIs: {', '.join(written.rois)}",
-                 f"On the CT series {written.seriesInstanceUID}", "Status UNAPPROVED: approve it in the planning "
-                 "system.", *written.warnings]
-        slicer.util.infoDisplay("\n".join(lines), windowTitle="CTV Delineation")
+        slicer.util.infoDisplay(written.summary(), windowTitle="CTV Delineation")
 
     def _redSlice(self):
         return slicer.app.layoutManager().sliceWidget("Red").sliceLogic()
@@ -366,11 +346,9 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         lib = loadLogicPackage()
         sliceLogic = self._redSlice()
         if self._player is None:
-            normal = [sliceLogic.GetSliceNode().GetSliceToRAS().GetElement(r, 2) for r in range(3)]
-            self._player = lib.ReviewPlayer(lib.segmentSliceOffsets(
+            self._player = lib.ReviewPlayer.forSegment(
                 self._parameterNode.outputSegmentation, self._result.segmentId, self._parameterNode.inputVolume,
-                normal))
-            self._player.startAt(sliceLogic.GetSliceOffset())
+                sliceLogic.GetSliceNode().GetSliceToRAS(), sliceLogic.GetSliceOffset())
         offset = self._player.step(direction)
         if offset is None:
             self.ui.playButton.checked = False
@@ -398,6 +376,8 @@ class CTVDelineationTest(ScriptedLoadableModuleTest):
         self.test_PhantomToSegmentAndRTStruct()
 
     def test_PhantomToSegmentAndRTStruct(self):
+        import shutil
+
         import numpy as np
         import SimpleITK as sitk
         from DICOMLib import DICOMUtils
@@ -406,31 +386,27 @@ class CTVDelineationTest(ScriptedLoadableModuleTest):
         from ctv_core import load_ct_series, read_rtstruct
         from ctv_core.phantom import ScanSettings, make_phantom
 
-        self.delayDisplay("Making a phantom CT (seed 9001, never trained on)")
+        self.delayDisplay("Making a phantom CT (seed 9001, never trained on) and loading it through the DICOM module")
         folder = Path(slicer.app.temporaryPath) / "CTVDelineationSelfTest"
-        import shutil
-
         shutil.rmtree(folder, ignore_errors=True)
-        phantom = make_phantom(folder / "phantom", seed=9001, settings=ScanSettings(matrix=256))
+        phantom = make_phantom(folder / "phantom", seed=9001, settings=ScanSettings(matrix=256, slices=48,
+                                                                                    slice_thickness_mm=5.0))
+        ct = load_ct_series(phantom.ct_dir)
         with DICOMUtils.TemporaryDICOMDatabase(str(folder / "database")) as database:
             DICOMUtils.importDicom(str(phantom.ct_dir), database)
-            ct = load_ct_series(phantom.ct_dir)
             loaded = DICOMUtils.loadSeriesByUID([ct.reference.series_instance_uid])
             self.assertEqual(len(loaded), 1)
             volume = slicer.mrmlScene.GetNodeByID(loaded[0])
-
             self.delayDisplay("Delineating the CTV in the prediction process")
             logic = lib.CTVDelineationLogic(slicer.mrmlScene, terminologyLogic=slicer.modules.terminologies.logic(),
                                             temporaryDirectory=slicer.app.temporaryPath)
             segmentation = logic.run(volume, device="cpu")
             segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName("CTV")
-            self.assertTrue(segmentId)
             self.assertTrue(logic.terminology.isCTV(segmentation.GetSegmentation().GetSegment(segmentId)))
             predicted = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) != 0
             truth = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom.masks["CTV"]))) != 0
             dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
             self.assertGreater(dice, 0.75, f"CTV Dice {dice:.3f} against the phantom's truth")
-
             self.delayDisplay("Exporting the RTSTRUCT through the DICOM database")
             written = logic.export_rtstruct(segmentation, volume, folder / "rtstruct.dcm")
             self.assertEqual(written.seriesInstanceUID, ct.reference.series_instance_uid)

@@ -121,7 +121,8 @@ def make_scene():
     scene = slicer.vtkMRMLScene()
     application = slicer.vtkMRMLApplicationLogic()
     application.SetMRMLScene(scene)
-    colors = slicer.vtkMRMLColorLogic()
+    colors = slicer.vtkSlicerColorLogic()
+    colors.SetMRMLApplicationLogic(application)
     colors.SetMRMLScene(scene)
     application.SetColorLogic(colors)
     volumes = slicer.vtkSlicerVolumesLogic()
@@ -145,8 +146,12 @@ def ras(vector) -> np.ndarray:
     return np.array([-v[0], -v[1], v[2]])
 
 
-def load_dicom_volume(scene, folder: Path, name: str = "CT"):
-    """A CT volume node as Slicer's DICOM scalar volume loader makes it (see the module docstring)."""
+def load_dicom_volume(scene, folder: Path, name: str = "CT", descending: bool = False):
+    """A CT volume node as Slicer's DICOM scalar volume loader makes it (see the module docstring).
+
+    ``descending`` stacks the slices against the normal instead (k towards decreasing position), as a
+    reader sorting the other way would: the same voxels with the k axis reversed.
+    """
     slicer = require_slicer()
     datasets = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
@@ -156,16 +161,17 @@ def load_dicom_volume(scene, folder: Path, name: str = "CT"):
     iop = np.asarray(datasets[0].ImageOrientationPatient, dtype=float)
     row, column = iop[:3], iop[3:]
     normal = np.cross(row, column)
-    datasets.sort(key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, dtype=float), normal)))
+    datasets.sort(key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, dtype=float), normal)),
+                  reverse=descending)
     positions = np.array([np.dot(np.asarray(ds.ImagePositionPatient, dtype=float), normal) for ds in datasets])
-    slice_spacing = float(np.mean(np.diff(positions))) if len(datasets) > 1 else float(datasets[0].SliceThickness)
+    slice_spacing = abs(float(np.mean(np.diff(positions)))) if len(datasets) > 1 else float(datasets[0].SliceThickness)
     row_spacing, column_spacing = (float(v) for v in datasets[0].PixelSpacing)
     hu = np.stack([ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
                    for ds in datasets])
     ijk_to_ras = np.eye(4)
     ijk_to_ras[:3, 0] = ras(row) * column_spacing
     ijk_to_ras[:3, 1] = ras(column) * row_spacing
-    ijk_to_ras[:3, 2] = ras(normal) * slice_spacing
+    ijk_to_ras[:3, 2] = ras(normal) * slice_spacing * (-1 if descending else 1)
     ijk_to_ras[:3, 3] = ras(datasets[0].ImagePositionPatient)
     volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     slicer.util.updateVolumeFromArray(volume, np.rint(hu).astype(np.int16))

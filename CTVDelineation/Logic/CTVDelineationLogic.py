@@ -56,6 +56,23 @@ class PredictionResult:
     def usedGpu(self) -> bool:
         return self.device.startswith("cuda")
 
+    def notes(self) -> list[str]:
+        """What the user must see beside the contour: the prediction's warnings, and a CPU run."""
+        notes = list(self.warnings)
+        if not self.usedGpu:
+            notes.append(f"No GPU was used: the CTV was computed on the CPU ({self.seconds.get('total', 0):.0f} s).")
+        return notes
+
+
+def deviceStatus(answer: dict[str, Any]) -> str:
+    """One line for the widget from a device probe's answer (see :meth:`CTVDelineationLogic.startProbe`)."""
+    if answer.get("event") != "probe":
+        return f"\u26a0 {answer.get('message', 'The prediction process cannot start.')}"
+    if answer.get("cuda"):
+        return f"GPU: {', '.join(answer.get('gpus', []))} (torch {answer.get('torch')})"
+    return (f"\u26a0 No GPU usable by torch {answer.get('torch')}: the CTV will be computed on the CPU (slower). "
+            "Install a CUDA build of torch through the PyTorch extension to use an NVIDIA GPU.")
+
 
 class CTVDelineationLogic:
     """The module's logic on a MRML scene (see the module docstring).

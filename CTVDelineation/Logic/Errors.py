@@ -25,3 +25,12 @@ class BusyError(CTVError):
 
 class InstallationError(CTVError):
     """A file of the extension itself is missing or damaged; reinstalling the extension fixes it."""
+
+
+def userMessage(error: BaseException) -> str:
+    """What the user reads for an error: a ``CTVError``'s own message; for anything else (a bug) its
+    type and text and where the details are, never a traceback."""
+    if isinstance(error, CTVError):
+        return str(error)
+    return (f"Unexpected error ({type(error).__name__}: {error}). The details are in the log (Help > Report a bug); "
+            "please report it.")

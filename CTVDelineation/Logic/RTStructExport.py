@@ -25,7 +25,7 @@ import slicer
 
 from ctv_core.dicom.ct_series import CTSeries
 from ctv_core.dicom.series import load_ct_series
-from ctv_core.errors import GridMismatchError, StructureSetError
+from ctv_core.errors import GridMismatchError, SeriesNotFoundError, StructureSetError
 from ctv_core.structures.rtstruct import write_rtstruct
 
 from .Lattice import copyOntoGrid, isSameLattice, latticeMap
@@ -64,6 +64,12 @@ class ExportResult:
     seriesInstanceUID: str
     algorithm: str | None
     warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """What the user is told after the export."""
+        return "\n".join([f"RTSTRUCT written to {self.path}", f"ROIs: {', '.join(self.rois)}",
+                          f"On the CT series {self.seriesInstanceUID}",
+                          "Status UNAPPROVED: approve it in the planning system.", *self.warnings])
 
 
 def seriesInstanceUID(volumeNode) -> str:
@@ -115,7 +121,12 @@ def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource)
     """
     uids = instanceUIDs(volumeNode)
     if ctFolder:
-        ct = load_ct_series(ctFolder, series_uid=seriesInstanceUID(volumeNode) or None)
+        series = seriesInstanceUID(volumeNode)
+        try:
+            ct = load_ct_series(ctFolder, series_uid=series or None)
+        except SeriesNotFoundError as exc:
+            raise StructureSetError(f"The folder '{ctFolder}' does not hold the CT '{volumeNode.GetName()}' (series "
+                                    f"{series}). Choose the folder of this CT's DICOM files. {exc}") from exc
     elif uids:
         ct = _loadFromDatabase(volumeNode, uids, files)
     else:
@@ -136,8 +147,7 @@ def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource)
             "after loading. Export with the CT as loaded from DICOM.")
     if not uids:  # a volume from another file format: accept the series only if it holds the same HU
         mapping = latticeMap(volumeGrid, ct.grid)
-        scene_hu, _ = copyOntoGrid(sitk.GetArrayViewFromImage(volumeToImage(volumeNode)), volumeGrid, ct.grid,
-                                   mapping)
+        scene_hu, _ = copyOntoGrid(sitk.GetArrayFromImage(volumeToImage(volumeNode)), volumeGrid, ct.grid, mapping)
         if not np.allclose(scene_hu, sitk.GetArrayViewFromImage(ct.image), atol=0.5):
             raise StructureSetError(
                 f"The DICOM series in '{ctFolder}' has the geometry of '{volumeNode.GetName()}' but other voxel values: "

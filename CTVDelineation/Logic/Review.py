@@ -53,6 +53,15 @@ class ReviewPlayer:
         self.offsets = list(offsets)
         self.index = -1
 
+    @classmethod
+    def forSegment(cls, segmentationNode, segmentId: str, volumeNode, sliceToRas, currentOffset: float) -> ReviewPlayer:
+        """A player over a segment's slices as they are now, for a slice view (its SliceToRAS
+        vtkMatrix4x4; the normal is the third column), starting near the view's current offset."""
+        normal = [sliceToRas.GetElement(r, 2) for r in range(3)]
+        player = cls(segmentSliceOffsets(segmentationNode, segmentId, volumeNode, normal))
+        player.startAt(currentOffset)
+        return player
+
     def __len__(self) -> int:
         return len(self.offsets)
 

@@ -20,10 +20,12 @@ from vtk.util import numpy_support
 
 from ctv_core.errors import GridMismatchError
 from ctv_core.geometry import Grid
+from ctv_core.structures.catalogue import structure_for
 
 from .Errors import SceneInputError
 from .Lattice import copyOntoGrid, latticeMap
 from .PatientFrame import arrayToMatrix, gridOfOrientedImage, gridOfVolume, ijkToRasOfGrid
+from .Terminology import setSegmentTerminology
 
 LABELMAP = "Binary labelmap"
 #: Segment tags the module writes (provenance of an automatic CTV).
@@ -126,8 +128,9 @@ def importMask(volumeNode, mask: sitk.Image, segmentationNode=None, name: str = 
 
     A new segmentation node is made when ``segmentationNode`` is None. An existing segment of
     that name is replaced in place (same ID and position); every other segment is left as it
-    was. The segment gets the catalogue's colour and, with ``terminology``
-    (:class:`.Terminology.CTVTerminology`), the CTV's coded type; ``tags`` are stored as segment
+    was. The segment gets the structure catalogue's colour for ``name`` and, when ``name`` is the
+    CTV (or an alias) and ``terminology`` (:class:`.Terminology.CTVTerminology`) is given, the
+    CTV's coded type; ``tags`` are stored as segment
     tags (prefixed ``CTVDelineation.``) with the mask's fingerprint.
 
     Returns
@@ -166,11 +169,8 @@ def importMask(volumeNode, mask: sitk.Image, segmentationNode=None, name: str = 
     segment = slicer.vtkSegment()
     segment.SetName(name)
     segment.AddRepresentation(LABELMAP, _orientedImage(array, volumeGrid))
-    colour = terminology.colour if terminology is not None else (1.0, 0.0, 1.0)
-    segment.SetColor(*colour)
-    if terminology is not None:
-        from .Terminology import setSegmentTerminology
-
+    segment.SetColor(*(c / 255.0 for c in structure_for(name).colour))
+    if terminology is not None and terminology.describes(name):
         setSegmentTerminology(segment, terminology.entry)
     for key, value in {**(tags or {}), "MaskFingerprint": maskFingerprint(array)}.items():
         segment.SetTag(TAG_PREFIX + key, str(value))

@@ -61,7 +61,11 @@ class CTVTerminology:
         self.entry = self.logic.SerializeTerminologyEntry(entry)
         ctv = structure_for("CTV")
         self.code = (ctv.property_type.scheme, ctv.property_type.value)
-        self.colour = tuple(c / 255.0 for c in ctv.colour)
+
+    def describes(self, name: str) -> bool:
+        """True when a structure of this name is the CTV (its name or an alias clinics use, e.g. CTV_45)."""
+        kind = structure_for(name).property_type
+        return (kind.scheme, kind.value) == self.code
 
     def isCTV(self, segment) -> bool:
         """True when the segment's terminology type is the CTV's code (SCT 228792002)."""

@@ -21,9 +21,11 @@ as a bare ``Logic``: ``CTVDelineation.py`` loads it under the package name ``CTV
 Frames: MRML speaks RAS, ctv_core LPS; only :mod:`.PatientFrame` converts.
 """
 
-from .CTVDelineationLogic import CTVDelineationLogic, PredictionResult
+from ctv_core.errors import CTVError
+
+from .CTVDelineationLogic import CTVDelineationLogic, PredictionResult, deviceStatus
 from .Dependencies import DependencyLogic, SlicerPackageInstaller
-from .Errors import BusyError, InstallationError, PredictionProcessError, SceneInputError
+from .Errors import BusyError, InstallationError, PredictionProcessError, SceneInputError, userMessage
 from .ModelInfo import ModelDescription, describeModel
 from .PredictionJob import PredictionOptions
 from .PredictionProcess import ProcessRunner, SubprocessRunner
@@ -32,8 +34,8 @@ from .Review import AUTOPLAY_INTERVAL_MS, ReviewPlayer, segmentSliceOffsets, sli
 from .Signal import Signal
 
 __all__ = [
-    "AUTOPLAY_INTERVAL_MS", "BusyError", "CTVDelineationLogic", "DependencyLogic", "ExportResult", "InstallationError",
-    "ModelDescription", "PredictionOptions", "PredictionProcessError", "PredictionResult", "ProcessRunner",
+    "AUTOPLAY_INTERVAL_MS", "BusyError", "CTVDelineationLogic", "CTVError", "DependencyLogic", "ExportResult",
+    "InstallationError", "ModelDescription", "PredictionOptions", "PredictionProcessError", "PredictionResult", "ProcessRunner",
     "ReviewPlayer", "SceneInputError", "Signal", "SlicerPackageInstaller", "SubprocessRunner", "describeModel",
-    "segmentSliceOffsets", "sliceOffsets",
+    "deviceStatus", "segmentSliceOffsets", "sliceOffsets", "userMessage",
 ]
