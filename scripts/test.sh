@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite. Installs the Debian validators the tests use
-# (dciodvfy from dicom3tools, plastimatch, dcmtk) when they are missing.
+# (dciodvfy from dicom3tools, plastimatch, dcmtk) and the Mesa EGL libraries for off-screen rendering
+# when they are missing, and the slicer-core wheel (the "slicer" extra) for the Slicer module's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 command -v plastimatch >/dev/null || missing+=(plastimatch)
 command -v dcmdump >/dev/null || missing+=(dcmtk)
+# Off-screen rendering of Slicer's views (slicer-core's VTK through EGL on Mesa, no X server).
+libraries=$(ldconfig -p)
+grep -q "libEGL_mesa.so" <<<"$libraries" || missing+=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+grep -q "libGL.so.1" <<<"$libraries" || missing+=(libgl1)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-bash scripts/setup.sh
+SETUP_EXTRAS=test,slicer bash scripts/setup.sh
 exec .venv/bin/python -m pytest -n 2 "$@"
