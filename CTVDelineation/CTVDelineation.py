@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -30,7 +29,8 @@ LOGIC_PACKAGE = "CTVDelineationLib"
 
 
 def _loadPackage(name: str, folder: Path):
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
     package = importlib.util.module_from_spec(spec)
     sys.modules[name] = package
     try:
@@ -135,7 +135,8 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
-        self.ui.bundledModelButton.connect("clicked(bool)", lambda checked: self.ui.modelPathLineEdit.setCurrentPath(""))
+        self.ui.bundledModelButton.connect("clicked(bool)",
+                                           lambda checked: self.ui.modelPathLineEdit.setCurrentPath(""))
         self.ui.show3DButton.connect("toggled(bool)", self.onShow3D)
         self.ui.editButton.connect("clicked(bool)", self.onEditInSegmentEditor)
         self.ui.exportButton.connect("clicked(bool)", self.onExportRTStruct)

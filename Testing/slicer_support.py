@@ -20,7 +20,6 @@ import types
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_FILE = REPO / "CTVDelineation" / "CTVDelineation.py"
@@ -76,7 +75,7 @@ def _within_range(low, high):
 def qt_standins():
     """Install stand-ins for what only the Slicer application provides (qt, ctk,
     slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper); remove them afterwards."""
-    slicer = require_slicer()
+    require_slicer()
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
     scripted.ScriptedLoadableModule = _ScriptedLoadableModule
     scripted.ScriptedLoadableModuleWidget = _ScriptedLoadableModuleWidget
@@ -152,6 +151,8 @@ def load_dicom_volume(scene, folder: Path, name: str = "CT", descending: bool = 
     ``descending`` stacks the slices against the normal instead (k towards decreasing position), as a
     reader sorting the other way would: the same voxels with the k axis reversed.
     """
+    import pydicom
+
     slicer = require_slicer()
     datasets = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
@@ -188,6 +189,8 @@ class FolderDicomDatabase:
     """Slicer's DICOM database stand-in for ``export_rtstruct``: SOPInstanceUID -> file of real DICOM files."""
 
     def __init__(self, *folders: Path):
+        import pydicom
+
         self.files = {}
         for folder in folders:
             for path in Path(folder).rglob("*"):

@@ -165,3 +165,16 @@ def test_model_description_for_the_user(slicer_lib, tmp_path):
 def test_readme_picture_exists():
     assert Image.open(REPO / "docs" / "images" / "slicer_ctv.png").size[0] >= 900
     assert Path(REPO / "README.md").read_text().count("docs/images/slicer_ctv.png") >= 1
+
+
+def test_the_module_loads_without_pydicom_or_torch():
+    """Loading the module imports neither (they come with the dependencies it offers to install)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; sys.path.insert(0, 'Testing')\n"
+             "from slicer_support import logic_package\n"
+             "logic_package()\n"
+             "print(sorted({'pydicom', 'torch', 'safetensors', 'scipy'} & {m.split('.')[0] for m in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -35,7 +35,8 @@ def test_a_left_anterior_cranial_structure_shows_there(slicer_lib, mrml_scene, t
     axial = colour_mask(render_slice(mrml_scene, volume, "Axial", offset=centre[2] + 9, size=(200, 200)), MAGENTA)
     rows, columns = np.nonzero(axial)
     assert len(rows) > 50
-    assert columns.mean() > 110 and rows.mean() < 90, (position, columns.mean(), rows.mean())  # left: right; anterior: top
+    # the patient's left on the right of the screen, anterior at the top
+    assert columns.mean() > 110 and rows.mean() < 90, (position, columns.mean(), rows.mean())
     # coronal view: offset along its normal, anterior (RAS y = -LPS y)
     coronal = colour_mask(render_slice(mrml_scene, volume, "Coronal", offset=-(centre[1] - 19), size=(200, 200)),
                           MAGENTA)

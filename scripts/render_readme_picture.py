@@ -65,7 +65,8 @@ def main() -> None:
         axis.set_title(title, fontsize=12)
         axis.axis("off")
     figure.suptitle(f"CTV Delineation in 3D Slicer after Apply: CTV {result.volumeCC:.0f} cc by "
-                    f"{result.model['model_id']} (demo model on a synthetic phantom; not for clinical use)", fontsize=11)
+                    f"{result.model['model_id']} (demo model on a synthetic phantom; not for clinical use)",
+                    fontsize=11)
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out)

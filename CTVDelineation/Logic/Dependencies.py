@@ -142,7 +142,8 @@ class DependencyLogic:
         if plan.packages:
             lines.append("Install into Slicer's Python: " + ", ".join(plan.packages) + ".")
         if plan.torch:
-            lines.append(f"Install {plan.torch} {self.installer.torchHelper() if self.installer else ''}".rstrip() + ".")
+            helper = self.installer.torchHelper() if self.installer else ""
+            lines.append(f"Install {plan.torch} {helper}".rstrip() + ".")
         if not plan.empty:
             lines.append("Packages already installed, Slicer's own included, are kept at their versions.")
         for conflict in plan.conflicts:

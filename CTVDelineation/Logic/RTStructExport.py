@@ -24,9 +24,7 @@ import SimpleITK as sitk
 import slicer
 
 from ctv_core.dicom.ct_series import CTSeries
-from ctv_core.dicom.series import load_ct_series
 from ctv_core.errors import GridMismatchError, SeriesNotFoundError, StructureSetError
-from ctv_core.structures.rtstruct import write_rtstruct
 
 from .Lattice import copyOntoGrid, isSameLattice, latticeMap
 from .PatientFrame import gridOfVolume
@@ -88,6 +86,8 @@ def instanceUIDs(volumeNode) -> list[str]:
 
 
 def _loadFromDatabase(volumeNode, uids: list[str], files: DicomFileSource) -> CTSeries:
+    from ctv_core.dicom.series import load_ct_series
+
     paths = [files.fileForInstance(uid) for uid in uids]
     missing = [uid for uid, path in zip(uids, paths) if not path or not os.path.isfile(path)]
     if missing:
@@ -119,6 +119,9 @@ def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource)
     GridMismatchError
         The series and the volume do not have the same voxels.
     """
+    from ctv_core.dicom.series import load_ct_series  # pydicom: imported when needed, so that the module
+    # loads (and can offer to install its dependencies) in a Slicer whose pydicom is missing or old
+
     uids = instanceUIDs(volumeNode)
     if ctFolder:
         series = seriesInstanceUID(volumeNode)
@@ -136,9 +139,9 @@ def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource)
             "files.")
     if uids and set(uids) != set(ct.reference.sop_instance_uids):
         raise StructureSetError(
-            f"The DICOM series found ({ct.reference.series_instance_uid}, {len(ct.reference.slices)} slices) is not the "
-            f"CT '{volumeNode.GetName()}' in the scene ({len(uids)} slices, other instance UIDs). Choose the folder "
-            "of this CT's DICOM files.")
+            f"The DICOM series found ({ct.reference.series_instance_uid}, {len(ct.reference.slices)} slices) is not "
+            f"the CT '{volumeNode.GetName()}' in the scene ({len(uids)} slices, other instance UIDs). Choose the "
+            "folder of this CT's DICOM files.")
     volumeGrid = gridOfVolume(volumeNode)
     if not isSameLattice(volumeGrid, ct.grid, latticeMap(volumeGrid, ct.grid)):
         raise GridMismatchError(
@@ -150,8 +153,8 @@ def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource)
         scene_hu, _ = copyOntoGrid(sitk.GetArrayFromImage(volumeToImage(volumeNode)), volumeGrid, ct.grid, mapping)
         if not np.allclose(scene_hu, sitk.GetArrayViewFromImage(ct.image), atol=0.5):
             raise StructureSetError(
-                f"The DICOM series in '{ctFolder}' has the geometry of '{volumeNode.GetName()}' but other voxel values: "
-                "it is another CT. Choose the folder of the CT shown in the scene.")
+                f"The DICOM series in '{ctFolder}' has the geometry of '{volumeNode.GetName()}' but other voxel "
+                "values: it is another CT. Choose the folder of the CT shown in the scene.")
     return ct
 
 
@@ -199,6 +202,8 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
         raise StructureSetError(f"Every segment of '{segmentationNode.GetName()}' is empty; there is nothing to "
                                 "export.")
     algorithm = automatic.pop() if len(automatic) == 1 and "" not in automatic else None
+    from ctv_core.structures.rtstruct import write_rtstruct
+
     written = write_rtstruct(ct, masks, path, algorithm=algorithm, label=LABEL, series_description=DESCRIPTION,
                              interpreted_types=types)
     return ExportResult(path=Path(written), rois=list(masks), seriesInstanceUID=ct.reference.series_instance_uid,

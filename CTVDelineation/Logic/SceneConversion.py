@@ -116,9 +116,10 @@ def requireSegmentationOnCT(segmentationNode, volumeGrid: Grid, volumeName: str)
     slicer.vtkSegmentationConverter.DeserializeImageGeometry(text, reference, False)
     referenceGrid = gridOfOrientedImage(reference)
     if min(referenceGrid.size) > 0 and latticeMap(referenceGrid, volumeGrid) is None:
+        differences = "; ".join(referenceGrid.differences(volumeGrid)) or "offset by a fraction of a voxel"
         raise GridMismatchError(
             f"The segmentation '{segmentationNode.GetName()}' was made on another image than the CT '{volumeName}' "
-            f"(its voxels vs the CT's: {'; '.join(referenceGrid.differences(volumeGrid)) or 'offset by a fraction of a voxel'}). "
+            f"(its voxels vs the CT's: {differences}). "
             "Choose a new output segmentation, or the one made on this CT.")
 
 

@@ -35,7 +35,7 @@ from .Signal import Signal
 
 __all__ = [
     "AUTOPLAY_INTERVAL_MS", "BusyError", "CTVDelineationLogic", "CTVError", "DependencyLogic", "ExportResult",
-    "InstallationError", "ModelDescription", "PredictionOptions", "PredictionProcessError", "PredictionResult", "ProcessRunner",
-    "ReviewPlayer", "SceneInputError", "Signal", "SlicerPackageInstaller", "SubprocessRunner", "describeModel",
-    "deviceStatus", "segmentSliceOffsets", "sliceOffsets", "userMessage",
+    "InstallationError", "ModelDescription", "PredictionOptions", "PredictionProcessError", "PredictionResult",
+    "ProcessRunner", "ReviewPlayer", "SceneInputError", "Signal", "SlicerPackageInstaller", "SubprocessRunner",
+    "describeModel", "deviceStatus", "segmentSliceOffsets", "sliceOffsets", "userMessage",
 ]
