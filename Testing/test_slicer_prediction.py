@@ -4,6 +4,7 @@ can go wrong, played by a fake process (SlicerNNUnet's seam) on a real MRML scen
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -242,3 +243,29 @@ def test_the_device_probe_answers(slicer_lib, mrml_scene):
 
     assert answer["event"] == "probe" and answer["torch"] == torch.__version__
     assert answer["cuda"] == torch.cuda.is_available()
+
+
+def test_a_ct_that_cannot_be_written_or_a_bug_on_import_become_messages(slicer_lib, mrml_scene, ct_volume, tmp_path,
+                                                                        monkeypatch):
+    process = FakeProcess(DONE, write_mask=_box)
+    logic, seen = _logic(slicer_lib, mrml_scene, process, tmp_path)
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(slicer_lib.PredictionJob.sitk, "WriteImage", disk_full)
+        with pytest.raises(slicer_lib.PredictionProcessError, match="No space left on device.*free space"):
+            logic.start(ct_volume)
+    assert process.sent == ["cancel"] and not logic.isRunning and not list(tmp_path.iterdir())
+
+    def bug(*args, **kwargs):
+        raise ValueError("simulated bug")
+
+    before = _nodes(mrml_scene)
+    logic, seen = _logic(slicer_lib, mrml_scene, FakeProcess(DONE, write_mask=_box), tmp_path)
+    monkeypatch.setattr(sys.modules[slicer_lib.CTVDelineationLogic.__module__], "importMask", bug)
+    logic.start(ct_volume)
+    _drive(logic)
+    assert seen["failed"][0][0].startswith("Unexpected error (ValueError: simulated bug)")
+    assert _nodes(mrml_scene) == before and not list(tmp_path.iterdir())

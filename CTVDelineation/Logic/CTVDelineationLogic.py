@@ -27,7 +27,7 @@ import slicer
 
 from ctv_core.errors import CTVError, PredictionCancelled
 
-from .Errors import BusyError, PredictionProcessError
+from .Errors import BusyError, PredictionProcessError, userMessage
 from .PatientFrame import gridOfVolume
 from .PredictionJob import DeviceProbe, Outcome, PredictionJob, PredictionOptions
 from .PredictionProcess import ProcessRunner, SubprocessRunner
@@ -169,10 +169,12 @@ class CTVDelineationLogic:
         self.progress.emit(2, "Starting the prediction process")
         try:
             job.start(image)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # no interpreter, or the CT could not be written
             job.close()
-            raise PredictionProcessError(f"The prediction process cannot be started ({exc}). Check that Slicer's "
-                                         "Python and the dependencies are installed (Dependencies section).") from exc
+            raise PredictionProcessError(
+                f"The prediction process cannot be started ({exc}). Check that the temporary folder "
+                f"{job.folder.parent} has free space and that Slicer's Python has the dependencies (Dependencies "
+                "section).") from exc
         self._job = job
         self.progress.emit(5, "Loading the model (torch and the network) in the prediction process")
 
@@ -209,9 +211,11 @@ class CTVDelineationLogic:
         self.progress.emit(98, "Adding the CTV to the scene")
         try:
             result = self._importResult(outcome)
-        except CTVError as exc:
-            self.lastOutcome = Outcome("failed", str(exc))
-            self.failed.emit(str(exc))
+        except Exception as exc:  # noqa: BLE001 - the user gets a message, the log the traceback of a bug
+            if not isinstance(exc, CTVError):
+                logger.exception("Importing the CTV failed")
+            self.lastOutcome = Outcome("failed", userMessage(exc))
+            self.failed.emit(userMessage(exc))
             return
         self.lastResult = result
         self.progress.emit(100, f"CTV {result.volumeCC:.0f} cc in {result.seconds['total']:.1f} s on {result.device}")
