@@ -51,6 +51,8 @@ class FakeProcess:
     def readLines(self):
         if "go" not in self.sent and "cancel" not in self.sent:
             return []
+        if "cancel" in self.sent and getattr(self, "later", None):  # progress still printed after the cancel
+            self.lines, self.later = self.lines + self.later, None
         lines, self.lines = self.lines, []
         return [line.replace("{result}", json.dumps(self.result())) for line in lines]
 
@@ -166,6 +168,7 @@ def test_blocking_run_raises_the_message(slicer_lib, mrml_scene, ct_volume, tmp_
 def test_cancel_asks_then_terminates_then_kills_and_changes_nothing(slicer_lib, mrml_scene, ct_volume, tmp_path,
                                                                     ignores_terminate):
     process = FakeProcess(DONE[:2], write_mask=_box, hangs=True, ignores_terminate=ignores_terminate)
+    process.later = DONE[3:5]
     logic, seen = _logic(slicer_lib, mrml_scene, process, tmp_path)
     before = _nodes(mrml_scene)
     logic.start(ct_volume)
@@ -174,6 +177,7 @@ def test_cancel_asks_then_terminates_then_kills_and_changes_nothing(slicer_lib, 
     logic.cancel()
     assert process.sent[-1] == "cancel"
     _drive(logic)
+    assert seen["progress"][-1] == (0, "Cancelling...")  # later progress of the process is not shown
     assert process.terminated and process.killed == ignores_terminate
     assert seen["cancelled"] and not seen["finished"] and not seen["failed"]
     assert _nodes(mrml_scene) == before and not list(tmp_path.iterdir())

@@ -190,7 +190,8 @@ class CTVDelineationLogic:
         if job is None:
             return False
         for update in job.poll():
-            self.progress.emit(update.percent, update.message)
+            if not job.cancelRequested:  # after Cancel the status line keeps saying so
+                self.progress.emit(update.percent, update.message)
         if job.outcome is None:
             return True
         self._job = None

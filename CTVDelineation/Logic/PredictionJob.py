@@ -130,6 +130,10 @@ class PredictionJob:
             raise
         self.runner.send("go")
 
+    @property
+    def cancelRequested(self) -> bool:
+        return self._cancelRequested is not None
+
     def cancel(self) -> None:
         """Ask the worker to stop; nothing of this run reaches the scene."""
         if self.outcome is None and self._cancelRequested is None:
