@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite. Installs the Debian tools the tests use when they are
-# missing: the validators dciodvfy (dicom3tools), plastimatch and dcmtk, and Orthanc (a real PACS,
-# started on loopback by the DICOM node tests).
+# missing: the validators dciodvfy (dicom3tools), plastimatch and dcmtk, Orthanc (a real PACS,
+# started on loopback by the DICOM node tests) and the Mesa EGL libraries for off-screen
+# rendering; and the slicer-core wheel (the "slicer" extra) for the Slicer module's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -9,10 +10,14 @@ command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 command -v plastimatch >/dev/null || missing+=(plastimatch)
 command -v dcmdump >/dev/null || missing+=(dcmtk)
 command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+# Off-screen rendering of Slicer's views (slicer-core's VTK through EGL on Mesa, no X server).
+libraries=$(ldconfig -p)
+grep -q "libEGL_mesa.so" <<<"$libraries" || missing+=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+grep -q "libGL.so.1" <<<"$libraries" || missing+=(libgl1)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-bash scripts/setup.sh
+SETUP_EXTRAS=test,slicer bash scripts/setup.sh
 exec .venv/bin/python -m pytest -n 2 "$@"
