@@ -46,8 +46,10 @@ def qa_model(tmp_path_factory):
     return qa_package(tmp_path_factory.mktemp("qa") / "pkg", (1.5, 1.2, 3.0)).path
 
 
-def _bone_ct(path):
-    grid = axial_grid("HFS", size=(40, 32, 10))  # the model grid is this grid: the mask must match voxel for voxel
+def _bone_ct(path, slices: int = 36):
+    # 36 slices of 3 mm: just over the 100 mm a CT must cover; the model grid is this grid, so the
+    # mask must match voxel for voxel
+    grid = axial_grid("HFS", size=(40, 32, slices))
     x, y, z = grid.axis_coordinates()
     hu = np.where((x - grid.origin[0]) ** 2 + (y - grid.origin[1] - 20) ** 2 < 300, 1200, 40).astype(np.int16)
     image = grid.image(hu)
@@ -70,6 +72,13 @@ def test_prediction_writes_mask_and_result_and_talks_json_lines(tmp_path, qa_mod
     assert result == events[-1]["result"]
     assert result["volume_cc"] > 0 and result["device"] == "cpu" and result["options"]["postprocessing"] is True
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_ct_too_short_for_a_pelvis_is_refused_before_predicting(tmp_path, qa_model):
+    _bone_ct(tmp_path / "ct.nrrd", slices=10)
+    code, events = _run(_request(tmp_path, model=str(qa_model)), "go\n")
+    assert code == worker.EXIT_USER_ERROR and events[-1]["event"] == "error"
+    assert "10 slice(s) covering 30 mm" in events[-1]["message"] and not (tmp_path / "ctv.nrrd").exists()
 
 
 @pytest.mark.parametrize("commands,keep_open", [("cancel\n", True), ("", False)])

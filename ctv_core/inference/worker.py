@@ -44,7 +44,7 @@ from typing import IO, Any
 
 from .._version import __version__
 from ..atomic_files import atomic_file
-from ..errors import CTVError, ModelPackageError, PredictionCancelled
+from ..errors import CTVError, ModelPackageError, PredictionCancelled, describe_os_error
 
 PROTOCOL = 1
 EXIT_DONE, EXIT_UNEXPECTED, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
@@ -167,6 +167,7 @@ def _predict(request: dict[str, Any], commands: _Commands, emit) -> dict[str, An
     import SimpleITK as sitk
 
     from ..model.package import load_model_package
+    from .input_checks import check_pelvic_coverage
     from .predictor import CTVPredictor
 
     started = time.perf_counter()
@@ -180,6 +181,7 @@ def _predict(request: dict[str, Any], commands: _Commands, emit) -> dict[str, An
     commands.wait_for_go()
 
     image = _read_image(request["image"])
+    check_pelvic_coverage(image)
     prediction = predictor.run(
         image,
         progress=lambda stage, fraction: emit({"event": "progress", "stage": stage, "fraction": round(fraction, 4)}),
@@ -233,6 +235,9 @@ def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO
               "message": f"The prediction process cannot import {exc.name or exc}: a Python package it needs is "
                          "missing. Install the dependencies (CTVDelineation module, 'Dependencies' section; "
                          "torch through the PyTorch extension), then try again."})
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the disk, permissions or paths: the user's to fix
+        emit({"event": "error", "kind": "OSError", "message": describe_os_error(exc, "predicting the CTV")})
         return EXIT_USER_ERROR
     except MemoryError:
         emit({"event": "error", "kind": "MemoryError",
