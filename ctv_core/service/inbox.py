@@ -74,8 +74,8 @@ class Inbox:
                        (case_id, now_iso(), series["sender"], series["study_uid"], series["uid"],
                         f"{series['instances']} CT instance(s) from {series['sender']}", QUEUED))
             job_id = db.execute(
-                "INSERT INTO jobs (case_id, version, kind, model, device, formats, status, created) "
-                "VALUES (?, 1, 'prediction', ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (case_id, version, kind, queue, model, device, formats, status, created) "
+                "VALUES (?, 1, 'prediction', 'node', ?, ?, ?, ?, ?)",
                 (case_id, model, device, ",".join(formats), QUEUED, now_iso())).lastrowid
             db.execute("UPDATE series SET state = 'complete', case_id = ? WHERE uid = ?", (case_id, series["uid"]))
         return case_id, self.store.job(job_id)

@@ -26,6 +26,7 @@ class Job:
     case_id: str
     version: int
     kind: str
+    queue: str
     model: str
     device: str
     formats: str

@@ -50,9 +50,11 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (case_id, number));
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL, version INTEGER NOT NULL,
-    kind TEXT NOT NULL, model TEXT NOT NULL DEFAULT '', device TEXT NOT NULL DEFAULT 'auto',
+    kind TEXT NOT NULL, queue TEXT NOT NULL DEFAULT 'station', model TEXT NOT NULL DEFAULT '',
+    device TEXT NOT NULL DEFAULT 'auto',
     formats TEXT NOT NULL DEFAULT 'rtstruct', status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
-    attempts INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, started TEXT, finished TEXT);
+    attempts INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, started TEXT, finished TEXT,
+    stage TEXT NOT NULL DEFAULT '', progress REAL NOT NULL DEFAULT 0, cancel INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS series (
     uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, sender TEXT NOT NULL, host TEXT NOT NULL,
     first_received REAL NOT NULL, last_received REAL NOT NULL, instances INTEGER NOT NULL DEFAULT 0,
@@ -184,15 +186,15 @@ class CaseStore:
                           "UNION ALL SELECT MAX(version) FROM jobs WHERE case_id = ?)", (case_id, case_id)).fetchone()
         return int(used[0] or 0) + 1
 
-    def queue_job(self, case_id: str, *, kind: str = "prediction", model: str = "", device: str = "auto",
-                  formats: Sequence[str] = ("rtstruct",)) -> Job:
-        """Record a job (before it starts), reserving its version number."""
+    def queue_job(self, case_id: str, *, queue: str = "station", kind: str = "prediction", model: str = "",
+                  device: str = "auto", formats: Sequence[str] = ("rtstruct",)) -> Job:
+        """Record a job (before it starts) for the workers of ``queue``, reserving its version number."""
         with self._transaction() as db:
             version = self.next_version(case_id)
             cursor = db.execute(
-                "INSERT INTO jobs (case_id, version, kind, model, device, formats, status, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (case_id, version, kind, model, device, ",".join(formats), QUEUED, now_iso()))
+                "INSERT INTO jobs (case_id, version, kind, queue, model, device, formats, status, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (case_id, version, kind, queue, model, device, ",".join(formats), QUEUED, now_iso()))
             db.execute("UPDATE cases SET status = ?, message = '' WHERE id = ?", (QUEUED, case_id))
             job_id = cursor.lastrowid
         return self.job(job_id)
@@ -201,10 +203,15 @@ class CaseStore:
         row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job(**{k: row[k] for k in Job.__dataclass_fields__})
 
-    def claim_job(self) -> Job | None:
-        """The oldest queued job, marked running (its attempts counted), or None."""
+    def claim_job(self, queue: str = "station") -> Job | None:
+        """The oldest queued job of ``queue``, marked running (its attempts counted), or None.
+
+        The node and the review station may share one store; each runs only its own queue's jobs
+        (a node's job ends by queuing its results for sending, which only the node does).
+        """
         with self._transaction() as db:
-            row = db.execute("SELECT id, case_id FROM jobs WHERE status = ? ORDER BY id LIMIT 1", (QUEUED,)).fetchone()
+            row = db.execute("SELECT id, case_id FROM jobs WHERE status = ? AND queue = ? ORDER BY id LIMIT 1",
+                             (QUEUED, queue)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE jobs SET status = ?, started = ?, attempts = attempts + 1 WHERE id = ?",
@@ -228,6 +235,31 @@ class CaseStore:
                 db.execute("INSERT OR IGNORE INTO outbox (case_id, version, file, destination, status, created) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
                            (job.case_id, job.version, file, destination, HELD if hold else PENDING, now_iso()))
+
+    def set_progress(self, job: Job, stage: str, fraction: float) -> None:
+        """Where a running job stands (for the station's progress bar)."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET stage = ?, progress = ? WHERE id = ?", (stage, float(fraction), job.id))
+
+    def request_cancel(self, case_id: str) -> bool:
+        """Cancel the case's queued or running job (a running one is stopped by its worker); False when none."""
+        with self._transaction() as db:
+            row = db.execute("SELECT id, status FROM jobs WHERE case_id = ? AND status IN (?, ?) ORDER BY id DESC "
+                             "LIMIT 1", (case_id, QUEUED, RUNNING)).fetchone()
+            if row is None:
+                return False
+            if row["status"] == QUEUED:
+                message = "Cancelled by the user before it started."
+                db.execute("UPDATE jobs SET status = ?, message = ?, finished = ? WHERE id = ?",
+                           (FAILED, message, now_iso(), row["id"]))
+                db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?", (FAILED, message, case_id))
+            else:
+                db.execute("UPDATE jobs SET cancel = 1 WHERE id = ?", (row["id"],))
+        return True
+
+    def cancel_requested(self, job: Job) -> bool:
+        row = self._connection().execute("SELECT cancel FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        return bool(row and row["cancel"])
 
     def fail_job(self, job: Job, message: str) -> None:
         """Mark ``job`` (and its case) failed with the message users see."""
