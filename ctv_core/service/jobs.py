@@ -46,11 +46,13 @@ def _die_with_parent() -> None:
 
 
 def prediction_command(store: CaseStore, job: Job) -> list[str]:
-    """The ``ctv predict`` command line of ``job``."""
+    """The ``ctv predict`` command line of ``job`` (with ``--series`` when the case names its CT series: an
+    upload may hold several)."""
     command = [sys.executable, "-m", "ctv_core", "predict", str(store.ct_dir(job.case_id)),
                str(store.version_dir(job.case_id, job.version)), "--device", job.device, "--formats", job.formats,
                "--progress", "json", "-q"]
-    return command + (["--model", job.model] if job.model else [])
+    series = (store.case(job.case_id) or {}).get("series_uid", "")
+    return command + (["--model", job.model] if job.model else []) + (["--series", series] if series else [])
 
 
 def failure_message(stderr: str, code: int) -> str:
