@@ -52,6 +52,7 @@ def add_api(app: web.Application, desk: ReviewDesk, on_received: Callable[[Recei
     app.router.add_post("/api/cases/{case}/runs", api.rerun)
     app.router.add_post("/api/cases/{case}/approve", api.approve)
     app.router.add_get("/api/models", api.models)
+    app.router.add_route("*", "/api/{rest:.*}", api.no_such_route)  # before the page's static files answer it
 
 
 @web.middleware
@@ -60,7 +61,7 @@ async def json_errors(request: web.Request, handler):
     if not request.path.startswith("/api/"):
         return await handler(request)
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -70,6 +71,7 @@ async def json_errors(request: web.Request, handler):
     except Exception:  # noqa: BLE001 - a bug must not show a traceback to the client; the log has it
         logger.exception("unexpected error answering %s %s", request.method, request.path)
         return refusal(request, 500, "The station met an unexpected error; the details are in its log.")
+    return response
 
 
 def _fail(status: int, message: str) -> web.HTTPException:
@@ -196,6 +198,9 @@ class StationAPI:
         released = self.desk.approve(case["id"], number, str(body.get("by", "")))
         return web.json_response({"id": case["id"], "approved_version": number,
                                   "released": [{"file": f, "destination": d} for f, d in released]})
+
+    async def no_such_route(self, request: web.Request) -> web.Response:
+        raise _fail(404, f"No such API call: {request.method} {request.path} (see the station's README section).")
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"models": list(self.desk.models)})

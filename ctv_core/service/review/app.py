@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from ...dicom.series import load_ct_series
-from ...errors import CTVError
+from ...errors import CTVError, describe_os_error
 from .autoplay import Autoplay
 from .desk import ReviewDesk
 from .scene import CaseScene
@@ -88,7 +88,7 @@ class ReviewApp:
                 try:
                     ct = await asyncio.get_running_loop().run_in_executor(
                         None, load_ct_series, self.desk.store.ct_dir(case_id), case["series_uid"] or None)
-                except CTVError as exc:
+                except (CTVError, OSError) as exc:
                     return self._say(f"The CT of case {case_id} cannot be shown: {exc}")
             self.scene.show_ct(case_id, ct)
             self.autoplay.forget()
@@ -119,7 +119,7 @@ class ReviewApp:
         try:
             self.scene.show_version(number, version["kind"], self.desk.store.version_dir(case.case_id, number),
                                     self.desk.report(case.case_id, number))
-        except CTVError as exc:
+        except (CTVError, OSError) as exc:
             return self._say(f"Version {number} cannot be shown: {exc}")
         self.autoplay.forget()
         who = version["author"] or version["model"] or "the model"
@@ -160,6 +160,8 @@ class ReviewApp:
             saved = save_edit(self.desk, self.scene, self.state.ctv_author, self.state.ctv_note)
         except CTVError as exc:
             return self._say(f"Not saved: {exc}")
+        except OSError as exc:
+            return self._say(f"Not saved: {describe_os_error(exc, 'writing the new version')}")
         self.state.ctv_note = ""
         await self.show_version(saved.version, confirmed=True)
         self._say(f"Saved as version {saved.version}.")

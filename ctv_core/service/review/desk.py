@@ -168,7 +168,7 @@ class ReviewDesk:
         self.audit("upload", f"case {case_id}: {len(reference.slices)} CT slices of series "
                              f"{reference.series_instance_uid}, {contents.bytes} bytes; job {job.id}"
                              + (f"; {note}" if note else ""))
-        received = Received(case_id, job, dataclasses.replace(ct, folder=self.store.ct_dir(case_id)), note)
+        received = Received(case_id, job, _moved(ct, contents.folder, self.store.ct_dir(case_id)), note)
         self._recent = received  # the viewer opens an upload at once: it need not load the CT again
         return received
 
@@ -252,6 +252,12 @@ class ReviewDesk:
         rows = self.store._connection().execute(
             "SELECT case_id, status, stage, progress FROM jobs WHERE status IN (?, ?) ORDER BY id", (QUEUED, RUNNING))
         return {r["case_id"]: dict(r) for r in rows}
+
+
+def _moved(ct: CTSeries, old: Path, new: Path) -> CTSeries:
+    """The CT as loaded from ``old``, its files now in ``new`` (writers read the slices' files again)."""
+    slices = tuple(dataclasses.replace(s, path=new / Path(s.path).relative_to(old)) for s in ct.reference.slices)
+    return dataclasses.replace(ct, folder=new, reference=dataclasses.replace(ct.reference, slices=slices))
 
 
 def _plain(case_id: str) -> bool:
