@@ -80,7 +80,8 @@ class Station:
 
     def upload(self, zipped: bytes, **query) -> tuple[int, dict]:
         suffix = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
-        status, answer, _ = self.call("POST", "/api/cases" + suffix, zipped, headers={"Content-Type": "application/zip"})
+        status, answer, _ = self.call("POST", "/api/cases" + suffix, zipped,
+                                      headers={"Content-Type": "application/zip"})
         return status, answer
 
     def wait_case(self, case_id: str, statuses=("done", "failed"), timeout_s: float = 300) -> dict:
@@ -103,6 +104,24 @@ def zip_folder(folder: Path, *extra: tuple[str, bytes]) -> bytes:
         for name, data in extra:
             zipped.writestr(name, data)
     return buffer.getvalue()
+
+
+def axial_view(browser):
+    """The axial view as the browser shows it: RGB ``(height, width, 3)`` int, and its element (the largest
+    image of the page)."""
+    import numpy as np
+    from PIL import Image
+
+    images = browser.find_elements("css selector", "img")
+    if not images:
+        return np.zeros((1, 1, 3), int), None
+    image = max(images, key=lambda i: i.size["width"] * i.size["height"])
+    return np.asarray(Image.open(io.BytesIO(image.screenshot_as_png)).convert("RGB")).astype(int), image
+
+
+def magenta(rgb) -> int:
+    """Pixels where the CTV's magenta (255, 0, 255) is drawn over the grey CT: red and blue well above green."""
+    return int(((rgb[..., 0] - rgb[..., 1] > 60) & (rgb[..., 2] - rgb[..., 1] > 60)).sum())
 
 
 def chromium():

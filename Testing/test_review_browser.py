@@ -5,7 +5,6 @@ and that version's RTSTRUCT, downloaded through the page's link, holding the edi
 
 from __future__ import annotations
 
-import io
 import subprocess
 import time
 
@@ -14,7 +13,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from conftest import require_tool
-from review_support import TOKEN, Station, chromium, zip_folder
+from review_support import TOKEN, Station, axial_view, chromium, magenta, zip_folder
 from test_rtstruct import _plastimatch_masks, dice
 
 from ctv_core import load_ct_series
@@ -37,24 +36,19 @@ def _wait(condition, timeout_s: float = 240, what: str = ""):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _axial(browser):
-    """The axial view as the browser shows it: RGB ``(height, width, 3)``."""
-    from PIL import Image
+def _frame_where(browser, predicate, what: str, timeout_s: float = 30) -> np.ndarray:
+    """The axial view once ``predicate(rgb)`` holds (frames arrive asynchronously)."""
+    def frame():
+        rgb = axial_view(browser)[0]
+        return rgb if predicate(rgb) else None
 
-    images = browser.find_elements("css selector", "img")
-    image = max(images, key=lambda i: i.size["width"] * i.size["height"])  # the axial view is the large one
-    return np.asarray(Image.open(io.BytesIO(image.screenshot_as_png)).convert("RGB")).astype(int), image
-
-
-def _magenta(rgb) -> int:
-    """Pixels where the CTV's magenta (255, 0, 255) is drawn over the grey CT: red and blue well above green."""
-    return int(((rgb[..., 0] - rgb[..., 1] > 60) & (rgb[..., 2] - rgb[..., 1] > 60)).sum())
+    return _wait(frame, timeout_s, what)
 
 
-def _shows(browser, previous: np.ndarray | None = None, timeout_s: float = 20) -> np.ndarray:
-    """The axial view once it changed from ``previous`` (frames arrive asynchronously)."""
-    return _wait(lambda: (lambda rgb: rgb if previous is None or rgb.shape != previous.shape or
-                          np.abs(rgb - previous).sum() > 0 else None)(_axial(browser)[0]), timeout_s, "a new frame")
+def _shows(browser, previous: np.ndarray | None = None) -> np.ndarray:
+    """The axial view once it differs from ``previous``."""
+    return _frame_where(browser, lambda rgb: previous is None or rgb.shape != previous.shape or
+                        bool(np.abs(rgb - previous).sum()), "a new frame")
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +87,7 @@ def test_upload_review_autoplay_edit_save_and_download_in_the_browser(phantom, t
         for _ in range(3):
             browser.find_element("id", "ctv-next").click()
             frame = _shows(browser, frame)
-            counts.append(_magenta(frame))
+            counts.append(magenta(frame))
             assert _state(browser, "ctv_position").startswith("CTV slice ")
             offset = _state(browser, "Red__SliderState__value")
             k = int(round((offset - ct.grid.origin[2]) / ct.grid.spacing[2]))
@@ -102,8 +96,7 @@ def test_upload_review_autoplay_edit_save_and_download_in_the_browser(phantom, t
         empty = next(k for k in range(prediction.shape[0]) if k not in holding)
         browser.execute_script("window.trame.state.set('Red__SliderState__value', arguments[0])",
                                ct.grid.origin[2] + empty * ct.grid.spacing[2])
-        frame = _wait(lambda: (lambda rgb: rgb if _magenta(rgb) < 20 else None)(_axial(browser)[0]), 20,
-                      f"slice {empty} (no CTV) without magenta")
+        frame = _frame_where(browser, lambda rgb: magenta(rgb) < 20, f"slice {empty} (no CTV) without magenta")
 
         # Autoplay: 250 ms a slice through the CTV's slices, then pause
         browser.find_element("id", "ctv-play").click()
@@ -122,16 +115,12 @@ def test_upload_review_autoplay_edit_save_and_download_in_the_browser(phantom, t
         brush = next(i for i in browser.find_elements("css selector", "i.mdi-brush") if i.is_displayed())
         brush.find_element("xpath", "./ancestor::button").click()
         _wait(lambda: "Paint" in (_state(browser, "SegmentEditorState__active_effect_name") or ""), 20, "Paint")
-        before = _magenta(frame)
-        _, view = _axial(browser)
-        from selenium.webdriver.common.action_chains import ActionChains
-
-        stroke = ActionChains(browser).move_to_element_with_offset(view, -40, 40).click_and_hold()
-        for _ in range(16):
-            stroke = stroke.move_by_offset(5, 0).pause(0.05)
-        stroke.release().perform()
-        frame = _wait(lambda: (lambda rgb: rgb if _magenta(rgb) > before + 100 else None)(_axial(browser)[0]), 30,
-                      "the stroke on screen")
+        before = magenta(frame)
+        _, view = axial_view(browser)
+        assert not _state(browser, "SegmentEditorState__can_undo")
+        _stroke(browser, view, -40, 40)
+        _wait(lambda: _state(browser, "SegmentEditorState__can_undo"), 20, "the stroke in the segment")
+        frame = _frame_where(browser, lambda rgb: magenta(rgb) > before + 100, "the stroke on screen")
         browser.find_element("id", "ctv-author").send_keys("Dr Review")
         _wait(lambda: _state(browser, "ctv_author") == "Dr Review", 10, "the name")
         browser.find_element("id", "ctv-save").click()
@@ -146,10 +135,34 @@ def test_upload_review_autoplay_edit_save_and_download_in_the_browser(phantom, t
         wanted = f"{station.base}/api/cases/{case_id}/versions/2/rtstruct.dcm"
         assert wanted in links, links
         rtstruct = _download(station, case_id, 2, "rtstruct.dcm", tmp_path)
+
+        # Another stroke, not saved: opening version 1 asks first, and the edit goes only when discarded
+        browser.find_element("id", "ctv-tab-edit").click()
+        _wait(lambda: "Paint" in _state(browser, "SegmentEditorState__active_effect_name"), 20,
+              "the Paint effect still on after saving")
+        _wait(lambda: not _state(browser, "SegmentEditorState__can_undo"), 20, "a fresh undo history")
+        _stroke(browser, view, -40, -60)
+        _wait(lambda: _state(browser, "SegmentEditorState__can_undo"), 20, "the second stroke in the segment")
+        browser.find_element("id", "ctv-tab-versions").click()
+        browser.find_element("css selector", "#ctv-version-1 button").click()
+        _wait(lambda: _state(browser, "ctv_confirm_open"), 20, "the question about the unsaved edit")
+        assert _state(browser, "ctv_shown_version") == 2
+        next(b for b in browser.find_elements("css selector", "button") if b.text.upper() == "DISCARD THE EDIT").click()
+        _wait(lambda: _state(browser, "ctv_shown_version") == 1, 30, "version 1 shown")
     finally:
         browser.quit()
         station.stop()
     _check_the_edit(rtstruct, ct, ct_dir, prediction, painted_at, tmp_path)
+
+
+def _stroke(browser, view, x: int, y: int) -> None:
+    """A paint stroke across the axial view, from ``(x, y)`` pixels off its centre, 80 pixels to the right."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    stroke = ActionChains(browser).move_to_element_with_offset(view, x, y).click_and_hold()
+    for _ in range(16):
+        stroke = stroke.move_by_offset(5, 0).pause(0.05)
+    stroke.release().perform()
 
 
 def _check_the_edit(rtstruct, ct, ct_dir, prediction, painted_at, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import shutil
+import stat
 import subprocess
 
 import pydicom
@@ -29,7 +30,8 @@ NODE_DESTINATION = "TPS@127.0.0.1:11104"
 @pytest.fixture(scope="module")
 def patients(tmp_path_factory):
     root = tmp_path_factory.mktemp("review_patients")
-    return {name: make_phantom(root / name, seed=seed, settings=PHANTOM).ct_dir for name, seed in (("a", 31), ("b", 32))}
+    return {name: make_phantom(root / name, seed=seed, settings=PHANTOM).ct_dir
+            for name, seed in (("a", 31), ("b", 32))}
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +157,8 @@ def test_a_series_chosen_among_two_survives_a_restart_mid_prediction_and_a_node_
     assert [j["attempts"] for j in CaseStore(station.data).case(case_id)["jobs"]] == [1]  # stopped, not failed
     assert station.call("GET", f"/api/cases/{node_case}")[1]["status"] == "queued"  # the node's job, not ours
 
+    private = [station.data, *(station.data / "cases" / case_id).rglob("*")]  # the station user's only
+    assert [p for p in private if stat.S_IMODE(p.stat().st_mode) & 0o077] == []
     rtstruct = _download(station, case_id, "latest", "rtstruct.dcm", tmp_path)
     nifti = _download(station, case_id, "1", "ctv.nii.gz", tmp_path)
     ds = pydicom.dcmread(rtstruct)

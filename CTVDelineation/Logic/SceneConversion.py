@@ -1,10 +1,11 @@
 """Between MRML nodes and ctv_core images: the CT out of a volume node, a mask into a segment, and back.
 
 ``volumeToImage`` gives ctv_core the CT exactly as ``load_ct_series`` would (HU, LPS geometry), and
-``imageToVolume`` makes a volume node of such an image; ``importMask`` puts a mask computed on that image into a segment on the CT's own voxels;
-``segmentMask`` reads what a segment holds now (after editing) onto a given grid. Geometry goes
-through :mod:`.PatientFrame` (RAS/LPS) and :mod:`.Lattice` (exact voxel correspondence): a mask
-is never interpolated, and one that does not sit on the CT's voxels is refused.
+``imageToVolume`` makes a volume node of such an image; ``importMask`` puts a mask computed on
+that image into a segment on the CT's own voxels; ``segmentMask`` reads what a segment holds now
+(after editing) onto a given grid. Geometry goes through :mod:`.PatientFrame` (RAS/LPS) and
+:mod:`.Lattice` (exact voxel correspondence): a mask is never interpolated, and one that does not
+sit on the CT's voxels is refused.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from .scene import CaseScene
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 1.0
+#: Seconds between a CTV shown in the slice views and its 3D surface (computing it holds the event loop).
+SURFACE_AFTER_S = 1.0
 DEFAULTS = {"ctv_cases": [], "ctv_open_id": "", "ctv_open": None, "ctv_shown": "", "ctv_shown_version": 0,
             "ctv_warnings": [], "ctv_status": "", "ctv_position": "", "ctv_playing": False, "ctv_speed": 1.0,
             "ctv_window": "soft tissue", "ctv_upload_progress": -1, "ctv_upload_message": "",
@@ -60,7 +62,10 @@ class ReviewApp:
 
     def start(self) -> None:
         """Start following the store (call from the running event loop)."""
-        self._refresher = asyncio.get_event_loop().create_task(self._follow())
+        loop = asyncio.get_event_loop()
+        self._wakeup = asyncio.Event()
+        self.desk.on_version = lambda *_: loop.call_soon_threadsafe(self._wakeup.set)
+        self._refresher = loop.create_task(self._follow())
 
     # --- cases ------------------------------------------------------------------------------------
 
@@ -125,7 +130,7 @@ class ReviewApp:
         who = version["author"] or version["model"] or "the model"
         self.state.update({"ctv_shown_version": number, "ctv_warnings": case.warnings,
                            "ctv_shown": f"Shown: version {number} ({version['kind']} by {who}, {version['created']})"})
-        await asyncio.sleep(0.2)  # let the slice views go out before the 3D surface is computed
+        await asyncio.sleep(SURFACE_AFTER_S)  # the slice views go out before the 3D surface is computed
         with self.state:
             self.scene.editor_logic.data.segment_display.show_3d = True
         self.scene.reset_3d()
@@ -163,7 +168,11 @@ class ReviewApp:
         except OSError as exc:
             return self._say(f"Not saved: {describe_os_error(exc, 'writing the new version')}")
         self.state.ctv_note = ""
+        editor = self.scene.app.segmentation_editor
+        effect = editor.active_effect_name
         await self.show_version(saved.version, confirmed=True)
+        if effect:
+            editor.set_active_effect_name(effect)  # go on editing with the same tool
         self._say(f"Saved as version {saved.version}.")
 
     def step(self, direction: int) -> None:
@@ -186,7 +195,11 @@ class ReviewApp:
                 await self._refresh()
             except Exception:  # noqa: BLE001 - the page keeps following; the log has the reason
                 logger.exception("refreshing the page failed")
-            await asyncio.sleep(REFRESH_S)
+            try:  # once a second, or at once when a prediction has stored its version
+                await asyncio.wait_for(self._wakeup.wait(), REFRESH_S)
+            except asyncio.TimeoutError:
+                pass
+            self._wakeup.clear()
 
     async def _refresh(self) -> None:
         cases = self.desk.cases()

@@ -19,6 +19,8 @@ from .scene import CaseScene
 logger = logging.getLogger(__name__)
 
 SPEEDS = (0.5, 1.0, 2.0, 4.0)
+#: Seconds after a single step before the other slice views render again.
+RELEASE_AFTER_S = 1.0
 
 
 class Autoplay:
@@ -41,6 +43,8 @@ class Autoplay:
         self.speed = 1.0
         self._player = None
         self._task: asyncio.Task | None = None
+        self._held: list = []
+        self._release: asyncio.TimerHandle | None = None
         self.step_seconds: list[float] = []  # time each step took on the server (step and view update)
         scene.app.segmentation_editor.segmentation_modified.connect(self.forget)
 
@@ -55,6 +59,9 @@ class Autoplay:
     def step(self, direction: int = 1) -> float | None:
         """Move the axial view ``direction`` CTV slices on (round at either end); the new offset, or None."""
         started = time.perf_counter()
+        if not self.playing:
+            self._hold_other_views()
+            self._release = asyncio.get_event_loop().call_later(RELEASE_AFTER_S, self._release_other_views)
         player = self._ensure_player()
         if player is None:
             self.on_position("No CTV to step through")
@@ -68,26 +75,54 @@ class Autoplay:
 
     def play(self) -> None:
         if not self.playing:
+            self._hold_other_views()
             self._task = asyncio.get_event_loop().create_task(self._run())
 
     def pause(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+            self._release_other_views()
+
+    def _hold_other_views(self) -> None:
+        """While stepping, the other slice views do not render: every axial step asks them to (for slice
+        intersections they do not show), which would triple the work of each frame. They render once when
+        the stepping stops (:data:`RELEASE_AFTER_S` after a single step)."""
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        if not self._held:
+            axial = self.scene.axial_view()
+            self._held = [v for v in self.scene.app.view_manager.get_slice_views() if v is not axial]
+            for view in self._held:
+                view.set_render_blocked(True)
+
+    def _release_other_views(self) -> None:
+        self._release = None
+        held, self._held = self._held, []
+        for view in held:
+            view.set_render_blocked(False)  # and render what changed meanwhile (an edit shows there too)
 
     def set_speed(self, speed: float) -> None:
         self.speed = min(SPEEDS, key=lambda s: abs(s - float(speed)))
 
     async def _run(self) -> None:
+        """Step on a fixed beat (the time a frame takes is not added to the interval)."""
+        beat = time.monotonic()
         try:
             while True:
                 if self.step(1) is None:
                     return
-                await asyncio.sleep(self.interval_s / self.speed)
+                beat = max(beat + self.interval_s / self.speed, time.monotonic())
+                await asyncio.sleep(beat - time.monotonic())
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - autoplay stops; the page keeps working and the log has the reason
             logger.exception("autoplay stopped")
+        finally:
+            if self._task is not None and self._task is asyncio.current_task():  # ended by itself, not paused
+                self._task = None
+                self._release_other_views()
 
     def _ensure_player(self):
         from CTVDelineationLib.Review import ReviewPlayer

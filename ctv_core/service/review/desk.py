@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,8 @@ class ReviewDesk:
         self.workers = JobWorkers(self.store, QUEUE, self.finish, self.audit, count=config.workers,
                                   poll_s=config.poll_s)
         self._recent: Received | None = None
+        #: Told ``(case_id, version)`` when a prediction's version is recorded (the page shows it at once).
+        self.on_version: Callable[[str, int], None] | None = None
 
     # --- life -------------------------------------------------------------------------------
 
@@ -164,6 +166,7 @@ class ReviewDesk:
             device=self.config.device, formats=PREDICTION_FORMATS, study_uid=reference.study_instance_uid,
             series_uid=reference.series_instance_uid, description=describe_ct(ct))
         self.discard(upload)
+        self.workers.wake()
         note = contents.note()
         self.audit("upload", f"case {case_id}: {len(reference.slices)} CT slices of series "
                              f"{reference.series_instance_uid}, {contents.bytes} bytes; job {job.id}"
@@ -186,9 +189,12 @@ class ReviewDesk:
     # --- jobs -----------------------------------------------------------------------------------
 
     def finish(self, job: Job, report: dict[str, Any]) -> None:
-        """A prediction's version folder is complete: record the version (the job's end)."""
+        """A prediction's version folder is complete: record the version (the job's end), then tell
+        :attr:`on_version` (from the worker's thread)."""
         model = f"{report['model']['name']} {report['model']['version']}"
         self.store.finish_job(job, model=model)
+        if self.on_version is not None:
+            self.on_version(job.case_id, job.version)
         self.audit("job-done", f"job {job.id} case {job.case_id} version {job.version}: CTV "
                                f"{report['ctv']['volume_cc']} cc by {model}")
 
@@ -196,6 +202,7 @@ class ReviewDesk:
         """Queue another prediction of the case with one of the station's models (a new version)."""
         job = self.store.queue_job(case_id, queue=QUEUE, kind="rerun", model=self.models[model_name],
                                    device=self.config.device, formats=PREDICTION_FORMATS)
+        self.workers.wake()
         self.audit("rerun", f"case {case_id} version {job.version} with {model_name}, job {job.id}")
         return job
 

@@ -20,23 +20,37 @@ window.ctvSend = function (url, body, type) {
   const xhr = new XMLHttpRequest();
   xhr.open('POST', url);
   if (type) xhr.setRequestHeader('Content-Type', type);
-  xhr.upload.onprogress = (e) => { if (e.lengthComputable) state.set('ctv_upload_progress', Math.round(100 * e.loaded / e.total)); };
+  xhr.upload.onprogress = (e) => {
+    if (e.lengthComputable) state.set('ctv_upload_progress', Math.round(100 * e.loaded / e.total));
+  };
   xhr.onload = () => {
     let answer = {};
     try { answer = JSON.parse(xhr.responseText); } catch (err) { answer = {message: xhr.statusText}; }
     state.set('ctv_upload_progress', -1);
-    if (xhr.status === 201) { state.set('ctv_series_choice', null); window.trame.trigger('ctv_uploaded', [answer.id, answer.note || '']); }
-    else if (xhr.status === 409 && answer.series) { state.set('ctv_series_choice', answer); }
-    else { state.set('ctv_series_choice', null); state.set('ctv_upload_message', answer.message || ('Upload failed: ' + xhr.status)); }
+    if (xhr.status === 201) {
+      state.set('ctv_series_choice', null);
+      window.trame.trigger('ctv_uploaded', [answer.id, answer.note || '']);
+    } else if (xhr.status === 409 && answer.series) {
+      state.set('ctv_series_choice', answer);
+    } else {
+      state.set('ctv_series_choice', null);
+      state.set('ctv_upload_message', answer.message || ('The upload failed: ' + xhr.status));
+    }
   };
-  xhr.onerror = () => { state.set('ctv_upload_progress', -1); state.set('ctv_upload_message', 'The upload did not reach the station; check the connection.'); };
+  xhr.onerror = () => {
+    state.set('ctv_upload_progress', -1);
+    state.set('ctv_upload_message', 'The upload did not reach the station; check the connection.');
+  };
   state.set('ctv_upload_message', '');
   state.set('ctv_upload_progress', 0);
   xhr.send(body);
 };
 window.ctvUpload = function (files) {
   if (!files || !files.length) return;
-  if (files.length === 1 && /\.zip$/i.test(files[0].name)) { window.ctvSend('api/cases', files[0], 'application/zip'); return; }
+  if (files.length === 1 && /\.zip$/i.test(files[0].name)) {
+    window.ctvSend('api/cases', files[0], 'application/zip');
+    return;
+  }
   const form = new FormData();
   for (const f of files) form.append('files', f, f.webkitRelativePath || f.name);
   window.ctvSend('api/cases', form, null);

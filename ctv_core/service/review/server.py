@@ -21,13 +21,15 @@ from .config import StationConfig
 
 logger = logging.getLogger(__name__)
 
-VIEWS = ("Axial", "3D", "Coronal", "Sagittal")
+#: JPEG quality of the views' frames (trame-rca's still quality).
+STILL_QUALITY = 90
 
 
 def _require_review_extra() -> None:
     import importlib.util
 
-    missing = [name for name in ("trame_slicer", "slicer", "CTVDelineationLib") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("trame_slicer", "slicer", "CTVDelineationLib")
+               if importlib.util.find_spec(name) is None]
     if missing:
         raise CTVError(f"The review station needs the 'review' extra ({', '.join(missing)} missing): "
                        'pip install -e ".[review]" (trame-slicer and slicer-core), then start it again.')
@@ -95,7 +97,9 @@ def serve(config: StationConfig, on_ready: Callable[[StationConfig], None] | Non
     server.state.trame__title = "CTV review station"
 
     slicer_app = SlicerApp()
-    register_rca_factories(slicer_app.view_manager, server)
+    # One quality for every frame: a step (autoplay, a slider, a paint stroke) costs one render, not a quick
+    # frame and, 5 periods later, a sharper one.
+    register_rca_factories(slicer_app.view_manager, server, interactive_quality=STILL_QUALITY)
     layout_manager = LayoutManager(slicer_app.scene, slicer_app.view_manager, server)
     _layout(layout_manager)
     editor_logic = SegmentEditorLogic(server, slicer_app)  # after the views: its effects attach to them
