@@ -124,6 +124,30 @@ def test_uploads_that_cannot_be_used_are_refused_with_their_reason(station, pati
     assert status == 404 and "upload the CT again" in answer["message"]
 
 
+def test_uploads_queue_a_running_prediction_cancels_and_a_failed_one_says_why(station, patients, tmp_path):
+    short = tmp_path / "short"
+    short.mkdir()
+    for path in sorted(patients["a"].iterdir())[:12]:  # 60 mm of CT: too short for a pelvis
+        shutil.copy(path, short / path.name)
+    status, first = station.upload(zip_folder(patients["a"]))
+    assert status == 201, first
+    status, second = station.upload(zip_folder(short))
+    assert status == 201, second
+    station.wait_case(first["id"], statuses=("running",), timeout_s=120)
+    assert station.call("GET", f"/api/cases/{second['id']}")[1]["status"] == "queued"  # one worker: it waits
+    status, answer, _ = station.call("POST", f"/api/cases/{first['id']}/cancel")
+    assert status == 200 and answer["cancelled"], answer
+    cancelled = station.wait_case(first["id"], statuses=("failed",), timeout_s=120)
+    assert "Cancelled" in cancelled["message"] and cancelled["versions"] == []
+    failed = station.wait_case(second["id"], statuses=("failed",), timeout_s=180)
+    assert "covering 60 mm" in failed["message"] and "at least 3 slices and 100 mm" in failed["message"], failed
+    assert failed["versions"] == [] and "Traceback" not in failed["message"]
+    for case in (first, second):  # no half result left behind
+        assert not any(p.is_file() for p in (station.data / "cases" / case["id"] / "versions").rglob("*"))
+    status, answer, _ = station.call("POST", f"/api/cases/{first['id']}/cancel")
+    assert status == 409 and "no queued or running" in answer["message"]
+
+
 def test_a_series_chosen_among_two_survives_a_restart_mid_prediction_and_a_node_case_is_approved(
         station, patients, tmp_path):
     both = tmp_path / "both"
@@ -179,6 +203,8 @@ def test_a_series_chosen_among_two_survives_a_restart_mid_prediction_and_a_node_
     _finish_node_job(CaseStore(station.data), node_job, station.data / "cases" / case_id / "versions" / "1")
     node = station.call("GET", f"/api/cases/{node_case}")[1]
     assert node["status"] == DONE and [v["number"] for v in node["versions"]] == [1]
+    status, answer, _ = station.call("POST", f"/api/cases/{node_case}/approve", {"version": "latest"})
+    assert status == 400 and "your name" in answer["message"]  # an approval is always someone's
     status, approved, _ = station.call("POST", f"/api/cases/{node_case}/approve", {"version": "latest", "by": "dr b"})
     assert status == 200 and approved["released"] == [{"file": "rtstruct.dcm", "destination": NODE_DESTINATION}]
     (item,) = CaseStore(station.data).outbox.items()

@@ -281,6 +281,12 @@ class CaseStore:
                 db.execute("UPDATE jobs SET cancel = 1 WHERE id = ?", (row["id"],))
         return True
 
+    def open_jobs(self) -> dict[str, dict[str, Any]]:
+        """Each case's latest queued or running job: case id -> its status, stage and progress."""
+        rows = self._connection().execute("SELECT case_id, status, stage, progress FROM jobs WHERE status IN (?, ?) "
+                                          "ORDER BY id", (QUEUED, RUNNING))
+        return {r["case_id"]: dict(r) for r in rows}
+
     def cancel_requested(self, job: Job) -> bool:
         row = self._connection().execute("SELECT cancel FROM jobs WHERE id = ?", (job.id,)).fetchone()
         return bool(row and row["cancel"])

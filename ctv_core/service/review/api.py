@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...errors import DicomInputError, UploadError, UploadTooLargeError
+from ...errors import CTVError, DicomInputError, UploadError, UploadTooLargeError
 from .access import refusal
 from .desk import Received, ReviewDesk, SeriesChoice
 from .uploads import CHUNK, MB, UploadContents, add_received
@@ -195,7 +195,10 @@ class StationAPI:
         case = self._case(request)
         body = await _json(request)
         number = self._version(case, str(body.get("version", "latest")))
-        released = self.desk.approve(case["id"], number, str(body.get("by", "")))
+        try:
+            released = self.desk.approve(case["id"], number, str(body.get("by", "")))
+        except CTVError as exc:
+            raise _fail(400, str(exc)) from exc
         return web.json_response({"id": case["id"], "approved_version": number,
                                   "released": [{"file": f, "destination": d} for f, d in released]})
 

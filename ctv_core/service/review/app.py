@@ -23,6 +23,8 @@ from .scene import CaseScene
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 1.0
+#: Cases the page lists (the newest; the API lists them all).
+PAGE_CASES = 300
 #: Seconds between a CTV shown in the slice views and its 3D surface (computing it holds the event loop).
 SURFACE_AFTER_S = 1.0
 DEFAULTS = {"ctv_cases": [], "ctv_open_id": "", "ctv_open": None, "ctv_shown": "", "ctv_shown_version": 0,
@@ -150,7 +152,10 @@ class ReviewApp:
     def approve(self, number: int) -> None:
         if self.scene.open is None:
             return
-        released = self.desk.approve(self.scene.open.case_id, int(number), self.state.ctv_author)
+        try:
+            released = self.desk.approve(self.scene.open.case_id, int(number), self.state.ctv_author)
+        except CTVError as exc:
+            return self._say(f"Not approved: {exc} (the name field is in the Edit tab)")
         self._say(f"Version {number} approved" + (f"; sent to {', '.join(sorted({d for _, d in released}))}."
                                                   if released else "."))
 
@@ -202,7 +207,7 @@ class ReviewApp:
             self._wakeup.clear()
 
     async def _refresh(self) -> None:
-        cases = self.desk.cases()
+        cases = self.desk.cases()[:PAGE_CASES]
         with self.state:
             if cases != self.state.ctv_cases:
                 self.state.ctv_cases = cases

@@ -81,8 +81,10 @@ class StationConfig:
             raise CTVError(f"--port {self.port} is not a TCP port (0-65535).")
         if self.device not in DEVICES:
             raise CTVError(f"--device {self.device} is not one of {', '.join(DEVICES)}.")
-        if self.workers < 1 or not self.models:
-            raise CTVError("--workers must be at least 1.")
+        if self.workers < 1:
+            raise CTVError(f"--workers {self.workers}: at least 1 prediction must be able to run.")
+        if not self.models:
+            raise CTVError("The station needs a model (none given: the bundled one).")
 
     @property
     def url(self) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from ...dicom.ct_series import CTSeries
 from ...dicom.files import scan_folder
 from ...dicom.series import load_ct_series
-from ...errors import DicomInputError
+from ...errors import CTVError, DicomInputError
 from ...inference.predict_job import KNOWN_FILES, REPORT
 from ..audit import AuditLog
 from ..jobs import JobWorkers
@@ -213,9 +213,18 @@ class ReviewDesk:
         return cancelled
 
     def approve(self, case_id: str, version: int, who: str) -> list[tuple[str, str]]:
-        """Approve a version; files a DICOM node held for review go out (that version's, to the node's peers)."""
+        """Approve a version; files a DICOM node held for review go out (that version's, to the node's peers).
+
+        Raises
+        ------
+        CTVError
+            No name given: an approval is always someone's.
+        """
+        who = " ".join(who.split())
+        if not who:
+            raise CTVError("Give your name to approve a version: every approval records who made it.")
         pairs = self.store.outbox.approve(case_id, version)
-        self.audit("approve", f"case {case_id} version {version} by {who or 'unnamed'}; released "
+        self.audit("approve", f"case {case_id} version {version} by {who}; released "
                               f"{', '.join(f'{f} to {d}' for f, d in pairs) or 'nothing (no held files)'}")
         return pairs
 
@@ -223,7 +232,7 @@ class ReviewDesk:
 
     def cases(self) -> list[dict[str, Any]]:
         """Every case, newest first, with where its latest job stands."""
-        progress = self._progress()
+        progress = self.store.open_jobs()
         return [_case_row(case, progress.get(case["id"])) for case in self.store.cases()]
 
     def case(self, case_id: str) -> dict[str, Any] | None:
@@ -254,11 +263,6 @@ class ReviewDesk:
             return json.loads((self.store.version_dir(case_id, number) / REPORT).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-
-    def _progress(self) -> dict[str, dict[str, Any]]:
-        rows = self.store._connection().execute(
-            "SELECT case_id, status, stage, progress FROM jobs WHERE status IN (?, ?) ORDER BY id", (QUEUED, RUNNING))
-        return {r["case_id"]: dict(r) for r in rows}
 
 
 def _moved(ct: CTSeries, old: Path, new: Path) -> CTSeries:
