@@ -85,6 +85,16 @@ def instanceUIDs(volumeNode) -> list[str]:
     return (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
 
 
+def markDicomSeries(volumeNode, seriesInstanceUID: str, sopInstanceUIDs) -> None:
+    """Record a volume's DICOM origin as Slicer's DICOM module does (the ``DICOM.instanceUIDs`` attribute and the
+    series UID on its subject hierarchy item), for a volume built from a series loaded some other way (the
+    review station loads it with ctv_core); :func:`instanceUIDs` and :func:`seriesInstanceUID` read them."""
+    volumeNode.SetAttribute("DICOM.instanceUIDs", " ".join(sopInstanceUIDs))
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volumeNode.GetScene())
+    item = hierarchy.GetItemByDataNode(volumeNode) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), volumeNode)
+    hierarchy.SetItemUID(item, "DICOM", seriesInstanceUID)
+
+
 def _loadFromDatabase(volumeNode, uids: list[str], files: DicomFileSource) -> CTSeries:
     from ctv_core.dicom.series import load_ct_series
 
@@ -159,11 +169,13 @@ def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource)
 
 
 def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str | Path | None = None, *,
-                   files: DicomFileSource | None = None, terminology=None) -> ExportResult:
+                   files: DicomFileSource | None = None, terminology=None, label: str = LABEL,
+                   description: str = DESCRIPTION) -> ExportResult:
     """Write every non-empty segment of ``segmentationNode`` as an RTSTRUCT on ``volumeNode``'s DICOM series.
 
     See the module docstring. The file is written under a temporary name and renamed; nothing
-    is written when any check fails.
+    is written when any check fails. ``label`` and ``description`` are the structure set's label and
+    series description (the planning system shows them; the review station names itself there).
     """
     if segmentationNode is None or volumeNode is None:
         raise StructureSetError("Choose the CT and the segmentation to export.")
@@ -204,7 +216,7 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
     algorithm = automatic.pop() if len(automatic) == 1 and "" not in automatic else None
     from ctv_core.structures.rtstruct import write_rtstruct
 
-    written = write_rtstruct(ct, masks, path, algorithm=algorithm, label=LABEL, series_description=DESCRIPTION,
+    written = write_rtstruct(ct, masks, path, algorithm=algorithm, label=label, series_description=description,
                              interpreted_types=types)
     return ExportResult(path=Path(written), rois=list(masks), seriesInstanceUID=ct.reference.series_instance_uid,
                         algorithm=algorithm, warnings=warnings)

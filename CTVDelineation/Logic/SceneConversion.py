@@ -1,10 +1,11 @@
 """Between MRML nodes and ctv_core images: the CT out of a volume node, a mask into a segment, and back.
 
-``volumeToImage`` gives ctv_core the CT exactly as ``load_ct_series`` would (HU, LPS geometry);
-``importMask`` puts a mask computed on that image into a segment on the CT's own voxels;
-``segmentMask`` reads what a segment holds now (after editing) onto a given grid. Geometry goes
-through :mod:`.PatientFrame` (RAS/LPS) and :mod:`.Lattice` (exact voxel correspondence): a mask
-is never interpolated, and one that does not sit on the CT's voxels is refused.
+``volumeToImage`` gives ctv_core the CT exactly as ``load_ct_series`` would (HU, LPS geometry), and
+``imageToVolume`` makes a volume node of such an image; ``importMask`` puts a mask computed on
+that image into a segment on the CT's own voxels; ``segmentMask`` reads what a segment holds now
+(after editing) onto a given grid. Geometry goes through :mod:`.PatientFrame` (RAS/LPS) and
+:mod:`.Lattice` (exact voxel correspondence): a mask is never interpolated, and one that does not
+sit on the CT's voxels is refused.
 """
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ def volumeToImage(volumeNode) -> sitk.Image:
     requireUntransformed(volumeNode, "CT")
     array = slicer.util.arrayFromVolume(volumeNode)  # [k, j, i], a view on the node's voxels
     return gridOfVolume(volumeNode).image(np.array(array, copy=True))
+
+
+def imageToVolume(scene, image: sitk.Image, name: str = "CT"):
+    """A new scalar volume node holding a ctv_core image (HU, LPS geometry) on its own voxels: the inverse of
+    :func:`volumeToImage` (the review station builds the CT it shows from ``load_ct_series``).
+
+    The voxels are copied with their type; the geometry goes through :func:`.PatientFrame.ijkToRasOfGrid`.
+    """
+    volumeNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(volumeNode, sitk.GetArrayViewFromImage(image))
+    volumeNode.SetIJKToRASMatrix(arrayToMatrix(ijkToRasOfGrid(Grid.of_image(image))))
+    volumeNode.CreateDefaultDisplayNodes()
+    return volumeNode
 
 
 def segmentTag(segment, key: str) -> str:

@@ -19,7 +19,15 @@ from ctv_core.structures.catalogue import structure_for
 
 from .Errors import InstallationError
 
-TERMINOLOGY_FILE = Path(__file__).resolve().parents[1] / "Resources" / "CTVDelineation.term.json"
+def _terminologyFile() -> Path:
+    """The module's ``Resources/`` beside this folder (Slicer, a source checkout), else the copy an
+    installed ``CTVDelineationLib`` wheel carries in its own ``Resources/`` (setup.py)."""
+    here = Path(__file__).resolve().parent
+    inModule = here.parent / "Resources" / "CTVDelineation.term.json"
+    return inModule if inModule.is_file() else here / "Resources" / inModule.name
+
+
+TERMINOLOGY_FILE = _terminologyFile()
 #: The type's ``3dSlicerLabel`` in the terminology file.
 CTV_LABEL = "CTV"
 
