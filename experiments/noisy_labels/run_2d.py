@@ -205,7 +205,9 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
     row = {"method": spec.method, "noise_fraction": spec.fraction, "noise_range": spec.noise_range,
            "seed": spec.seed, "dice": scores, "mean_dice": float(np.mean(list(scores.values())))}
     return {"row": row, "steps": opt.steps, "batch_size": config.model.batch_size,
-            "image_size": 256 // data.factor, "noisy_cases": sorted(record)}
+            "image_size": 256 // data.factor, "noisy_cases": sorted(record),
+            "noise": {case: [[list(STRUCTURES)[c.structure], c.operation, c.distance] for c in changes]
+                      for case, changes in record.items()}}
 
 
 def evaluate(network: torch.nn.Module, data: Jsrt2D, batch: int = 16) -> dict[str, float]:
