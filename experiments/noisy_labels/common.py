@@ -7,6 +7,7 @@ second start skips every finished run. ``--shard K/N`` lets N processes share a 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -106,6 +107,25 @@ def set_threads(threads: int) -> None:
 
     torch.set_num_threads(int(threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def start(doc: str, config_class: type[T], default_config: Path, work_help: str, results_help: str,
+          argv: list[str] | None, extra: Callable[[argparse.ArgumentParser], None] | None = None,
+          ) -> tuple[argparse.Namespace, T, tuple[int, int]]:
+    """The arguments every experiment command takes, its configuration read strictly, its shard; threads set."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=default_config)
+    parser.add_argument("--work", type=Path, required=True, help=work_help)
+    parser.add_argument("--results", type=Path, default=HERE, help=results_help)
+    parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run from the K-th (N processes)")
+    parser.add_argument("--report-only", action="store_true", help="only gather finished runs into the results")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    config = load_config(config_class, args.config)
+    shard = parse_shard(args.shard)
+    set_threads(config.threads)
+    return args, config, shard
 
 
 def command(main: Callable[[list[str] | None], int]) -> None:

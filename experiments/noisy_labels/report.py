@@ -10,6 +10,7 @@ multiple of the uniform weight (weight x batch size; 1 = the plain mean), from e
 from __future__ import annotations
 
 import csv
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,6 +127,42 @@ def weight_curves(samples_csv: Path, noisy: set[str], bins: int = 25) -> tuple[n
     return centres, clean_mean, noisy_mean
 
 
+def _late_weights(samples_csv: Path, last_fraction: float) -> dict[str, list[float]]:
+    """Case id -> relative weights (weight x batch) of its samples in the last ``last_fraction`` of the steps."""
+    with open(samples_csv, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    last = max(int(r["step"]) for r in rows)
+    per_step: dict[int, int] = defaultdict(int)
+    for row in rows:
+        per_step[int(row["step"])] += 1
+    out: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        if int(row["step"]) > (1 - last_fraction) * last:
+            out[row["case_id"]].append(float(row["weight"]) * per_step[int(row["step"])])
+    return out
+
+
+def weights_by_change(results: list[dict[str, Any]], samples: list[Path], last_fraction: float = 0.25) -> str:
+    """Markdown: mean relative weight in the last quarter of training of clean labels, of labels whose
+    structures were mostly dilated (at least 2 of 3) and mostly eroded, per method and noise setting."""
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for result, path in zip(results, samples):
+        row = result["row"]
+        if row["method"] == "baseline" or row["noise_range"] is None or "noise" not in result:
+            continue
+        for case_id, weights in _late_weights(path, last_fraction).items():
+            changes = result["noise"].get(case_id)
+            kind = "clean" if not changes else (
+                "mostly dilated" if sum(c[1] == "dilate" for c in changes) * 2 > len(changes) else "mostly eroded")
+            cells[(row["method"], _noise_label(row["noise_fraction"], row["noise_range"]))][kind].extend(weights)
+    kinds = ("clean", "mostly dilated", "mostly eroded")
+    lines = ["| method | noise | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+    for (method, noise), by_kind in sorted(cells.items()):
+        lines.append(f"| {method} | {noise} | " + " | ".join(
+            f"{np.mean(by_kind[k]):.2f}" if by_kind[k] else "–" for k in kinds) + " |")
+    return "\n".join(lines)
+
+
 def plot_weights(results: list[dict[str, Any]], samples: list[Path], out: Path, title: str,
                  settings: list[tuple[float, str | None]]) -> None:
     """Mean relative weight of clean (solid) and noisy (dashed) samples over training, mean over seeds."""
@@ -146,9 +183,11 @@ def plot_weights(results: list[dict[str, Any]], samples: list[Path], out: Path, 
             if not curves:
                 continue
             x = curves[0][0]
-            ax.plot(x, np.nanmean([c[1] for c in curves], axis=0), color=colours[method], label=f"{method}: clean")
-            ax.plot(x, np.nanmean([c[2] for c in curves], axis=0), color=colours[method], linestyle="--",
-                    label=f"{method}: noisy")
+            with warnings.catch_warnings():  # a bin without clean (or noisy) samples in every seed stays empty
+                warnings.simplefilter("ignore", RuntimeWarning)
+                clean, noisy = (np.nanmean([c[k] for c in curves], axis=0) for k in (1, 2))
+            ax.plot(x, clean, color=colours[method], label=f"{method}: clean")
+            ax.plot(x, noisy, color=colours[method], linestyle="--", label=f"{method}: noisy")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_title(_noise_label(*setting))
         ax.set_xlabel("training step")
@@ -162,11 +201,17 @@ def plot_weights(results: list[dict[str, Any]], samples: list[Path], out: Path, 
     plt.close(fig)
 
 
+def _rows(results: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """The runs' rows, written to ``path`` (a JSON list) in any case."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [r["row"] for r in results]
+    write_json(path, rows)
+    return rows
+
+
 def write_report_2d(results: list[dict[str, Any]], work: Path, out_dir: Path, config: Any) -> None:
     """``results.json``, ``results.md``, ``dice_vs_noise.png``, ``weights_over_training.png`` in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [r["row"] for r in results]
-    write_json(out_dir / "results.json", rows)
+    rows = _rows(results, out_dir / "results.json")
     if not rows:
         return
     names = [_name(r["row"]) for r in results]
@@ -180,6 +225,10 @@ def write_report_2d(results: list[dict[str, Any]], work: Path, out_dir: Path, co
              "## Beside the method's published numbers", "", beside_paper(rows), ""]
     for structure in rows[0]["dice"]:
         lines += [f"## Dice, {structure}", "", table(rows, structure=structure), ""]
+    lines += ["## Which labels the QAM trusts", "",
+              "Mean weight x batch size (1 = the plain mean) in the last quarter of training, mean over the "
+              "samples and seeds, by what the noise did to the label:", "",
+              weights_by_change(results, [work / name / "samples.csv" for name in names]), ""]
     (out_dir / "results.md").write_text("\n".join(lines), encoding="utf-8")
     plot_dice_vs_noise(rows, out_dir / "dice_vs_noise.png", "JSRT, 2D U-Net: mean Dice against label noise")
     noisy_settings = sorted({(r["noise_fraction"], r["noise_range"]) for r in rows if r["noise_range"]},
@@ -190,13 +239,10 @@ def write_report_2d(results: list[dict[str, Any]], work: Path, out_dir: Path, co
 
 def write_report_3d(results: list[dict[str, Any]], work: Path, out_dir: Path, config: Any) -> None:
     """``results_3d.json``, ``results_3d.md`` and ``weights_over_training_3d.png`` in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [r["row"] for r in results]
-    write_json(out_dir / "results_3d.json", rows)
+    rows = _rows(results, out_dir / "results_3d.json")
     if not rows:
         return
-    first = results[0]
-    seconds = [r["seconds"] for r in results]
+    first, seconds = results[0], [r["seconds"] for r in results]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     clinicians: dict[str, list[dict]] = defaultdict(list)
     for result in results:

@@ -18,7 +18,6 @@ results files (``results.json``, ``results.md``, the plots) to ``--results``
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HERE, METHODS, REPO, command, finished_results, load_config, method_quality, parse_shard, \
-    run_grid, set_threads, write_json  # noqa: E402
+from common import METHODS, REPO, command, finished_results, method_quality, run_grid, start  # noqa: E402
 from jsrt import STRUCTURES, downsample, load_jsrt, split  # noqa: E402
 from unet2d import UNet2D  # noqa: E402
 
@@ -234,17 +232,11 @@ def grid_runs(config: Experiment2D) -> list[tuple[str, RunSpec]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument("--work", type=Path, required=True, help="run folders (outside the repository)")
-    parser.add_argument("--results", type=Path, default=HERE, help="where results.json, results.md and plots go")
-    parser.add_argument("--data", type=Path, default=None, help="the jsrt256 folder (default: data.root)")
-    parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run from the K-th (N processes)")
-    parser.add_argument("--report-only", action="store_true", help="only gather finished runs into the results")
-    args = parser.parse_args(argv)
-    config = load_config(Experiment2D, args.config)
-    shard = parse_shard(args.shard)
-    set_threads(config.threads)
+    args, config, shard = start(
+        __doc__, Experiment2D, DEFAULT_CONFIG, "run folders (outside the repository)",
+        "where results.json, results.md and plots go", argv,
+        lambda parser: parser.add_argument("--data", type=Path, default=None,
+                                           help="the jsrt256 folder (default: data.root)"))
     runs = grid_runs(config)
     if not args.report_only:
         root = args.data or (REPO / config.data.root)

@@ -19,9 +19,10 @@ Dice on the CT grid.
 
 from __future__ import annotations
 
-import argparse
+import hashlib
+import json
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HERE, REPO, command, finished_results, load_config, method_quality, parse_shard, run_grid, \
-    set_threads  # noqa: E402
+from common import REPO, command, finished_results, method_quality, run_grid, start  # noqa: E402
 
 from ctv_core.strict_config import from_plain, is_int  # noqa: E402
 from ctv_core.training.config import TrainingConfig  # noqa: E402
@@ -69,6 +69,11 @@ class Experiment3D:
 
     def styles(self) -> list[ClinicianStyle]:
         return [from_plain(ClinicianStyle, c, "clinicians[]") for c in self.clinicians]
+
+    def data_key(self) -> str:
+        """A short digest of what the noisy training set depends on (a stale file is never reused)."""
+        text = json.dumps([asdict(self.phantoms), list(self.clinicians)], sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
 
     def training_config(self, method: str, seed: int) -> TrainingConfig:
         base = TrainingConfig.from_dict(self.training)
@@ -135,7 +140,7 @@ def train_run(config: Experiment3D, phantoms: dict[int, Path], spec: tuple[str, 
     from ctv_core.training.loop import train
 
     method, seed = spec
-    data = folder.parent.parent / f"data_seed{seed}.h5"
+    data = folder.parent.parent / f"data_seed{seed}_{config.data_key()}.h5"
     noise = noisy_dataset(config, phantoms, seed, data)
     training = config.training_config(method, seed)
     result = train(data, folder / "run", training, device="cpu")
@@ -154,16 +159,8 @@ def train_run(config: Experiment3D, phantoms: dict[int, Path], spec: tuple[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument("--work", type=Path, required=True, help="phantoms, data and run folders")
-    parser.add_argument("--results", type=Path, default=HERE, help="where results_3d.json, .md and the plot go")
-    parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run from the K-th (N processes)")
-    parser.add_argument("--report-only", action="store_true", help="only gather finished runs into the results")
-    args = parser.parse_args(argv)
-    config = load_config(Experiment3D, args.config)
-    shard = parse_shard(args.shard)
-    set_threads(config.threads)
+    args, config, shard = start(__doc__, Experiment3D, DEFAULT_CONFIG, "phantoms, data and run folders",
+                                "where results_3d.json, .md and the plot go", argv)
     runs = [(f"{m}/seed{s}", (m, s)) for s in config.seeds for m in config.methods]
     if not args.report_only:
         phantoms = make_phantoms(config, args.work / "phantoms")
