@@ -95,8 +95,11 @@ def test_3d_experiment_command_runs_both_methods_at_batch_one(tmp_path):
     assert failed.returncode == 2 and "margin_mm" in failed.stderr and "Traceback" not in failed.stderr
 
 
-@pytest.mark.parametrize("script", ["run_2d.py", "run_3d.py"])
-def test_the_shipped_experiment_configurations_are_valid(script, tmp_path):
-    done = _run(script, "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"), "--report-only")
+@pytest.mark.parametrize("script,config", [("run_2d.py", "noisy_labels_2d.json"), ("run_3d.py", "noisy_labels_3d.json"),
+                                           ("run_2d.py", "noisy_labels_2d_gpu.json"),
+                                           ("run_3d.py", "noisy_labels_3d_gpu.json")])
+def test_the_shipped_experiment_configurations_are_valid(script, config, tmp_path):
+    done = _run(script, "--config", str(REPO / "configs" / config), "--work", str(tmp_path / "work"), "--results",
+                str(tmp_path / "results"), "--report-only")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "0 of" in done.stdout

@@ -96,12 +96,19 @@ class QualityAwarenessNet(nn.Module):
         self.head = conv(channels, 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.memory_format = torch.contiguous_format
+
+    def use_channels_last(self) -> QualityAwarenessNet:
+        """Channels-last weights and inputs (oneDNN's fast CPU layout; about 2x here); returns ``self``."""
+        self.memory_format = torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
+        return self.to(memory_format=self.memory_format)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, in_channels, *spatial]`` -> ``[B]`` raw scores."""
         if x.ndim != self.spatial_dims + 2:
             raise ValueError(f"the QAM takes [B, C, {'H, W' if self.spatial_dims == 2 else 'z, y, x'}] inputs, "
                              f"not shape {tuple(x.shape)}")
+        x = x.contiguous(memory_format=self.memory_format)
         if self.input_stride > 1:
             pool = nn.functional.avg_pool2d if self.spatial_dims == 2 else nn.functional.avg_pool3d
             x = pool(x, self.input_stride, ceil_mode=True)
@@ -152,6 +159,8 @@ class QualityAwareWeighting:
         self.micro_batch = micro_batch
         self.net = QualityAwarenessNet(in_channels, spatial_dims, config.widths, config.convs_per_level,
                                        config.input_stride).to(device)
+        if torch.device(device).type == "cpu":
+            self.net.use_channels_last()
         self.modules = {QAM: self.net}
         self.optimizers = {QAM: torch.optim.Adam(self.net.parameters(), lr=config.learning_rate)}
 

@@ -266,10 +266,24 @@ def write_report_3d(results: list[dict[str, Any]], work: Path, out_dir: Path, co
         lines.append(f"| {name} | {len(cases)} | {np.mean([c['margin_mm'] for c in cases]):+.1f} | "
                      f"{np.mean([c['skipped_slices'] for c in cases]):.1f} | "
                      f"{np.mean([c['label_dice'] for c in cases]):.3f} |")
-    (out_dir / "results_3d.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     names = [f"{r['row']['method']}/seed{r['row']['seed']}" for r in results]
+    samples = [work / name / "run" / "samples.csv" for name in names]
+    trusted: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for result, path in zip(results, samples):
+        if result["row"]["method"] != "baseline":
+            for case_id, weights in _late_weights(path, 0.25).items():
+                trusted[result["row"]["method"]][result["clinicians"][case_id]["clinician"]].extend(weights)
+    if trusted:
+        names_c = list(clinicians)
+        lines += ["", "Mean weight x batch size (1 = the plain mean) of each clinician's cases in the last quarter of "
+                  "training, over the samples and seeds:", "", "| method | " + " | ".join(names_c) + " |",
+                  "|---|" + "---|" * len(names_c)]
+        for method, by_clinician in trusted.items():
+            lines.append(f"| {method} | " + " | ".join(
+                f"{np.mean(by_clinician[c]):.2f}" if by_clinician[c] else "–" for c in names_c) + " |")
+    (out_dir / "results_3d.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot_weights([dict(r, row=dict(r["row"], noise_fraction=None, noise_range="clinic")) for r in results],
-                 [work / name / "run" / "samples.csv" for name in names], out_dir / "weights_over_training_3d.png",
+                 samples, out_dir / "weights_over_training_3d.png",
                  "3D phantoms, batch 1 (groups of micro-batches): mean weight of exact and noisy clinicians' cases",
                  [(None, "clinic")])
 

@@ -33,6 +33,7 @@ from jsrt import STRUCTURES, downsample, load_jsrt, split  # noqa: E402
 from unet2d import UNet2D  # noqa: E402
 
 from ctv_core.evaluation.metrics import dice  # noqa: E402
+from ctv_core.model.runtime import select_device  # noqa: E402
 from ctv_core.strict_config import is_int, is_number  # noqa: E402
 from ctv_core.training.checkpoints import NETWORK  # noqa: E402
 from ctv_core.training.config import OptimisationConfig  # noqa: E402
@@ -118,7 +119,12 @@ class Model2D:
 
 @dataclass(frozen=True)
 class Experiment2D:
-    """``configs/noisy_labels_2d.json``: data, grid, model, optimisation, quality (the QAM), threads."""
+    """``configs/noisy_labels_2d.json``: data, grid, model, optimisation, quality (the QAM), threads, device.
+
+    The sections ``optimisation`` and ``quality`` are the training configuration's own
+    (:class:`~ctv_core.training.config.OptimisationConfig`, :class:`QualityConfig`); the
+    method of each run switches the QAM and the OCM on or off.
+    """
 
     data: Data2D = field(default_factory=Data2D)
     grid: Grid2D = field(default_factory=Grid2D)
@@ -126,6 +132,7 @@ class Experiment2D:
     optimisation: OptimisationConfig = field(default_factory=OptimisationConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     threads: int = 1
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -144,15 +151,16 @@ def run_name(spec: RunSpec) -> str:
 class Jsrt2D:
     """The split and the arrays every run uses: training images and clean labels at 256, test arrays."""
 
-    def __init__(self, config: Experiment2D, root: Path) -> None:
+    def __init__(self, config: Experiment2D, root: Path, device: torch.device) -> None:
         data = load_jsrt(root, config.data.limit)
         train, test = split(data.case_ids, config.data.train_cases, config.data.split_seed)
         index = {c: i for i, c in enumerate(data.case_ids)}
         self.factor = 256 // config.data.image_size
         self.train_ids, self.test_ids = train, test
         self.train_labels_256 = {c: data.labels[index[c]] for c in train}
-        self.train_images = torch.from_numpy(downsample(data.images[[index[c] for c in train]], self.factor))
-        self.test_images = torch.from_numpy(downsample(data.images[[index[c] for c in test]], self.factor))
+        self.device = device
+        self.train_images = torch.from_numpy(downsample(data.images[[index[c] for c in train]], self.factor)).to(device)
+        self.test_images = torch.from_numpy(downsample(data.images[[index[c] for c in test]], self.factor)).to(device)
         self.test_labels_256 = data.labels[[index[c] for c in test]]
 
 
@@ -172,17 +180,20 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
     else:
         labels, record = simulate_label_noise(data.train_labels_256, spec.fraction, parse_range(spec.noise_range),
                                               spec.seed)
+    dev = data.device
     targets = torch.from_numpy(
-        (downsample(np.stack([labels[c] for c in data.train_ids]), data.factor) >= 0.5).astype(np.float32))
+        (downsample(np.stack([labels[c] for c in data.train_ids]), data.factor) >= 0.5).astype(np.float32)).to(dev)
     torch.manual_seed(spec.seed)
-    network = UNet2D(1, len(STRUCTURES), config.model.widths)
-    weighting = build_weighting(method_quality(config.quality, spec.method), 1 + len(STRUCTURES), 2, None, "cpu")
+    network = UNet2D(1, len(STRUCTURES), config.model.widths).to(dev)
+    if dev.type == "cpu":
+        network.use_channels_last()
+    weighting = build_weighting(method_quality(config.quality, spec.method), 1 + len(STRUCTURES), 2, None, dev)
     opt = config.optimisation
     trainables = Trainables(
         modules={NETWORK: network, **weighting.modules},
         optimizers={NETWORK: torch.optim.Adam(network.parameters(), lr=opt.learning_rate,
                                               weight_decay=opt.weight_decay), **weighting.optimizers},
-        scaler=torch.amp.GradScaler("cuda", enabled=False), forward=network)
+        scaler=torch.amp.GradScaler("cuda", enabled=dev.type == "cuda"), forward=network)
     objective = DeepSupervisionObjective((1.0,), opt.bce_weight, opt.dice_weight, opt.dice_smooth)
     run = RunFolder(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -218,7 +229,7 @@ def evaluate(network: torch.nn.Module, data: Jsrt2D, batch: int = 16) -> dict[st
             if data.factor > 1:
                 logits = torch.nn.functional.interpolate(logits, scale_factor=data.factor, mode="bilinear",
                                                          align_corners=False)
-            predicted = (logits > 0).numpy()
+            predicted = (logits > 0).cpu().numpy()
             for n, truth in enumerate(data.test_labels_256[start:start + batch]):
                 for k, name in enumerate(STRUCTURES):
                     per_structure[name].append(dice(predicted[n, k], truth[k]))
@@ -240,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = grid_runs(config)
     if not args.report_only:
         root = args.data or (REPO / config.data.root)
-        data = Jsrt2D(config, root)
+        data = Jsrt2D(config, root, select_device(config.device))
         print(f"JSRT: {len(data.train_ids)} training, {len(data.test_ids)} test cases at "
               f"{256 // data.factor}x{256 // data.factor}; {len(runs)} runs, shard {args.shard}", flush=True)
         run_grid(runs, args.work, shard, lambda spec, folder: train_run(config, data, spec, folder),

@@ -58,7 +58,11 @@ class Phantoms3D:
 
 @dataclass(frozen=True)
 class Experiment3D:
-    """``configs/noisy_labels_3d.json``: phantoms, clinicians, methods, seeds, the training configuration."""
+    """``configs/noisy_labels_3d.json``: phantoms, clinicians, methods, seeds, the training configuration, device.
+
+    ``training`` is a whole :class:`~ctv_core.training.config.TrainingConfig` (as ``ctv train
+    --config`` reads it); each run replaces ``data.seed`` and switches the QAM/OCM by method.
+    """
 
     phantoms: Phantoms3D = field(default_factory=Phantoms3D)
     clinicians: tuple[dict, ...] = ()
@@ -66,6 +70,7 @@ class Experiment3D:
     seeds: tuple[int, ...] = (0, 1, 2)
     training: dict = field(default_factory=dict)
     threads: int = 1
+    device: str = "cpu"
 
     def styles(self) -> list[ClinicianStyle]:
         return [from_plain(ClinicianStyle, c, "clinicians[]") for c in self.clinicians]
@@ -143,9 +148,9 @@ def train_run(config: Experiment3D, phantoms: dict[int, Path], spec: tuple[str, 
     data = folder.parent.parent / f"data_seed{seed}_{config.data_key()}.h5"
     noise = noisy_dataset(config, phantoms, seed, data)
     training = config.training_config(method, seed)
-    result = train(data, folder / "run", training, device="cpu")
+    result = train(data, folder / "run", training, device=config.device)
     package = export_package(folder / "run", folder / "package", checkpoint="last", version="0.0.0")
-    predictor = CTVPredictor(package, device="cpu")
+    predictor = CTVPredictor(package, device=config.device)
     scores = {}
     for test_seed in config.phantoms.test_seeds:
         ct = ctv_core.load_ct_series(phantoms[test_seed] / "ct").image
