@@ -55,6 +55,8 @@ def load_config(cls: type[T], path: Path) -> T:
         raise TrainingError(f"'{path}' is not valid JSON ({exc}).") from exc
     except (ValueError, TypeError) as exc:
         raise TrainingError(f"{path}: {exc}. Fix that setting.") from exc
+    except TrainingError as exc:  # the embedded training configuration's own check
+        raise TrainingError(f"{path}: {exc}") from exc
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ctv_core.errors import DatasetError
+
 #: Structure -> the SCR mask folders it unites (left and right counted as one structure, as in the method).
 STRUCTURES = {"lungs": ("left_lung", "right_lung"), "heart": ("heart",),
               "clavicles": ("left_clavicle", "right_clavicle")}
@@ -39,7 +41,8 @@ def load_jsrt(root: Path, limit: int | None = None) -> Jsrt:
     root = Path(root)
     names = sorted(p.name for p in (root / "images").glob("*.png"))
     if not names:
-        raise FileNotFoundError(f"no JSRT images under {root / 'images'}; give the jsrt256 folder of the shared data")
+        raise DatasetError(f"No JSRT images under '{root / 'images'}'; give the jsrt256 folder of the shared data "
+                           "(--data or data.root).")
     names = names[:limit] if limit else names
     images, labels = [], []
     for name in names:
