@@ -289,5 +289,8 @@ def write_report_3d(results: list[dict[str, Any]], work: Path, out_dir: Path, co
 
 
 def _name(row: dict[str, Any]) -> str:
-    noise = "clean" if row["noise_range"] is None else f"{int(round(row['noise_fraction'] * 100))}pct_{row['noise_range']}px"
+    if row["noise_range"] is None:
+        noise = "clean"
+    else:
+        noise = f"{int(round(row['noise_fraction'] * 100))}pct_{row['noise_range']}px"
     return f"{row['method']}/{noise}/seed{row['seed']}"

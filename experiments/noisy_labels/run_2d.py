@@ -176,7 +176,7 @@ def batch_indices(seed: int, step: int, batch: int, count: int) -> list[int]:
 def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -> dict[str, Any]:
     """Train one run and score it on the clean test labels; returns its ``result.json`` content."""
     if spec.noise_range is None:
-        labels, record = {c: l.copy() for c, l in data.train_labels_256.items()}, {}
+        labels, record = {c: mask.copy() for c, mask in data.train_labels_256.items()}, {}
     else:
         labels, record = simulate_label_noise(data.train_labels_256, spec.fraction, parse_range(spec.noise_range),
                                               spec.seed)

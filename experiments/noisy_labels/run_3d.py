@@ -130,8 +130,9 @@ def noisy_dataset(config: Experiment3D, phantoms: dict[int, Path], seed: int, pa
                 writer.add_case(case_id, cts[case_id], {"target": ("CTV", drawn), "truth": ("CTV", truth)},
                                 patient_key=f"P{cases[case_id]}", patient_position="HFS")
     return {"noisy_cases": sorted(c for c, r in record.items() if r.clinician not in exact),
-            "clinicians": {c: {"clinician": r.clinician, "margin_mm": r.margin_mm, "skipped_slices": len(r.skipped_slices),
-                               "label_dice": dice(noisy[c], arrays[c])} for c, r in record.items()}}
+            "clinicians": {c: {"clinician": r.clinician, "margin_mm": r.margin_mm,
+                               "skipped_slices": len(r.skipped_slices), "label_dice": dice(noisy[c], arrays[c])}
+                           for c, r in record.items()}}
 
 
 def train_run(config: Experiment3D, phantoms: dict[int, Path], spec: tuple[str, int], folder: Path) -> dict[str, Any]:
