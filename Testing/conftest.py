@@ -85,3 +85,30 @@ def sitk_series(folder: Path) -> sitk.Image:
     assert len(ids) == 1, ids
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), ids[0]))
     return reader.Execute()
+
+
+# --- Slicer (the slicer-core wheel): the module's logic on a real MRML scene --------------------
+
+@pytest.fixture(scope="session")
+def slicer_lib():
+    """The module's ``Logic/`` package, loaded by ``CTVDelineation.loadLogicPackage`` as Slicer would."""
+    from slicer_support import logic_package
+
+    return logic_package()
+
+
+@pytest.fixture
+def mrml_scene(slicer_lib):
+    """A fresh MRML scene with the application's logics set on it."""
+    from slicer_support import make_scene
+
+    return make_scene()
+
+
+@pytest.fixture(scope="session")
+def pelvis_phantom(tmp_path_factory):
+    """A small pelvic phantom CT (seed 9001, never trained on): 256 x 256 x 48 slices of 5 mm, HFS."""
+    from ctv_core.phantom import ScanSettings, make_phantom
+
+    return make_phantom(tmp_path_factory.mktemp("slicer") / "phantom", seed=9001,
+                        settings=ScanSettings(matrix=256, slices=48, slice_thickness_mm=5.0))

@@ -114,6 +114,30 @@ def test_only_the_cli_parses_arguments_prints_or_owns_a_progress_bar():
     assert not wrong, "\n".join(wrong)
 
 
+#: The one function outside cli/ that writes to stdout: the Slicer module's prediction process talks to
+#: its caller through stdout (a JSON object per line), so that stream is its protocol, not a print.
+STDOUT_WRITERS = {("inference/worker.py", "write_protocol_line")}
+
+
+def test_only_the_worker_protocol_writes_to_stdout():
+    wrong = []
+    for path in _modules():
+        if _stage(path) in ("cli", *FRONT):
+            continue
+        rel = str(path.relative_to(PACKAGE))
+        tree = ast.parse(path.read_text())
+        for function in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] + [tree]:
+            body = function.body if function is not tree else [n for n in tree.body if not isinstance(
+                n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+            for node in (n for statement in body for n in ast.walk(statement)):
+                if (isinstance(node, ast.Attribute) and node.attr in ("stdout", "__stdout__")
+                        and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+                    name = getattr(function, "name", "<module>")
+                    if (rel, name) not in STDOUT_WRITERS:
+                        wrong.append(f"{rel}:{node.lineno} ({name}) uses sys.{node.attr}")
+    assert not wrong, "\n".join(sorted(set(wrong)))
+
+
 def test_modules_stay_small_and_folders_say_what_they_own():
     long = [f"{p.relative_to(PACKAGE)}: {n} lines" for p in _modules()
             if (n := len(p.read_text().splitlines())) > 420]

@@ -144,6 +144,18 @@ def test_dice_loss_hand_value():
     assert soft_dice_loss(both_logits, both).tolist() == pytest.approx([expected, 0.0], abs=1e-6)
 
 
+def test_dice_loss_is_the_mean_over_channels():
+    # two structures: channel 0 predicted perfectly, channel 1 all wrong -> (0 + 1) / 2 per sample
+    target = torch.zeros((1, 2, 4, 8, 8))
+    target[0, 0, :, :4] = 1
+    target[0, 1, 1:3, 4:, 2:6] = 1  # a small structure counts as much as a large one
+    logits = torch.where(target > 0, 30.0, -30.0)
+    logits[:, 1] = -logits[:, 1]
+    assert soft_dice_loss(logits, target, smooth=1e-6).tolist() == pytest.approx([0.5], abs=1e-6)
+    # one channel: the plain soft Dice of the sample
+    assert soft_dice_loss(logits[:, :1], target[:, :1]).tolist() == pytest.approx([0.0], abs=1e-4)
+
+
 def test_bce_matches_torch():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn((2, 1, 6, 8, 8), generator=g) * 3
@@ -165,7 +177,7 @@ def test_deep_supervision_weights_each_pass_per_sample():
     assert losses.total.tolist() == pytest.approx((0.5 * per_pass[0] + per_pass[1]).tolist(), rel=1e-6)
     assert losses.parts["pass0"].tolist() == pytest.approx(per_pass[0].tolist(), rel=1e-6)
     # uniform weighting is the batch mean; the weights sum to one
-    weights = UniformWeighting()(losses, outputs[-1], target, ["a", "b", "c"])
+    weights = UniformWeighting().plan(outputs[-1], target, ["a", "b", "c"]).weights
     assert weights.tolist() == pytest.approx([1 / 3] * 3) and float(weights.sum()) == pytest.approx(1.0)
     assert float(weighted_loss(losses, weights)) == pytest.approx(float(losses.total.mean()), rel=1e-6)
     # a weight moves the loss towards its sample

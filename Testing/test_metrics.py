@@ -338,7 +338,15 @@ def test_ctv_evaluate_on_folders_of_nifti(tmp_path, capsys):
     assert run_cli(["evaluate", "-q", str(tmp_path / "pred"), str(tmp_path / "ref"), str(tmp_path / "out")]) == 0
     rows = read_csv(tmp_path / "out" / "per_case.csv")
     assert [(r["case"], float(r["hd95_mm"])) for r in rows] == [("case1", 0.0), ("case2", pytest.approx(3.0, abs=MM))]
-    assert "2 case(s) evaluated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 case(s) evaluated" in out and "dice                 mean 0.9167 ± 0.118," in out
+
+    # One case has no spread: the line gives the mean alone, never "± nan".
+    (tmp_path / "one").mkdir()
+    sitk.WriteImage(image(ref), str(tmp_path / "one" / "case1.nii.gz"))
+    assert run_cli(["evaluate", "-q", str(tmp_path / "one"), str(tmp_path / "one"), str(tmp_path / "out1")]) == 0
+    out = capsys.readouterr().out
+    assert "1 case(s) evaluated" in out and "dice                 mean 1, median 1 [1, 1]" in out and "nan" not in out
 
     sitk.WriteImage(image(ref), str(tmp_path / "ref" / "case3.nii.gz"))
     with pytest.raises(EvaluationError, match="no prediction .* for 'case3'"):

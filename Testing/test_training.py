@@ -428,3 +428,63 @@ def test_ctv_train_learns_a_tiny_task(four_patients, tmp_path, capsys):
     assert len(loss) == 200
     assert np.mean(loss[-20:]) < 0.5 * np.mean(loss[:20]), (np.mean(loss[:20]), np.mean(loss[-20:]))
     assert dice[200] > 0.55, dice
+
+
+# --------------------------------------------------------------------------- learned sample weights (QAM/OCM)
+
+
+def _qam_config(steps: int) -> TrainingConfig:
+    """The tiny run with the QAM/OCM on, its batch of 2 processed one patch at a time (3D at batch size 1)."""
+    return tiny_config(steps=steps, quality__enabled=True, quality__widths=[4, 8], sampling__micro_batch=1,
+                       schedule__validate_every=100)
+
+
+def test_qam_run_resumes_exactly_logs_samples_and_exports_without_the_qam(dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    straight = train(dataset, tmp_path / "straight", _qam_config(4), device="cpu")
+    first = train(dataset, tmp_path / "resumed", _qam_config(2), device="cpu")
+    assert first.step == 2
+    second = train(dataset, tmp_path / "resumed", _qam_config(4), device="cpu")
+    assert second.resumed_from == 2
+    a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(second.last_checkpoint)
+    assert set(a["modules"]) == set(a["optimizers"]) == {"network", "qam"}
+    for module in ("network", "qam"):
+        for name, value in a["modules"][module].items():
+            assert torch.equal(value, b["modules"][module][name]), (module, name)
+    assert any(float(v.abs().sum()) > 0 for k, v in a["modules"]["qam"].items() if k.startswith("head"))  # it learned
+    # samples.csv: every step's samples with their case ids, weights summing to one per step
+    import csv
+
+    for run in (straight.run_dir, second.run_dir):
+        with open(run / "samples.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [int(r["step"]) for r in rows] == [1, 1, 2, 2, 3, 3, 4, 4]
+        train_cases = set(json.loads((run / "splits.json").read_text())["train"])
+        assert {r["case_id"] for r in rows} <= train_cases
+        for step in range(1, 5):
+            weights = [float(r["weight"]) for r in rows if int(r["step"]) == step]
+            assert sum(weights) == pytest.approx(1.0, abs=1e-5)
+        assert all(r["raw_score"] != "" for r in rows)
+    straight_rows = (straight.run_dir / "samples.csv").read_text()
+    assert (second.run_dir / "samples.csv").read_text() == straight_rows
+    # the package holds the network only
+    package = export_package(straight.run_dir, tmp_path / "pkg", checkpoint="last")
+    weights = load_file(str(package.path / "weights.safetensors"))
+    from ctv_core.model.unet3d import UNet3D
+
+    assert set(weights) == set(UNet3D(_qam_config(4).network).state_dict())
+    assert not any("qam" in k or k.startswith("levels.") for k in weights)
+    # resuming with the QAM switched off is refused, naming the setting
+    with pytest.raises(TrainingError, match="quality.enabled"):
+        train(dataset, tmp_path / "resumed", tiny_config(steps=5, schedule__validate_every=100), device="cpu")
+
+
+def test_bad_quality_configuration_is_one_message_from_the_command_line(dataset, tmp_path, capsys):
+    from ctv_core.cli import main
+
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"quality": {"enabled": True}, "sampling": {"batch_size": 1}}))
+    assert main(["train", str(dataset), str(tmp_path / "run"), "--config", str(config), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "sampling.batch_size" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

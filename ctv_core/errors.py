@@ -108,13 +108,22 @@ class OutputFolderError(CTVError):
     """The output folder cannot take this run's outputs (not a folder, not writable, not ours, in use, full)."""
 
 
-
 class StoreError(CTVError):
     """The data folder cannot be used as a case store (not writable, another version's index, damaged)."""
 
 
 class PeerError(CTVError):
     """A DICOM destination or allowed peer that cannot be parsed."""
+
+
+class UploadError(CTVError):
+    """An upload the review station cannot take (not a zip or DICOM files, a path leaving its folder, too many
+    files)."""
+
+
+class UploadTooLargeError(UploadError):
+    """An upload larger than the review station's limits (bytes sent, or bytes once unpacked)."""
+
 
 def describe_os_error(exc: OSError, doing: str) -> str:
     """One sentence for an operating-system error met while ``doing`` something, with what to do about it.

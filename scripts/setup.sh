@@ -22,5 +22,6 @@ pip_install --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   pip_install "torch==2.13.0"
 fi
-pip_install -e ".[test]"
+# Extras to install (SETUP_EXTRAS, default "test"; scripts/test.sh adds "slicer" and "review").
+pip_install -e ".[${SETUP_EXTRAS:-test}]"
 .venv/bin/python -c "import torch, ctv_core; print(f'ctv_core {ctv_core.__version__} ready (torch {torch.__version__})')"

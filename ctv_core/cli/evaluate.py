@@ -51,7 +51,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{len(result.rows)} case(s) evaluated (surface Dice at {args.tolerance:g} mm)")
     for row in result.summary:
         if row["metric"] in PLOTTED_METRICS:
-            print(f"  {row['metric']:20s} mean {row['mean']:.4g} ± {row['sd']:.3g}, median {row['median']:.4g} "
+            spread = f" ± {row['sd']:.3g}" if row["n"] >= 2 else ""
+            print(f"  {row['metric']:20s} mean {row['mean']:.4g}{spread}, median {row['median']:.4g} "
                   f"[{row['min']:.4g}, {row['max']:.4g}]")
     for key, path in result.files.items():
         print(f"  {key:8s} {path}")

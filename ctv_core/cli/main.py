@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import CTVError, describe_os_error
-from . import convert, dataset, evaluate, inspect, node, phantom, predict, training
+from . import convert, dataset, evaluate, inspect, node, phantom, predict, review, training
 
 logger = logging.getLogger("ctv_core")
 
 #: The command modules, in the order ``ctv --help`` lists them; each has ``add_commands(sub, common)``.
-COMMANDS = (phantom, inspect, convert, predict, dataset, training, evaluate, node)
+COMMANDS = (phantom, inspect, convert, predict, dataset, training, evaluate, node, review)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_on_sigterm():
+    """SIGTERM (a service stopping a job, a cancel) ends a command as Ctrl+C does: cleanly, leftovers removed.
+
+    Returns the handler it replaced (None off the main thread, where signals cannot be handled).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ctv`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -47,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # pydicom logs every oddity of every file it probes (vendor files, odd VRs); ours are enough.
     logging.getLogger("pydicom").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    previous = _interrupt_on_sigterm()
     try:
         return args.func(args)
     except CTVError as exc:
@@ -58,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ctv {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

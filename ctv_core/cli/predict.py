@@ -18,13 +18,27 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--series", default=None, metavar="UID", help="SeriesInstanceUID when CT_DIR has several")
     p.add_argument("--formats", default="rtstruct", metavar="LIST",
                    help="comma-separated outputs among rtstruct, seg, nifti (default: rtstruct)")
+    p.add_argument("--progress", choices=("bars", "json"), default="bars",
+                   help="progress as bars on stderr (default) or, for programs running ctv predict, as JSON lines "
+                        "on stdout ({\"event\": \"progress\", \"stage\": ..., \"fraction\": ...}, then "
+                        "{\"event\": \"done\", \"report\": ...})")
     p.set_defaults(func=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Run the predict job with progress bars and print its summary."""
+    """Run the predict job with progress bars (or JSON lines) and print its summary."""
     from ..inference.predict_job import run_predict_job
 
+    if args.progress == "json":
+        from ..inference.worker import write_protocol_line
+
+        def report(stage: str, fraction: float) -> None:
+            write_protocol_line({"event": "progress", "stage": stage, "fraction": round(fraction, 4)})
+
+        result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
+                                 series_uid=args.series, formats=args.formats.split(","), progress=report)
+        write_protocol_line({"event": "done", "report": result.report})
+        return 0
     with StageBars(args.quiet) as bars:
         def progress(stage: str, fraction: float) -> None:
             if stage != "done":

@@ -146,23 +146,29 @@ def _write_outputs(staging: Path, ct: CTSeries, package, prediction, formats: li
     return report
 
 
-def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], formats: list[str],
-            warnings: list[str]) -> dict:
+def describe_input(ct: CTSeries) -> dict:
+    """The ``input`` entry of a report: which CT series, where from, its grid (also in the review station's
+    reports of edits)."""
     ref = ct.reference
     image = ct.image
     return {
+        "ct_dir": str(ct.folder),
+        "study_instance_uid": ref.study_instance_uid,
+        "series_instance_uid": ref.series_instance_uid,
+        "frame_of_reference_uid": ref.frame_of_reference_uid,
+        "slices": len(ref.slices),
+        "size": list(image.GetSize()),
+        "spacing_mm": [round(s, 4) for s in image.GetSpacing()],
+        "patient_position": ref.patient_position,
+    }
+
+
+def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], formats: list[str],
+            warnings: list[str]) -> dict:
+    return {
         "ctv_core_version": __version__,
         "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "input": {
-            "ct_dir": str(ct.folder),
-            "study_instance_uid": ref.study_instance_uid,
-            "series_instance_uid": ref.series_instance_uid,
-            "frame_of_reference_uid": ref.frame_of_reference_uid,
-            "slices": len(ref.slices),
-            "size": list(image.GetSize()),
-            "spacing_mm": [round(s, 4) for s in image.GetSpacing()],
-            "patient_position": ref.patient_position,
-        },
+        "input": describe_input(ct),
         "model": {"name": package.name, "version": package.version, "sha256": package.sha256,
                   "path": str(package.path)},
         "device": prediction.device,

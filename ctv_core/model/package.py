@@ -106,8 +106,14 @@ class ModelPackage:
 
     @property
     def sha256(self) -> str:
-        """The model's fingerprint: SHA-256 of everything that decides its output (see the module docstring)."""
-        return model_fingerprint(self.manifest)
+        """The model's fingerprint: SHA-256 of everything that decides its output (see the module docstring).
+
+        Computed from the configuration in effect, so a package whose settings were changed in
+        memory (a user's option, e.g. another number of passes) has another fingerprint.
+        """
+        return model_fingerprint({"format": FORMAT, "architecture": self.manifest["architecture"],
+                                  "network": self.network_config.to_dict(), "settings": self.settings.to_dict(),
+                                  "weights": {"sha256": self.weights_sha256}})
 
     @property
     def weights_sha256(self) -> str:
@@ -168,8 +174,9 @@ def sha256_of(path: Path) -> str:
 
 def model_fingerprint(manifest: dict[str, Any]) -> str:
     """SHA-256 (hex) of the canonical JSON of what decides a package's output: format, architecture,
-    network, settings and the weights' SHA-256. Names, versions, descriptions and records do not
-    enter, so re-labelling a model keeps its fingerprint and changing how it runs does not."""
+    network, settings and the weights' SHA-256 (of a manifest, or of the same keys in effect).
+    Names, versions, descriptions and records do not enter, so re-labelling a model keeps its
+    fingerprint and changing how it runs does not."""
     decisive = {"format": manifest["format"], "architecture": manifest["architecture"],
                 "network": manifest["network"], "settings": manifest["settings"],
                 "weights_sha256": manifest["weights"]["sha256"]}
@@ -288,8 +295,9 @@ def load_model_package(path: str | Path | None = None) -> ModelPackage:
     except (ValueError, TypeError, KeyError) as exc:
         raise _fail(path, f"its manifest has an invalid setting: {exc}") from exc
     _check_fits(path, network_config, settings)
+    package = ModelPackage(path=path, manifest=manifest, network_config=network_config, settings=settings)
     if manifest["format_version"] >= 2:
-        stated, actual = manifest.get("fingerprint"), model_fingerprint(manifest)
+        stated, actual = manifest.get("fingerprint"), package.sha256
         if stated != actual:
             raise _fail(path, f"its fingerprint {stated!r} does not match its architecture, network, settings and "
                               "weights: the manifest was edited after export, so it would run another model under "
@@ -303,7 +311,7 @@ def load_model_package(path: str | Path | None = None) -> ModelPackage:
     if actual != weights["sha256"]:
         raise _fail(path, f"the SHA-256 of {file.name} is {actual}, the manifest says {weights['sha256']}: "
                           "the weights are corrupt or were replaced. Reinstall or re-export the package")
-    return ModelPackage(path=path, manifest=manifest, network_config=network_config, settings=settings)
+    return package
 
 
 def save_model_package(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .records import QUEUED, Job, now_iso
+from .records import Job, new_case_id
 
 
 class Inbox:
@@ -66,25 +66,15 @@ class Inbox:
     def open_series_case(self, series: dict[str, Any], *, model: str, device: str,
                          formats: Sequence[str]) -> tuple[str, Job]:
         """A complete series becomes a case with a queued job, in one transaction (never half of it)."""
-        case_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        case_id = new_case_id()
         self.store.ct_dir(case_id).mkdir(parents=True)
         with self.store._transaction() as db:
-            db.execute("INSERT INTO cases (id, created, source, sender, study_uid, series_uid, description, status) "
-                       "VALUES (?, ?, 'dicom', ?, ?, ?, ?, ?)",
-                       (case_id, now_iso(), series["sender"], series["study_uid"], series["uid"],
-                        f"{series['instances']} CT instance(s) from {series['sender']}", QUEUED))
-            job_id = db.execute(
-                "INSERT INTO jobs (case_id, version, kind, model, device, formats, status, created) "
-                "VALUES (?, 1, 'prediction', ?, ?, ?, ?, ?)",
-                (case_id, model, device, ",".join(formats), QUEUED, now_iso())).lastrowid
+            self.store._insert_case(db, case_id, "dicom", sender=series["sender"], study_uid=series["study_uid"],
+                                    series_uid=series["uid"],
+                                    description=f"{series['instances']} CT instance(s) from {series['sender']}")
+            job_id = self.store._insert_job(db, case_id, 1, "prediction", "node", model, device, formats)
             db.execute("UPDATE series SET state = 'complete', case_id = ? WHERE uid = ?", (case_id, series["uid"]))
         return case_id, self.store.job(job_id)
-
-    def requeue(self, job: Job) -> None:
-        """Put a job stopped on purpose (the service shut down) back in the queue, the attempt not counted."""
-        with self.store._transaction() as db:
-            db.execute("UPDATE jobs SET status = ?, attempts = MAX(attempts - 1, 0) WHERE id = ?", (QUEUED, job.id))
-            db.execute("UPDATE cases SET status = ? WHERE id = ?", (QUEUED, job.case_id))
 
     def series_files(self, series_uid: str) -> list[Path]:
         return [self.store.root / r["path"] for r in self.store._connection().execute(

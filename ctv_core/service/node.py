@@ -5,9 +5,9 @@ Threads, each with one job (nothing slow runs inside an association):
 * the Storage SCP (:mod:`.dicom_io`) files and indexes every CT instance before acknowledging it;
 * the series watcher turns a series from which no instance has arrived for ``series_timeout_s``
   into a case with a queued prediction job (one transaction);
-* ``workers`` job workers each run one job at a time: ``ctv predict`` in its own process (so a
-  crash or a killed prediction never takes the node down) writing the case's version folder,
-  then, in one transaction, the version, the job's end and the outbox rows;
+* ``workers`` job workers (:mod:`.jobs`) each run one job at a time: ``ctv predict`` in its own
+  process writing the case's version folder, then, in one transaction, the version, the job's end
+  and the outbox rows;
 * the sender sends due outbox rows, with exponential back-off (``retry_s``, doubling, at most
   10 minutes) until ``max_attempts``, after which a row stays failed until ``ctv node resend``.
 
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 from ..errors import CTVError
 from .audit import AuditLog
 from .dicom_io import StorageSCP, send_file
+from .jobs import JobWorkers
 from .peers import AllowedPeer, Destination
 from .store import CaseStore, Job
 
@@ -83,10 +82,10 @@ class DicomNode:
         self.store = CaseStore(config.data)
         self.audit = AuditLog(config.data / "audit.log")
         self.scp = StorageSCP(config.ae_title, self.store, self.audit, config.allow)
+        self.workers = JobWorkers(self.store, "node", self._finish, self.audit, count=config.workers,
+                                  prepare=self._prepare, poll_s=config.poll_s)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._processes: dict[int, subprocess.Popen] = {}
-        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Resume what was pending, then serve and work in background threads."""
@@ -94,8 +93,8 @@ class DicomNode:
         self.audit("start", f"{self.config.ae_title} on {self.config.host}:{self.config.port}, data {self.config.data}"
                             f" (resumed: {resumed})")
         self.scp.start(self.config.host, self.config.port)
-        loops = [self._watch_series, self._send] + [self._work] * self.config.workers
-        for n, loop in enumerate(loops):
+        self.workers.start()
+        for n, loop in enumerate((self._watch_series, self._send)):
             thread = threading.Thread(target=self._guarded, args=(loop,), name=f"ctv-node-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -104,9 +103,7 @@ class DicomNode:
         """Stop serving; running predictions are ended and their jobs queued again for the next start."""
         self._stop.set()
         self.scp.stop()
-        with self._lock:
-            for process in self._processes.values():
-                process.terminate()
+        self.workers.stop()
         for thread in self._threads:
             thread.join(timeout=30)
         self.audit("stop", self.config.ae_title)
@@ -141,50 +138,15 @@ class DicomNode:
             found = True
         return found
 
-    # --- jobs -----------------------------------------------------------------------------------
+    # --- jobs ---------------------------------------------------------------------------------------
 
-    def _work(self) -> bool:
-        job = self.store.claim_job()
-        if job is None:
-            return False
-        try:
-            self._run(job)
-        except Exception as exc:  # noqa: BLE001 - a claimed job never stays "running": it fails with the reason
-            logger.exception("job %d failed unexpectedly", job.id)
-            self.store.fail_job(job, f"The node could not run the job ({type(exc).__name__}: {exc}).")
-            self.audit("job-failed", f"job {job.id} case {job.case_id}: {type(exc).__name__}: {exc}")
-        return True
-
-    def _run(self, job: Job) -> None:
+    def _prepare(self, job: Job) -> None:
+        """The series' files, linked into the case (again after a kill: idempotent)."""
         case = self.store.case(job.case_id)
-        if case["source"] == "dicom":  # the series' files, linked into the case (again after a kill: idempotent)
-            _link_files(self.store.inbox.series_files(case["series_uid"]), self.store.ct_dir(job.case_id))
-        self.audit("job-start", f"job {job.id} case {job.case_id} version {job.version} (attempt {job.attempts})")
-        out_dir = self.store.version_dir(job.case_id, job.version)
-        command = [sys.executable, "-m", "ctv_core", "predict", str(self.store.ct_dir(job.case_id)), str(out_dir),
-                   "--device", job.device, "--formats", job.formats, "-q"]
-        if job.model:
-            command += ["--model", job.model]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=_die_with_parent)
-        with self._lock:
-            self._processes[job.id] = process
-        stdout, stderr = process.communicate()
-        with self._lock:
-            self._processes.pop(job.id, None)
-        if self._stop.is_set():
-            self.store.requeue(job)  # ended by stop(): done again at the next start
-        elif process.returncode == 0:
-            self._finish(job, case["sender"], out_dir)
-        else:
-            message = _message_of(stderr, process.returncode)
-            self.store.fail_job(job, message)
-            self.audit("job-failed", f"job {job.id} case {job.case_id}: {message}")
+        _link_files(self.store.inbox.series_files(case["series_uid"]), self.store.ct_dir(job.case_id))
 
-    def _finish(self, job: Job, sender: str, out_dir: Path) -> None:
-        import json
-
-        report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+    def _finish(self, job: Job, report: dict) -> None:
+        sender = self.store.case(job.case_id)["sender"]
         model = f"{report['model']['name']} {report['model']['version']}"
         outbox = [(file, str(d)) for d in self.config.destinations_for(sender) for file in self.config.files]
         self.store.finish_job(job, model=model, outbox=outbox, hold=self.config.review_before_send)
@@ -217,15 +179,6 @@ class DicomNode:
         return bool(items)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: on Linux, be killed when the node dies (no orphaned prediction holding a folder)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _link_files(files: list[Path], folder: Path) -> None:
     """Hard-link (copy where links are impossible) ``files`` into ``folder``; files already there are kept."""
     import shutil
@@ -244,12 +197,3 @@ def _link_files(files: list[Path], folder: Path) -> None:
             shutil.copy2(source, partial)
             os.replace(partial, target)
 
-
-def _message_of(stderr: str, code: int) -> str:
-    """The one-paragraph message of a failed ``ctv predict`` (exit 2), or what is known of a crash."""
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    if code == 2 and lines:
-        text = lines[-1]
-        return text.split(": error: ", 1)[1] if ": error: " in text else text
-    tail = " | ".join(lines[-3:]) if lines else "no output"
-    return f"The prediction process ended unexpectedly (exit status {code}): {tail}"

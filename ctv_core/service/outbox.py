@@ -14,14 +14,28 @@ class Outbox:
     def __init__(self, store) -> None:
         self.store = store
 
-    def approve(self, case_id: str, version: int, destinations: Sequence[str], file: str = "rtstruct.dcm") -> None:
-        """Approve a version: its file goes out to ``destinations``; held files of other versions are dropped."""
+    def approve(self, case_id: str, version: int, destinations: Sequence[str] | None = None,
+                file: str = "rtstruct.dcm") -> list[tuple[str, str]]:
+        """Approve a version: its files go out, and files held for the case (of any version) are dropped.
+
+        With ``destinations`` None (the review station, which does not know the node's peers) the
+        approved version's files go where the held rows were going, each file to its destination;
+        otherwise ``file`` goes to each of ``destinations``. Returns the ``(file, destination)``
+        pairs queued to send (none when nothing was held and no destination was given).
+        """
         with self.store._transaction() as db:
             db.execute("UPDATE cases SET approved_version = ? WHERE id = ?", (version, case_id))
+            if destinations is None:
+                pairs = [(r["file"], r["destination"]) for r in db.execute(
+                    "SELECT DISTINCT file, destination FROM outbox WHERE case_id = ? AND status = ? ORDER BY id",
+                    (case_id, HELD))]
+            else:
+                pairs = [(file, destination) for destination in destinations]
             db.execute("DELETE FROM outbox WHERE case_id = ? AND status = ?", (case_id, HELD))
-            for destination in destinations:
+            for item_file, destination in pairs:
                 db.execute("INSERT OR IGNORE INTO outbox (case_id, version, file, destination, status, created) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", (case_id, version, file, destination, PENDING, now_iso()))
+                           "VALUES (?, ?, ?, ?, ?, ?)", (case_id, version, item_file, destination, PENDING, now_iso()))
+        return pairs
 
     def due(self, limit: int = 20) -> list[OutboxItem]:
         """Outbox items to send now (pending, their back-off elapsed), oldest first."""

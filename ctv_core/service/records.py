@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+import time
 from dataclasses import dataclass
 
 #: Job statuses; a case's status is its latest job's.
@@ -11,6 +13,12 @@ QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 HELD, PENDING, SENT = "held", "pending", "sent"
 #: A job that was running when its process stopped this many times is failed, not retried again.
 MAX_JOB_ATTEMPTS = 3
+
+
+def new_case_id() -> str:
+    """A new case id: the local time to the second, then six random hex digits (sortable, unguessable enough
+    not to collide)."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def now_iso() -> str:
@@ -26,6 +34,7 @@ class Job:
     case_id: str
     version: int
     kind: str
+    queue: str
     model: str
     device: str
     formats: str

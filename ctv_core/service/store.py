@@ -22,10 +22,9 @@ may be used from the DICOM association threads, the job workers and the web serv
 
 from __future__ import annotations
 
-import secrets
+import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 from ..errors import StoreError
 from .inbox import Inbox
 from .outbox import Outbox
-from .records import DONE, FAILED, MAX_JOB_ATTEMPTS, PENDING, QUEUED, RUNNING, HELD, Job, now_iso
+from .records import DONE, FAILED, HELD, MAX_JOB_ATTEMPTS, PENDING, QUEUED, RUNNING, Job, new_case_id, now_iso
 
 SCHEMA_VERSION = 1
 
@@ -50,9 +49,11 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (case_id, number));
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL, version INTEGER NOT NULL,
-    kind TEXT NOT NULL, model TEXT NOT NULL DEFAULT '', device TEXT NOT NULL DEFAULT 'auto',
+    kind TEXT NOT NULL, queue TEXT NOT NULL DEFAULT 'station', model TEXT NOT NULL DEFAULT '',
+    device TEXT NOT NULL DEFAULT 'auto',
     formats TEXT NOT NULL DEFAULT 'rtstruct', status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
-    attempts INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, started TEXT, finished TEXT);
+    attempts INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, started TEXT, finished TEXT,
+    stage TEXT NOT NULL DEFAULT '', progress REAL NOT NULL DEFAULT 0, cancel INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS series (
     uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, sender TEXT NOT NULL, host TEXT NOT NULL,
     first_received REAL NOT NULL, last_received REAL NOT NULL, instances INTEGER NOT NULL DEFAULT 0,
@@ -146,13 +147,43 @@ class CaseStore:
     def new_case(self, source: str, *, sender: str = "", study_uid: str = "", series_uid: str = "",
                  description: str = "") -> str:
         """Record a new case (status ``queued`` until its job starts) and make its folder; returns its id."""
-        case_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        case_id = new_case_id()
         self.ct_dir(case_id).mkdir(parents=True)
         with self._transaction() as db:
-            db.execute("INSERT INTO cases (id, created, source, sender, study_uid, series_uid, description, status) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (case_id, now_iso(), source, sender, study_uid, series_uid, description, QUEUED))
+            self._insert_case(db, case_id, source, sender=sender, study_uid=study_uid, series_uid=series_uid,
+                              description=description)
         return case_id
+
+    def open_case(self, source: str, ct_files: Path, *, queue: str, model: str = "", device: str = "auto",
+                  formats: Sequence[str] = ("rtstruct",), sender: str = "", study_uid: str = "",
+                  series_uid: str = "", description: str = "") -> tuple[str, Job]:
+        """A case for the CT files in the folder ``ct_files`` (moved, not copied, into the case), with its
+        prediction job queued: the files are in place before the case and its job are recorded, in one
+        transaction (never a case without its job). ``ct_files`` must be on the data folder's file system."""
+        case_id = new_case_id()
+        self.case_dir(case_id).mkdir(parents=True)
+        ct_files.rename(self.ct_dir(case_id))
+        _sync_folder(self.case_dir(case_id))  # the rename reaches the disk before the case is recorded
+        with self._transaction() as db:
+            self._insert_case(db, case_id, source, sender=sender, study_uid=study_uid, series_uid=series_uid,
+                              description=description)
+            job_id = self._insert_job(db, case_id, 1, "prediction", queue, model, device, formats)
+        return case_id, self.job(job_id)
+
+    @staticmethod
+    def _insert_case(db: sqlite3.Connection, case_id: str, source: str, *, sender: str, study_uid: str,
+                     series_uid: str, description: str) -> None:
+        db.execute("INSERT INTO cases (id, created, source, sender, study_uid, series_uid, description, status) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (case_id, now_iso(), source, sender, study_uid, series_uid, description, QUEUED))
+
+    @staticmethod
+    def _insert_job(db: sqlite3.Connection, case_id: str, version: int, kind: str, queue: str, model: str,
+                    device: str, formats: Sequence[str]) -> int:
+        return db.execute(
+            "INSERT INTO jobs (case_id, version, kind, queue, model, device, formats, status, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (case_id, version, kind, queue, model, device, ",".join(formats), QUEUED, now_iso())).lastrowid
 
     def case(self, case_id: str) -> dict[str, Any] | None:
         """A case with its versions and jobs, as plain values (None when unknown)."""
@@ -184,27 +215,27 @@ class CaseStore:
                           "UNION ALL SELECT MAX(version) FROM jobs WHERE case_id = ?)", (case_id, case_id)).fetchone()
         return int(used[0] or 0) + 1
 
-    def queue_job(self, case_id: str, *, kind: str = "prediction", model: str = "", device: str = "auto",
-                  formats: Sequence[str] = ("rtstruct",)) -> Job:
-        """Record a job (before it starts), reserving its version number."""
+    def queue_job(self, case_id: str, *, queue: str = "station", kind: str = "prediction", model: str = "",
+                  device: str = "auto", formats: Sequence[str] = ("rtstruct",)) -> Job:
+        """Record a job (before it starts) for the workers of ``queue``, reserving its version number."""
         with self._transaction() as db:
-            version = self.next_version(case_id)
-            cursor = db.execute(
-                "INSERT INTO jobs (case_id, version, kind, model, device, formats, status, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (case_id, version, kind, model, device, ",".join(formats), QUEUED, now_iso()))
+            job_id = self._insert_job(db, case_id, self.next_version(case_id), kind, queue, model, device, formats)
             db.execute("UPDATE cases SET status = ?, message = '' WHERE id = ?", (QUEUED, case_id))
-            job_id = cursor.lastrowid
         return self.job(job_id)
 
     def job(self, job_id: int) -> Job:
         row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job(**{k: row[k] for k in Job.__dataclass_fields__})
 
-    def claim_job(self) -> Job | None:
-        """The oldest queued job, marked running (its attempts counted), or None."""
+    def claim_job(self, queue: str = "station") -> Job | None:
+        """The oldest queued job of ``queue``, marked running (its attempts counted), or None.
+
+        The node and the review station may share one store; each runs only its own queue's jobs
+        (a node's job ends by queuing its results for sending, which only the node does).
+        """
         with self._transaction() as db:
-            row = db.execute("SELECT id, case_id FROM jobs WHERE status = ? ORDER BY id LIMIT 1", (QUEUED,)).fetchone()
+            row = db.execute("SELECT id, case_id FROM jobs WHERE status = ? AND queue = ? ORDER BY id LIMIT 1",
+                             (QUEUED, queue)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE jobs SET status = ?, started = ?, attempts = attempts + 1 WHERE id = ?",
@@ -229,12 +260,49 @@ class CaseStore:
                            "VALUES (?, ?, ?, ?, ?, ?)",
                            (job.case_id, job.version, file, destination, HELD if hold else PENDING, now_iso()))
 
+    def set_progress(self, job: Job, stage: str, fraction: float) -> None:
+        """Where a running job stands (for the station's progress bar)."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET stage = ?, progress = ? WHERE id = ?", (stage, float(fraction), job.id))
+
+    def request_cancel(self, case_id: str) -> bool:
+        """Cancel the case's queued or running job (a running one is stopped by its worker); False when none."""
+        with self._transaction() as db:
+            row = db.execute("SELECT id, status FROM jobs WHERE case_id = ? AND status IN (?, ?) ORDER BY id DESC "
+                             "LIMIT 1", (case_id, QUEUED, RUNNING)).fetchone()
+            if row is None:
+                return False
+            if row["status"] == QUEUED:
+                message = "Cancelled by the user before it started."
+                db.execute("UPDATE jobs SET status = ?, message = ?, finished = ? WHERE id = ?",
+                           (FAILED, message, now_iso(), row["id"]))
+                db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?", (FAILED, message, case_id))
+            else:
+                db.execute("UPDATE jobs SET cancel = 1 WHERE id = ?", (row["id"],))
+        return True
+
+    def open_jobs(self) -> dict[str, dict[str, Any]]:
+        """Each case's latest queued or running job: case id -> its status, stage and progress."""
+        rows = self._connection().execute("SELECT case_id, status, stage, progress FROM jobs WHERE status IN (?, ?) "
+                                          "ORDER BY id", (QUEUED, RUNNING))
+        return {r["case_id"]: dict(r) for r in rows}
+
+    def cancel_requested(self, job: Job) -> bool:
+        row = self._connection().execute("SELECT cancel FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        return bool(row and row["cancel"])
+
     def fail_job(self, job: Job, message: str) -> None:
         """Mark ``job`` (and its case) failed with the message users see."""
         with self._transaction() as db:
             db.execute("UPDATE jobs SET status = ?, finished = ?, message = ? WHERE id = ?",
                        (FAILED, now_iso(), message, job.id))
             db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?", (FAILED, message, job.case_id))
+
+    def requeue(self, job: Job) -> None:
+        """Put a job stopped on purpose (the service shut down) back in the queue, the attempt not counted."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET status = ?, attempts = MAX(attempts - 1, 0) WHERE id = ?", (QUEUED, job.id))
+            db.execute("UPDATE cases SET status = ? WHERE id = ?", (QUEUED, job.case_id))
 
     def reserve_version(self, case_id: str) -> int:
         """A version number for a folder about to be written (record it with :meth:`record_version`)."""
@@ -249,6 +317,12 @@ class CaseStore:
         with self._transaction() as db:
             db.execute("UPDATE versions SET kind = ?, author = ?, model = ?, note = ?, created = ? "
                        "WHERE case_id = ? AND number = ?", (kind, author, model, note, now_iso(), case_id, number))
+
+    def release_version(self, case_id: str, number: int) -> None:
+        """Give back a reserved number whose folder was not written (the numbers after it stay as they are)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM versions WHERE case_id = ? AND number = ? AND kind = 'reserved'",
+                       (case_id, number))
 
     # --- restart --------------------------------------------------------------------------------
 
@@ -283,3 +357,13 @@ class CaseStore:
         return {"jobs": count, "outbox": out, "series_receiving": receiving,
                 "cases": db.execute("SELECT COUNT(*) FROM cases").fetchone()[0]}
 
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that the entries just renamed into it survive a power cut (POSIX; a no-op elsewhere)."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

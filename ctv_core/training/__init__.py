@@ -1,12 +1,15 @@
 """Training: configuration, cases and patches, augmentation, the objective, the loop, checkpoints, export.
 
-Owns: :mod:`.config` (``TrainingConfig``), :mod:`.cases` (cases prepared on the model grid by
-inference's own preprocessing), :mod:`.split` (folds by patient), :mod:`.patches` (seeded
-patch sampling and step batches), :mod:`.augmentation`, :mod:`.losses` (per-sample terms),
-:mod:`.objective` (per-sample losses, then a replaceable sample weighting), :mod:`.loop`
-(``train``), :mod:`.checkpoints` (named modules and optimisers), :mod:`.run_folder` (the run's
-files and logs), :mod:`.distributed` (torchrun processes, global batch norm),
-:mod:`.validation`, :mod:`.export` (a model package from a run).
+Owns: :mod:`.config` (``TrainingConfig``; its ``quality`` section in :mod:`.quality_config`),
+:mod:`.cases` (cases prepared on the model grid by inference's own preprocessing),
+:mod:`.split` (folds by patient), :mod:`.patches` (seeded patch sampling and step batches),
+:mod:`.augmentation`, :mod:`.losses` (per-sample terms), :mod:`.objective` (per-sample losses,
+then a replaceable sample weighting), :mod:`.quality` (learned sample weights for noisy labels:
+the QAM/OCM), :mod:`.label_noise` (simulated noisy contours for experiments), :mod:`.step`
+(one optimiser step, micro-batched), :mod:`.loop` (``train``), :mod:`.checkpoints` (named
+modules and optimisers), :mod:`.run_folder` (the run's files and logs), :mod:`.distributed`
+(torchrun processes, global batch norm), :mod:`.validation`, :mod:`.export` (a model package
+from a run, the network only).
 
 May import: the top level, :mod:`ctv_core.dicom`, :mod:`ctv_core.structures`,
 :mod:`ctv_core.model`, :mod:`ctv_core.inference`, :mod:`ctv_core.dataset` (the reader) and

@@ -6,7 +6,7 @@ with ``torch.load(weights_only=True)``, so loading runs no code from the file::
 
     format, format_version          "ctv-checkpoint", 2
     step                            optimiser steps done
-    modules   {name: state_dict}    "network" always; more when trained jointly (e.g. a label-quality scorer)
+    modules   {name: state_dict}    "network" always; "qam" too with quality.enabled (the label-quality scorer)
     optimizers {name: state_dict}   one per trained module, same names
     scaler                          the CUDA GradScaler's state ({} on the CPU)
     rng                             Python, NumPy and torch (and CUDA) RNG states

@@ -1,7 +1,7 @@
 """How a network is trained: a frozen configuration, written once to ``RUN_DIR/config.json``.
 
 ``TrainingConfig`` groups small dataclasses (data, sampling, augmentation, appearance
-synthesis, optimisation, schedule) with the network's architecture (:class:`~ctv_core.model.network_config.NetworkConfig`)
+synthesis, optimisation, schedule, quality) with the network's architecture (:class:`~ctv_core.model.network_config.NetworkConfig`)
 and the model settings (:class:`~ctv_core.model.settings.ModelSettings`). The preprocessing
 used for training *is* the package's preprocessing: ``settings`` is copied unchanged into the
 exported model package, so training and prediction cannot drift apart.
@@ -22,6 +22,7 @@ from ..errors import TrainingError
 from ..model.settings import ModelSettings
 from ..strict_config import from_plain, is_int, is_number, strict_kwargs
 from ..model.network_config import NetworkConfig
+from .quality_config import QualityConfig
 from .synthesis_config import SynthesisConfig
 
 
@@ -91,12 +92,20 @@ class SamplingConfig:
         With several processes, compute batch-norm statistics over the global batch (torch's
         SyncBatchNorm on CUDA, an all-reduce of the moments on the CPU), so the result does
         not depend on how the batch is split. False: per-process statistics.
+    micro_batch
+        Samples per forward and backward pass; a step's batch is processed in micro-batches of
+        this size and their gradients accumulated before the one optimiser step (memory of a
+        micro-batch, the gradient of the whole batch; batch norm sees the micro-batch). None:
+        the whole batch at once. With ``quality.enabled`` this is how a 3D network that fits
+        only one patch at a time still has its samples weighed against a batch
+        (:mod:`ctv_core.training.quality`).
     """
 
     patch_zyx: tuple[int, int, int] = (48, 128, 128)
     batch_size: int = 2
     foreground_probability: float = 0.33
     sync_batch_norm: bool = True
+    micro_batch: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.patch_zyx) != 3 or any(not is_int(p) or p < 8 for p in self.patch_zyx):
@@ -108,6 +117,8 @@ class SamplingConfig:
                 f"sampling.foreground_probability must be within 0..1, not {self.foreground_probability!r}")
         if not isinstance(self.sync_batch_norm, bool):
             raise ValueError(f"sampling.sync_batch_norm must be true or false, not {self.sync_batch_norm!r}")
+        if self.micro_batch is not None and (not is_int(self.micro_batch) or self.micro_batch < 1):
+            raise ValueError(f"sampling.micro_batch must be null or an integer >= 1, not {self.micro_batch!r}")
 
 
 @dataclass(frozen=True)
@@ -288,7 +299,8 @@ class ScheduleConfig:
 
 #: The plain sections of a training configuration, by key.
 _SECTIONS = {"data": DataConfig, "sampling": SamplingConfig, "augmentation": AugmentationConfig,
-             "synthesis": SynthesisConfig, "optimisation": OptimisationConfig, "schedule": ScheduleConfig}
+             "synthesis": SynthesisConfig, "optimisation": OptimisationConfig, "schedule": ScheduleConfig,
+             "quality": QualityConfig}
 
 #: Settings that may change when a run is resumed (everything else must match config.json).
 RESUMABLE_CHANGES = ("optimisation.steps", "schedule", "data.num_workers", "data.cache")
@@ -304,6 +316,7 @@ class TrainingConfig:
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     optimisation: OptimisationConfig = field(default_factory=OptimisationConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     settings: ModelSettings = field(default_factory=ModelSettings)
 
@@ -317,6 +330,12 @@ class TrainingConfig:
             raise ValueError(
                 f"settings.inference.patch_zyx {tuple(self.settings.inference.patch_zyx)} must be multiples of "
                 f"{divisor} (the network has {self.network.depth} levels)")
+        if self.quality.enabled and self.sampling.batch_size < 2:
+            raise ValueError(
+                "quality.enabled needs sampling.batch_size >= 2: the sample weights are a softmax over the batch, "
+                "and a batch of one always weighs 1. For a network that fits one patch at a time, set "
+                "sampling.micro_batch to 1 and sampling.batch_size to the number of samples to weigh against each "
+                "other (e.g. 8)")
         weights = self.optimisation.pass_weights
         if weights is not None and len(weights) != self.network.passes:
             raise ValueError(f"optimisation.pass_weights has {len(weights)} values but the network makes "

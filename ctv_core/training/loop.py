@@ -2,12 +2,17 @@
 
 The pieces, each in its own module: the run folder and its logs (:mod:`.run_folder`), the
 cases and patches (:mod:`.cases`, :mod:`.patches`, augmented by :mod:`.augmentation`), the
-objective (per-sample losses, then a sample weighting: :mod:`.objective`), checkpoints of
-named modules and optimisers (:mod:`.checkpoints`), several processes (:mod:`.distributed`),
-validation (:mod:`.validation`). Adam; mixed precision (autocast + GradScaler) on CUDA only.
+objective (per-sample losses, then a sample weighting: :mod:`.objective`; learned weights for
+noisy labels with ``quality.enabled``: :mod:`.quality`), one optimiser step
+(:mod:`.step`), checkpoints of named modules and optimisers (:mod:`.checkpoints`), several
+processes (:mod:`.distributed`), validation (:mod:`.validation`). Adam; mixed precision
+(autocast + GradScaler) on CUDA only.
 
-Running ``train`` again on a folder with ``checkpoints/last.pt`` resumes: the modules, the
-optimisers' state, the GradScaler, the step, the RNG states (Python, NumPy, torch) and the
+Every step's per-sample losses and weights (and the QAM's scores) go to
+``RUN_DIR/samples.csv`` with the case ids (:class:`~ctv_core.training.run_folder.RunLog`).
+
+Running ``train`` again on a folder with ``checkpoints/last.pt`` resumes: the modules (the
+QAM's too), the optimisers' state, the GradScaler, the step, the RNG states (Python, NumPy, torch) and the
 sampler's position are restored. Every sample is drawn from its own seed
 (:mod:`.patches`), so the patches after a resume are the ones a straight run would have
 drawn; on the CPU with ``num_workers=0`` the weights after N + M steps resumed are bitwise
@@ -26,7 +31,6 @@ those of a one-process run); see :mod:`.distributed`.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,16 +43,18 @@ from torch import nn
 
 from ..errors import ModelPackageError, TrainingError
 from ..model.package import load_model_package
-from ..model.runtime import autocast_context, use_channels_last
+from ..model.runtime import use_channels_last
 from ..model.unet3d import UNet3D
 from .cases import CaseStore
 from .checkpoints import (NETWORK, load_checkpoint, restore_modules, restore_optimizers, rng_state,
                           save_checkpoint, set_rng_state)
 from .config import TrainingConfig
 from .distributed import Processes, global_batch_norm, start_processes
-from .objective import DeepSupervisionObjective, SampleWeighting, UniformWeighting, weighted_loss
+from .objective import DeepSupervisionObjective, SampleWeighting
 from .patches import PatchDataset, StepBatchSampler
+from .quality import build_weighting
 from .run_folder import RunFolder, RunLog
+from .step import StepResult, Trainables, train_step
 from .validation import validate
 
 logger = logging.getLogger(__name__)
@@ -108,16 +114,6 @@ class TrainingState:
                 "validation": self.validation}
 
 
-@dataclass
-class Trainables:
-    """The modules a run trains, by name, their optimisers (same names), and the GradScaler."""
-
-    modules: dict[str, nn.Module]
-    optimizers: dict[str, torch.optim.Optimizer]
-    scaler: torch.amp.GradScaler
-    forward: nn.Module  # the network as called in the loop (DistributedDataParallel-wrapped with several processes)
-
-
 def train(data_path: str | Path, run_dir: str | Path, config: TrainingConfig, *,
           progress: TrainingProgress | None = None, device: str = "auto",
           weighting: SampleWeighting | None = None) -> TrainResult:
@@ -136,7 +132,9 @@ def train(data_path: str | Path, run_dir: str | Path, config: TrainingConfig, *,
     device
         "auto", "cpu" or "cuda" (under torchrun each process takes the GPU of its LOCAL_RANK).
     weighting
-        The sample weighting of the loss (default :class:`UniformWeighting`, the batch mean).
+        The sample weighting of the loss; None (the default) builds what ``config.quality``
+        asks for: the QAM/OCM weighting when enabled, else the batch mean. Its modules and
+        optimisers are trained, checkpointed and restored with the network.
 
     Raises
     ------
@@ -146,18 +144,30 @@ def train(data_path: str | Path, run_dir: str | Path, config: TrainingConfig, *,
     """
     procs = start_processes(device)
     try:
-        return _train(Path(data_path), RunFolder(run_dir), config, progress, procs, weighting or UniformWeighting())
+        if config.quality.enabled and procs.world > 1:
+            raise TrainingError("quality.enabled trains on one process only for now (the sample weights are a softmax "
+                                "over the batch, which is not yet gathered across processes); train without torchrun "
+                                "and use sampling.micro_batch to fit the batch in memory.")
+        return _train(Path(data_path), RunFolder(run_dir), config, progress, procs, weighting)
     finally:
         procs.stop()
 
 
-def _trainables(config: TrainingConfig, procs: Processes, checkpoint: dict[str, Any] | None) -> Trainables:
-    """The network (same seeded initial weights on every rank), its optimiser and scaler, restored when resuming."""
+def _trainables(config: TrainingConfig, procs: Processes, checkpoint: dict[str, Any] | None,
+                weighting: SampleWeighting | None) -> tuple[Trainables, SampleWeighting]:
+    """The network (same seeded initial weights on every rank), the weighting, the optimisers and scaler.
+
+    Everything is restored from ``checkpoint`` when resuming, each module and optimiser by name.
+    """
     dev = procs.device
     torch.manual_seed(config.data.seed)
     network: nn.Module = UNet3D(config.network)
+    if weighting is None:  # after the network, from the same seeded stream
+        weighting = build_weighting(config.quality, config.network.in_channels + config.network.out_channels, 3,
+                                    config.sampling.micro_batch, dev)
+    modules = {NETWORK: network, **weighting.modules}
     if checkpoint is not None:
-        restore_modules(checkpoint, {NETWORK: network})
+        restore_modules(checkpoint, modules)
     elif config.optimisation.initial_weights is not None:
         _load_initial_weights(network, config)
     if procs.world > 1 and config.sampling.sync_batch_norm:
@@ -167,7 +177,7 @@ def _trainables(config: TrainingConfig, procs: Processes, checkpoint: dict[str, 
         use_channels_last(network)
     optimisation = config.optimisation
     optimizers = {NETWORK: torch.optim.Adam(network.parameters(), lr=optimisation.learning_rate,
-                                            weight_decay=optimisation.weight_decay)}
+                                            weight_decay=optimisation.weight_decay), **weighting.optimizers}
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
     if checkpoint is not None:
         restore_optimizers(checkpoint, optimizers)
@@ -177,7 +187,7 @@ def _trainables(config: TrainingConfig, procs: Processes, checkpoint: dict[str, 
     forward: nn.Module = network
     if procs.world > 1:
         forward = nn.parallel.DistributedDataParallel(network, device_ids=[dev.index] if dev.type == "cuda" else None)
-    return Trainables({NETWORK: network}, optimizers, scaler, forward)
+    return Trainables({**modules, NETWORK: network}, optimizers, scaler, forward), weighting
 
 
 def _initial_package(config: TrainingConfig):
@@ -235,7 +245,7 @@ def _loader(data_path: Path, run: RunFolder, config: TrainingConfig, split: dict
 
 
 def _train(data_path: Path, run: RunFolder, config: TrainingConfig, progress: TrainingProgress | None,
-           procs: Processes, weighting: SampleWeighting) -> TrainResult:
+           procs: Processes, weighting: SampleWeighting | None) -> TrainResult:
     dev = procs.device
     run.check_config(config)
     split = run.resolve_split(data_path, config)
@@ -247,7 +257,7 @@ def _train(data_path: Path, run: RunFolder, config: TrainingConfig, progress: Tr
     if procs.main:
         run.start(config, split)
     state, checkpoint = _resume_state(run, config)
-    trainables = _trainables(config, procs, checkpoint)
+    trainables, weighting = _trainables(config, procs, checkpoint, weighting)
     del checkpoint
     start_step, steps = state.step, config.optimisation.steps
     store, loader = _loader(data_path, run, config, split, start_step, procs)
@@ -262,15 +272,21 @@ def _train(data_path: Path, run: RunFolder, config: TrainingConfig, progress: Tr
     try:
         trainables.forward.train()
         for batch in loader:
-            values = _step(batch, trainables, objective, weighting, config, state.step, dev, run)
+            image, mask = batch.image.to(dev, non_blocking=True), batch.mask.to(dev, non_blocking=True)
+            result = train_step(trainables, objective, weighting, image, mask, list(batch.case_id),
+                                learning_rates={NETWORK: config.optimisation.learning_rate_at(state.step)},
+                                micro_batch=config.sampling.micro_batch, step=state.step,
+                                resume_from=str(run.last_checkpoint))
             state.step += 1
-            final_loss = values["loss"]
+            final_loss = result.loss
             if report is not None:
                 report(state.step, steps, final_loss)
             if not procs.main:
                 continue
-            if state.step % config.schedule.log_every == 0 or state.step == steps:
-                log.scalars(state.step, values)
+            due = state.step % config.schedule.log_every == 0 or state.step == steps
+            log.samples(state.step, list(batch.case_id), result, tensorboard=due)
+            if due:
+                log.scalars(state.step, _logged_values(result, trainables))
                 logger.info("step %d/%d loss %.4f (%.2f s/step)", state.step, steps, final_loss,
                             (time.perf_counter() - started) / (state.step - start_step))
             improved = _validate_if_due(state, trainables, store, split["validation"], config, dev, log)
@@ -289,33 +305,16 @@ def _train(data_path: Path, run: RunFolder, config: TrainingConfig, progress: Tr
                        world_size=procs.world)
 
 
-def _step(batch, trainables: Trainables, objective: DeepSupervisionObjective, weighting: SampleWeighting,
-          config: TrainingConfig, step: int, dev: torch.device, run: RunFolder) -> dict[str, float]:
-    """One optimiser step on ``batch``; returns the values logged for it (batch means)."""
-    image, mask = batch.image.to(dev, non_blocking=True), batch.mask.to(dev, non_blocking=True)
-    with autocast_context(dev):
-        outputs = trainables.forward(image, return_all_passes=True)
-    losses = objective(outputs, mask)
-    weights = weighting(losses, image, mask, list(batch.case_id))
-    loss = weighted_loss(losses, weights)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise TrainingError(
-            f"The training loss is not finite at step {step + 1}. Lower optimisation.learning_rate and "
-            f"resume from {run.last_checkpoint} (or start over in a new RUN_DIR).")
-    optimizer = trainables.optimizers[NETWORK]
-    for opt in trainables.optimizers.values():
-        opt.zero_grad(set_to_none=True)
-    for group in optimizer.param_groups:
-        group["lr"] = config.optimisation.learning_rate_at(step)
-    scaler = trainables.scaler
-    scaler.scale(loss).backward()
-    for opt in trainables.optimizers.values():
-        scaler.step(opt)
-    scaler.update()
-    parts = {name: float(part.mean()) for name, part in losses.parts.items()}
-    values = {"loss": value, "bce": parts["bce"], "dice_loss": parts["dice"], "lr": optimizer.param_groups[0]["lr"]}
+def _logged_values(result: StepResult, trainables: Trainables) -> dict[str, float]:
+    """The scalars logged for a step: losses (batch means), the network's learning rate, the weights' spread."""
+    parts = result.parts
+    values = {"loss": result.loss, "bce": parts["bce"], "dice_loss": parts["dice"],
+              "lr": trainables.optimizers[NETWORK].param_groups[0]["lr"]}
     values.update({f"loss_{name}": v for name, v in parts.items() if name.startswith("pass")})
+    if result.plan.scores is not None:
+        weights = result.plan.weights * len(result.plan.weights)
+        values.update({"weight_min": float(weights.min()), "weight_max": float(weights.max()),
+                       "score_mean": float(result.plan.raw_scores.mean())})
     return values
 
 

@@ -1,7 +1,8 @@
 """The method's loss terms, per sample: binary cross-entropy and soft Dice.
 
-Tensors are ``[B, 1, z, y, x]``: logits (before the sigmoid) and a 0/1 target. Each term
-returns one value per sample (shape ``[B]``); how samples are weighted and summed is the
+Tensors are ``[B, C, *spatial]`` (``[B, 1, z, y, x]`` for the CTV network; ``C`` structures,
+each its own sigmoid): logits (before the sigmoid) and a 0/1 target. Each term returns one
+value per sample (shape ``[B]``); how samples are weighted and summed is the
 objective's separate step (:mod:`ctv_core.training.objective`), so a sample-weighting scheme
 can replace the plain mean without touching the terms.
 """
@@ -20,11 +21,12 @@ def bce_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
-    """``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` for each sample: ``[B]``.
+    """``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` per sample and channel, mean over channels: ``[B]``.
 
-    ``p`` is the sigmoid of ``logits``. ``smooth`` keeps patches without target defined (an
-    empty prediction there scores 0 loss) and is small next to a CTV's voxel count.
+    ``p`` is the sigmoid of ``logits``; sums run over each channel's voxels, so a small
+    structure counts as much as a large one. ``smooth`` keeps patches without target defined
+    (an empty prediction there scores 0 loss) and is small next to a CTV's voxel count.
     """
-    p = torch.sigmoid(logits.float()).flatten(1)
-    t = target.float().flatten(1)
-    return 1.0 - (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
+    p = torch.sigmoid(logits.float()).flatten(2)
+    t = target.float().flatten(2)
+    return (1.0 - (2 * (p * t).sum(2) + smooth) / (p.sum(2) + t.sum(2) + smooth)).mean(1)

@@ -7,6 +7,7 @@
     RUN_DIR/checkpoints/last.pt  every schedule.checkpoint_every steps and at the end
     RUN_DIR/checkpoints/best.pt  the checkpoint with the best validation Dice so far
     RUN_DIR/log.csv              step, metric, value (always written)
+    RUN_DIR/samples.csv          every step's samples: step, index, case_id, loss, weight, raw_score, score
     RUN_DIR/tensorboard/         scalars and sample slices, when tensorboard is installed
     RUN_DIR/cache/               prepared cases (data.cache = "disk")
 
@@ -19,9 +20,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from ..errors import TrainingError
 from .cases import dataset_patients
 from .config import RESUMABLE_CHANGES, TrainingConfig, config_differences
 from .split import kfold_split
+
+if TYPE_CHECKING:  # run_folder stays importable without torch
+    from .step import StepResult
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class RunFolder:
         self.last_checkpoint = self.path / "checkpoints" / "last.pt"
         self.best_checkpoint = self.path / "checkpoints" / "best.pt"
         self.log_file = self.path / "log.csv"
+        self.samples_file = self.path / "samples.csv"
         self.tensorboard = self.path / "tensorboard"
         self.cache = self.path / "cache"
 
@@ -73,12 +78,11 @@ class RunFolder:
         if not self.config_file.is_file():
             raise TrainingError(f"'{self.path}' has a checkpoint but no config.json; it is not a complete run "
                                 "folder. Use a new RUN_DIR.")
-        old = read_json(self.config_file)
-        try:  # the saved settings as this version reads them (sections added since then take their defaults)
-            old = TrainingConfig.from_dict(old).to_dict()
+        try:  # as this version reads it: sections added since the run started take their defaults
+            old = TrainingConfig.from_dict(read_json(self.config_file)).to_dict()
         except TrainingError as exc:
-            raise TrainingError(f"'{self.config_file}' cannot be read as a training configuration ({exc}); resume "
-                                "it with the ctv_core that started it, or train in a new RUN_DIR.") from exc
+            raise TrainingError(f"'{self.config_file}' cannot be resumed by this version ({exc}); train in a new "
+                                "RUN_DIR.") from exc
         changed = [d for d in config_differences(old, config.to_dict())
                    if not any(d == p or d.startswith(p + ".") for p in RESUMABLE_CHANGES)]
         if changed:
@@ -117,33 +121,69 @@ class RunFolder:
         write_json(self.splits_file, split)
 
 
+#: Columns of ``samples.csv``: the step (from 1), the sample's place in the batch, its case, its
+#: loss, its weight in the step's loss (summing to 1 over the batch), and the weighting's raw and
+#: bounded scores (empty for uniform weights).
+SAMPLE_COLUMNS = ("step", "index", "case_id", "loss", "weight", "raw_score", "score")
+
+
+def _reopen(path: Path, header: Sequence[str], start_step: int):
+    """``path`` rewritten with its header and the rows of steps up to ``start_step`` (0: none); open for appending."""
+    kept: list[list[str]] = []
+    if start_step and path.is_file():
+        with open(path, newline="", encoding="utf-8") as handle:
+            kept = [row for row in list(csv.reader(handle))[1:] if row and int(row[0]) <= start_step]
+    handle = open(path, "w", newline="", encoding="utf-8")
+    writer = csv.writer(handle)
+    writer.writerow(header)
+    writer.writerows(kept)
+    handle.flush()
+    return handle, writer
+
+
 class RunLog:
-    """``log.csv`` (step, metric, value) always; TensorBoard when installed. Rank 0 only.
+    """``log.csv`` (step, metric, value) and ``samples.csv`` always; TensorBoard when installed. Rank 0 only.
 
     Resuming at step ``s`` keeps the rows of steps up to ``s`` and drops later ones (written
-    after the checkpoint the run resumes from).
+    after the checkpoint the run resumes from). ``tensorboard=False`` writes the CSV files only.
     """
 
-    def __init__(self, run: RunFolder, start_step: int, enabled: bool) -> None:
+    def __init__(self, run: RunFolder, start_step: int, enabled: bool, tensorboard: bool = True) -> None:
         self.enabled = enabled
         self.writer = None
         if not enabled:
             return
-        kept: list[list[str]] = []
-        if start_step and run.log_file.is_file():
-            with open(run.log_file, newline="", encoding="utf-8") as handle:
-                kept = [row for row in list(csv.reader(handle))[1:] if row and int(row[0]) <= start_step]
-        self.handle = open(run.log_file, "w", newline="", encoding="utf-8")
-        self.csv = csv.writer(self.handle)
-        self.csv.writerow(["step", "metric", "value"])
-        self.csv.writerows(kept)
-        self.handle.flush()
+        self.handle, self.csv = _reopen(run.log_file, ["step", "metric", "value"], start_step)
+        self.samples_handle, self.samples_csv = _reopen(run.samples_file, SAMPLE_COLUMNS, start_step)
+        if not tensorboard:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             logger.info("tensorboard is not installed; logging to %s only", run.log_file)
         else:
             self.writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=start_step or None)
+
+    def samples(self, step: int, case_ids: Sequence[str], result: "StepResult", tensorboard: bool = False) -> None:
+        """One ``samples.csv`` row per sample of a step's :class:`~ctv_core.training.step.StepResult`.
+
+        With ``tensorboard``, also the scalars ``sample_weight/<case_id>`` (weight times the
+        batch size: 1 is the uniform weight) and ``sample_score/<case_id>`` (raw score).
+        """
+        if not self.enabled:
+            return
+        plan = result.plan
+        count = len(case_ids)
+        for n, case_id in enumerate(case_ids):
+            raw = "" if plan.raw_scores is None else f"{float(plan.raw_scores[n]):.6g}"
+            score = "" if plan.scores is None else f"{float(plan.scores[n]):.6g}"
+            self.samples_csv.writerow([step, n, case_id, f"{float(result.losses[n]):.6g}",
+                                       f"{float(plan.weights[n]):.6g}", raw, score])
+            if tensorboard and self.writer is not None:
+                self.writer.add_scalar(f"sample_weight/{case_id}", float(plan.weights[n]) * count, step)
+                if plan.raw_scores is not None:
+                    self.writer.add_scalar(f"sample_score/{case_id}", float(plan.raw_scores[n]), step)
+        self.samples_handle.flush()
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """One row per value (and a TensorBoard scalar)."""
@@ -164,5 +204,6 @@ class RunLog:
         if not self.enabled:
             return
         self.handle.close()
+        self.samples_handle.close()
         if self.writer is not None:
             self.writer.close()

@@ -1,0 +1,416 @@
+"""CTV Delineation: one click from the planning CT to an editable CTV segment, and out as RTSTRUCT.
+
+This file is the module's shell (metadata, parameter node, widget, self-test); the work is in
+``Logic/`` (loaded under the package name ``CTVDelineationLib``, see :func:`loadLogicPackage`)
+over ctv_core, which ships with the module.
+"""
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+MODULE_DIR = Path(__file__).resolve().parent
+#: The name the ``Logic/`` folder is imported under: Slicer shares one ``sys.path`` among all
+#: module folders, so a bare ``Logic`` could be another extension's.
+LOGIC_PACKAGE = "CTVDelineationLib"
+
+
+def _loadPackage(name: str, folder: Path):
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    try:
+        spec.loader.exec_module(package)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return package
+
+
+def loadLogicPackage():
+    """The ``Logic/`` package as ``CTVDelineationLib``, with the ctv_core shipped beside the module.
+
+    ctv_core is the copy installed with the extension (next to this file) or, in a source
+    checkout added with "Add module path", the one in the repository beside this folder.
+    """
+    if LOGIC_PACKAGE in sys.modules:
+        return sys.modules[LOGIC_PACKAGE]
+    if "ctv_core" not in sys.modules:
+        for folder in (MODULE_DIR / "ctv_core", MODULE_DIR.parent / "ctv_core"):
+            if (folder / "__init__.py").is_file():
+                _loadPackage("ctv_core", folder)
+                break
+    return _loadPackage(LOGIC_PACKAGE, MODULE_DIR / "Logic")
+
+
+class CTVDelineation(ScriptedLoadableModule):
+    """Module metadata."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "CTV Delineation"
+        self.parent.categories = ["Radiotherapy"]
+        self.parent.dependencies = ["Segmentations", "Terminologies"]
+        self.parent.contributors = ["CTVDelineation developers"]
+        self.parent.helpText = (
+            "Automatic delineation of the clinical target volume (CTV) for cervical cancer radiotherapy on the "
+            "planning CT. Choose the CT (loaded from DICOM), press Apply (press again to cancel), review the CTV "
+            "slice by slice (Alt+Page Up / Alt+Page Down, Alt+P to play), correct it in the Segment Editor and "
+            "export an RTSTRUCT that references the CT's own DICOM series.<br><b>Not for clinical use without local "
+            "validation</b>: the bundled model is a demonstration trained on synthetic phantoms; validate a model "
+            "trained on your own patients before any clinical use, and review every contour.")
+        self.parent.acknowledgementText = (
+            "The method follows a 2019 thesis on CTV auto-delineation for cervical cancer radiotherapy: a 3D U-Net "
+            "with residual blocks, squeeze-and-excitation, ELU and batch normalisation, a recurrent refinement pass, "
+            "BCE + Dice loss (3-fold cross-validated Dice 0.763 on 340 CTs), and a noisy-label training scheme with a "
+            "Quality Awareness Module and an Overfitting Control Module. Built on 3D Slicer, PyTorch, SimpleITK and "
+            "pydicom.")
+
+
+@parameterNodeWrapper
+class CTVDelineationParameterNode:
+    """The module's settings, kept in the scene (saved with it).
+
+    refinementPasses 0 means the model's own count.
+    """
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+    modelFolder: str = ""
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    refinementPasses: Annotated[int, WithinRange(0, 8)] = 0
+    testTimeFlips: bool = False
+    postprocessing: bool = True
+
+
+class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: wires the .ui to the logic's calls and signals, nothing more."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._result = None
+        self._player = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        lib = loadLogicPackage()
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/CTVDelineation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = lib.CTVDelineationLogic(slicer.mrmlScene, terminologyLogic=slicer.modules.terminologies.logic(),
+                                             temporaryDirectory=slicer.app.temporaryPath)
+        self.dependencies = lib.DependencyLogic(lib.SlicerPackageInstaller())
+        self.logic.progress.connect(self.onProgress)
+        self.logic.finished.connect(self.onFinished)
+        self.logic.failed.connect(self.onFailed)
+        self.logic.cancelled.connect(self.onCancelled)
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(100)
+        self.pollTimer.connect("timeout()", self.onPoll)
+        self.reviewTimer = qt.QTimer()
+        self.reviewTimer.setInterval(lib.AUTOPLAY_INTERVAL_MS)
+        self.reviewTimer.connect("timeout()", lambda: self.onStepSlice(1))
+        self.probe = None
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        self.ui.bundledModelButton.connect("clicked(bool)",
+                                           lambda checked: self.ui.modelPathLineEdit.setCurrentPath(""))
+        self.ui.show3DButton.connect("toggled(bool)", self.onShow3D)
+        self.ui.editButton.connect("clicked(bool)", self.onEditInSegmentEditor)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportRTStruct)
+        self.ui.previousSliceButton.connect("clicked(bool)", lambda checked: self.onStepSlice(-1))
+        self.ui.nextSliceButton.connect("clicked(bool)", lambda checked: self.onStepSlice(1))
+        self.ui.playButton.connect("toggled(bool)", self.onPlayToggled)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.initializeParameterNode()
+        self.onModelPathChanged(self._parameterNode.modelFolder if self._parameterNode else "")
+        self.showDependencies()
+
+    def cleanup(self):
+        if self.logic is not None and self.logic.isRunning:
+            self.logic.cancel()
+        self.pollTimer.stop()
+        self.reviewTimer.stop()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+        if self.probe is None and not self.ui.deviceStatusLabel.text:
+            self.probe = self.logic.startProbe()
+            self.pollTimer.start()
+
+    def exit(self):
+        self.ui.playButton.checked = False
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event):
+        if self.logic.isRunning:
+            self.logic.cancel()
+        self.ui.playButton.checked = False
+        self._result = None
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(CTVDelineationParameterNode(self.getParameterNode()))
+        if not self._parameterNode.inputVolume:
+            volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if volume:
+                self._parameterNode.inputVolume = volume
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelFolder
+        self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None):
+        running = self.logic is not None and self.logic.isRunning
+        hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.applyButton.enabled = running or hasInput
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        done = self._result is not None and not running
+        for button in (self.ui.show3DButton, self.ui.editButton, self.ui.exportButton, self.ui.previousSliceButton,
+                       self.ui.nextSliceButton, self.ui.playButton):
+            button.enabled = done
+
+    # --- errors: shown as a message, never a traceback -------------------------------------------
+
+    def _showError(self, error: Exception) -> None:
+        if not isinstance(error, loadLogicPackage().CTVError):
+            logging.exception("CTV Delineation: unexpected error")
+        slicer.util.errorDisplay(loadLogicPackage().userMessage(error), windowTitle="CTV Delineation")
+
+    # --- prediction -------------------------------------------------------------------------------
+
+    def onApplyButton(self, checked=False):
+        if self.logic.isRunning:
+            self.logic.cancel()
+            return
+        lib = loadLogicPackage()
+        p = self._parameterNode
+        options = lib.PredictionOptions(model=p.modelFolder or None, device=p.device,
+                                        passes=p.refinementPasses or None, testTimeFlips=p.testTimeFlips,
+                                        postprocessing=p.postprocessing)
+        self.ui.playButton.checked = False
+        self.ui.warningsLabel.text = ""
+        try:
+            self.logic.start(p.inputVolume, p.outputSegmentation, options)
+        except Exception as error:  # noqa: BLE001 - shown to the user by _showError
+            self._showError(error)
+            return
+        self.pollTimer.start()
+        self._checkCanApply()
+
+    def onPoll(self):
+        if self.probe is not None and (answer := self.probe.poll()) is not None:
+            self.probe.close()
+            self.probe = None
+            self.showDevices(answer)
+        if not self.logic.poll() and self.probe is None:
+            self.pollTimer.stop()
+
+    def onProgress(self, percent, message):
+        self.ui.progressBar.value = percent
+        self.ui.statusLabel.text = message
+
+    def onFinished(self, result):
+        self._result = result
+        self._parameterNode.outputSegmentation = result.segmentationNode
+        self.ui.warningsLabel.text = "\n".join(f"\u26a0 {note}" for note in result.notes())
+        self._player = None
+        self._checkCanApply()
+
+    def onFailed(self, message):
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = "Failed."
+        self._checkCanApply()
+        slicer.util.errorDisplay(message, windowTitle="CTV Delineation")
+
+    def onCancelled(self, message):
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = message
+        self._checkCanApply()
+
+    # --- model and device -------------------------------------------------------------------------
+
+    def onModelPathChanged(self, path):
+        lib = loadLogicPackage()
+        if self._parameterNode:
+            self._parameterNode.modelFolder = path or ""
+        try:
+            self.ui.modelInfoLabel.text = lib.describeModel(path or None).text()
+        except Exception as error:  # noqa: BLE001 - shown in the model box
+            self.ui.modelInfoLabel.text = f"\u26a0 {error}"
+
+    def showDevices(self, answer):
+        self.ui.deviceStatusLabel.text = loadLogicPackage().deviceStatus(answer)
+
+    # --- dependencies ------------------------------------------------------------------------------
+
+    def showDependencies(self):
+        self.ui.dependenciesLabel.text = self.dependencies.describe(self.dependencies.plan())
+        missing = not self.dependencies.plan().empty
+        self.ui.installDependenciesButton.enabled = missing
+        if missing:
+            self.ui.dependenciesCollapsibleButton.collapsed = False
+
+    def onInstallDependencies(self, checked=False):
+        def confirm(text):
+            return slicer.util.confirmOkCancelDisplay(text, windowTitle="CTV Delineation: install packages")
+
+        def done(ok, message):
+            self.showDependencies()
+            (slicer.util.infoDisplay if ok else slicer.util.errorDisplay)(message, windowTitle="CTV Delineation")
+
+        self.dependencies.install(confirm, done)
+
+    # --- review and export -------------------------------------------------------------------------
+
+    def onShow3D(self, show):
+        segmentation = self._parameterNode.outputSegmentation
+        if segmentation is None:
+            return
+        if show:
+            segmentation.CreateClosedSurfaceRepresentation()
+            slicer.app.layoutManager().threeDWidget(0).threeDView().resetFocalPoint()
+        else:
+            segmentation.RemoveClosedSurfaceRepresentation()
+
+    def onEditInSegmentEditor(self, checked=False):
+        segmentation, volume = self._parameterNode.outputSegmentation, self._parameterNode.inputVolume
+        self.ui.playButton.checked = False
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.util.getModuleWidget("SegmentEditor").editor
+        editor.setSegmentationNode(segmentation)
+        (editor.setSourceVolumeNode if hasattr(editor, "setSourceVolumeNode") else editor.setMasterVolumeNode)(volume)
+
+    def onExportRTStruct(self, checked=False):
+        lib = loadLogicPackage()
+        segmentation, volume = self._parameterNode.outputSegmentation, self._parameterNode.inputVolume
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "Export RTSTRUCT", "rtstruct.dcm",
+                                              "DICOM (*.dcm)")
+        if not path:
+            return
+        ctFolder = None
+        if not lib.RTStructExport.instanceUIDs(volume):
+            ctFolder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
+                                                           "Folder of the CT's DICOM files (the CT was not loaded "
+                                                           "through the DICOM module)")
+            if not ctFolder:
+                return
+        try:
+            with slicer.util.WaitCursor():
+                written = self.logic.export_rtstruct(segmentation, volume, path, ct_folder=ctFolder)
+        except Exception as error:  # noqa: BLE001 - shown to the user by _showError
+            self._showError(error)
+            return
+        slicer.util.infoDisplay(written.summary(), windowTitle="CTV Delineation")
+
+    def _redSlice(self):
+        return slicer.app.layoutManager().sliceWidget("Red").sliceLogic()
+
+    def onStepSlice(self, direction):
+        lib = loadLogicPackage()
+        sliceLogic = self._redSlice()
+        if self._player is None:
+            self._player = lib.ReviewPlayer.forSegment(
+                self._parameterNode.outputSegmentation, self._result.segmentId, self._parameterNode.inputVolume,
+                sliceLogic.GetSliceNode().GetSliceToRAS(), sliceLogic.GetSliceOffset())
+        offset = self._player.step(direction)
+        if offset is None:
+            self.ui.playButton.checked = False
+            self.ui.reviewLabel.text = "The CTV is empty."
+            return
+        sliceLogic.SetSliceOffset(offset)
+        self.ui.reviewLabel.text = self._player.position()
+
+    def onPlayToggled(self, playing):
+        if playing:
+            self._player = None  # the segment may have been edited since: recompute its slices
+            self.reviewTimer.start()
+        else:
+            self.reviewTimer.stop()
+
+
+class CTVDelineationTest(ScriptedLoadableModuleTest):
+    """In-application self-test: a phantom CT through the DICOM module, Apply, the segment, the RTSTRUCT."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_PhantomToSegmentAndRTStruct()
+
+    def test_PhantomToSegmentAndRTStruct(self):
+        import shutil
+
+        import numpy as np
+        import SimpleITK as sitk
+        from DICOMLib import DICOMUtils
+
+        lib = loadLogicPackage()
+        from ctv_core import load_ct_series, read_rtstruct
+        from ctv_core.phantom import ScanSettings, make_phantom
+
+        self.delayDisplay("Making a phantom CT (seed 9001, never trained on) and loading it through the DICOM module")
+        folder = Path(slicer.app.temporaryPath) / "CTVDelineationSelfTest"
+        shutil.rmtree(folder, ignore_errors=True)
+        phantom = make_phantom(folder / "phantom", seed=9001, settings=ScanSettings(matrix=256, slices=48,
+                                                                                    slice_thickness_mm=5.0))
+        ct = load_ct_series(phantom.ct_dir)
+        with DICOMUtils.TemporaryDICOMDatabase(str(folder / "database")) as database:
+            DICOMUtils.importDicom(str(phantom.ct_dir), database)
+            loaded = DICOMUtils.loadSeriesByUID([ct.reference.series_instance_uid])
+            self.assertEqual(len(loaded), 1)
+            volume = slicer.mrmlScene.GetNodeByID(loaded[0])
+            self.delayDisplay("Delineating the CTV in the prediction process")
+            logic = lib.CTVDelineationLogic(slicer.mrmlScene, terminologyLogic=slicer.modules.terminologies.logic(),
+                                            temporaryDirectory=slicer.app.temporaryPath)
+            segmentation = logic.run(volume, device="cpu")
+            segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName("CTV")
+            self.assertTrue(logic.terminology.isCTV(segmentation.GetSegmentation().GetSegment(segmentId)))
+            predicted = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) != 0
+            truth = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom.masks["CTV"]))) != 0
+            dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+            self.assertGreater(dice, 0.75, f"CTV Dice {dice:.3f} against the phantom's truth")
+            self.delayDisplay("Exporting the RTSTRUCT through the DICOM database")
+            written = logic.export_rtstruct(segmentation, volume, folder / "rtstruct.dcm")
+            self.assertEqual(written.seriesInstanceUID, ct.reference.series_instance_uid)
+            back = sitk.GetArrayFromImage(read_rtstruct(written.path, ct, roi="CTV")["CTV"]) != 0
+            self.assertTrue(np.array_equal(back, predicted), "the RTSTRUCT does not hold the segment's voxels")
+        self.delayDisplay("Test passed")

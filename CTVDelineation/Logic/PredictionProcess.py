@@ -1,0 +1,160 @@
+"""Running the prediction in a process of its own, without ever waiting for it.
+
+``ProcessRunner`` is the seam: the logic only starts a command, sends it lines, collects the
+lines it has printed so far and asks whether it has ended. ``SubprocessRunner`` does this with
+``subprocess.Popen`` and two reader threads (stdout lines into a queue, the tail of stderr kept
+for the log), so nothing here blocks Slicer's main thread; tests use a fake runner that plays a
+scripted conversation. ``workerCommand`` is the command line of ctv_core's worker
+(``ctv_core.inference.worker``) for Slicer's Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import ctv_core
+
+logger = logging.getLogger(__name__)
+
+
+class ProcessRunner(Protocol):
+    """What the logic needs from a child process; every call returns at once."""
+
+    def start(self, command: Sequence[str]) -> None:
+        """Launch ``command`` (raises ``OSError`` when it cannot be started)."""
+
+    def send(self, line: str) -> None:
+        """Write one line to the process's stdin (ignored once the process has ended)."""
+
+    def readLines(self) -> list[str]:
+        """The stdout lines received since the last call, without their line ends."""
+
+    def exitCode(self) -> int | None:
+        """None while the process runs or its output is still being read; then its exit status."""
+
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM; TerminateProcess on Windows)."""
+
+    def kill(self) -> None:
+        """Stop the process at once."""
+
+    def errorOutput(self) -> str:
+        """The last lines the process wrote to stderr, for the log."""
+
+
+class SubprocessRunner:
+    """A ``ProcessRunner`` over ``subprocess.Popen`` with reader threads.
+
+    Parameters
+    ----------
+    stderrLines
+        How many of the last stderr lines to keep for :meth:`errorOutput`.
+    """
+
+    def __init__(self, stderrLines: int = 200):
+        self._process: subprocess.Popen | None = None
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._stderr: deque[str] = deque(maxlen=stderrLines)
+        self._readers: list[threading.Thread] = []
+
+    def start(self, command: Sequence[str]) -> None:
+        flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
+        self._process = subprocess.Popen(
+            list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            encoding="utf-8", errors="replace", bufsize=1, creationflags=flags)
+        self._readers = [
+            threading.Thread(target=self._read, args=(self._process.stdout, self._lines.put), daemon=True,
+                             name="ctv-worker-stdout"),
+            threading.Thread(target=self._read, args=(self._process.stderr, self._keepError), daemon=True,
+                             name="ctv-worker-stderr"),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, deliver) -> None:
+        for line in stream:
+            deliver(line.rstrip("\r\n"))
+        stream.close()
+
+    def _keepError(self, line: str) -> None:
+        self._stderr.append(line)
+        logger.debug("prediction process: %s", line)
+
+    def send(self, line: str) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        try:
+            self._process.stdin.write(line.rstrip("\n") + "\n")
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the process has just ended; its exit status tells the rest
+
+    def readLines(self) -> list[str]:
+        lines = []
+        while True:
+            try:
+                lines.append(self._lines.get_nowait())
+            except queue.Empty:
+                return lines
+
+    def exitCode(self) -> int | None:
+        if self._process is None or any(reader.is_alive() for reader in self._readers):
+            return None
+        code = self._process.poll()
+        if code is not None and self._process.stdin and not self._process.stdin.closed:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
+        return code
+
+    def terminate(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+
+    def errorOutput(self) -> str:
+        return "\n".join(self._stderr)
+
+
+def pythonExecutable() -> str:
+    """The Python that runs the worker: Slicer's ``PythonSlicer`` launcher inside Slicer, else this one.
+
+    Inside the application ``sys.executable`` is the bare interpreter, which lacks the
+    launcher's library paths; ``PythonSlicer`` beside it sets them up.
+    """
+    import slicer
+
+    if hasattr(slicer, "app"):
+        found = shutil.which("PythonSlicer", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                   os.environ.get("PATH", "")]))
+        if found:
+            return found
+    return sys.executable
+
+
+def workerCommand(requestPath: Path, python: str | None = None) -> list[str]:
+    """The command line that runs ctv_core's worker on ``requestPath``.
+
+    The folder holding this ``ctv_core`` goes first on the child's ``sys.path``, so the worker
+    runs the same ctv_core as the module whatever else is installed (no ``PYTHONPATH``: Slicer's
+    launcher sets its own).
+    """
+    root = str(Path(ctv_core.__file__).resolve().parent.parent)
+    bootstrap = (f"import sys; sys.path.insert(0, {root!r}); "
+                 "from ctv_core.inference.worker import main; sys.exit(main())")
+    return [python or pythonExecutable(), "-u", "-c", bootstrap, str(requestPath)]

@@ -1,0 +1,105 @@
+"""The noisy-label experiments' commands at toy size: a grid runs, resumes by skipping, reports; bad settings are one line.
+
+The JSRT images are read from the shared data folder (never copied); the 3D experiment makes
+its own tiny phantoms.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments" / "noisy_labels"
+ROW_KEYS = {"method", "noise_fraction", "noise_range", "seed", "dice", "mean_dice"}
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EXPERIMENTS / script), *args], capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_2d_experiment_command_runs_a_small_grid_and_resumes(shared_data, tmp_path):
+    config = _write(tmp_path / "tiny2d.json", {
+        "data": {"limit": 30, "train_cases": 20, "image_size": 64},
+        "grid": {"methods": ["baseline", "qam+ocm"], "fractions": [0.5], "ranges": ["5-13"], "seeds": [0]},
+        "model": {"widths": [4, 8], "batch_size": 4, "log_every": 1},
+        "optimisation": {"steps": 3, "learning_rate": 0.001},
+        "quality": {"widths": [4, 8]}, "threads": 1})
+    args = ("--config", str(config), "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"),
+            "--data", str(shared_data / "jsrt256"))
+    done = _run("run_2d.py", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("mean Dice") == 4
+    rows = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert len(rows) == 4 and all(set(r) == ROW_KEYS for r in rows)
+    assert {(r["method"], r["noise_fraction"], r["noise_range"]) for r in rows} == {
+        ("baseline", 0.0, None), ("qam+ocm", 0.0, None), ("baseline", 0.5, "5-13"), ("qam+ocm", 0.5, "5-13")}
+    for row in rows:
+        assert set(row["dice"]) == {"lungs", "heart", "clavicles"} and all(0 <= v <= 1 for v in row["dice"].values())
+        assert row["mean_dice"] == pytest.approx(np.mean(list(row["dice"].values())))
+    noisy = json.loads((tmp_path / "work" / "qam+ocm" / "50pct_5-13px" / "seed0" / "result.json").read_text())
+    assert len(noisy["noisy_cases"]) == 10  # half of the 20 training cases
+    table = (tmp_path / "results" / "results.md").read_text()
+    assert "| method | 0 % | 50 % 5-13 px |" in table and "0.892" in table  # the paper's number beside ours
+    for plot in ("dice_vs_noise.png", "weights_over_training.png"):
+        assert (tmp_path / "results" / plot).stat().st_size > 1000
+    again = _run("run_2d.py", *args)  # every run finished: nothing is trained again
+    assert again.returncode == 0 and "mean Dice" not in again.stdout and "4 of 4 runs finished" in again.stdout
+    bad = _write(tmp_path / "bad.json", {"grid": {"methods": ["baseline", "coteaching"]}})
+    failed = _run("run_2d.py", "--config", str(bad), "--work", str(tmp_path / "w2"))
+    assert failed.returncode == 2 and "grid.methods" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_3d_experiment_command_trains_the_qam_at_batch_one(tmp_path):
+    config = _write(tmp_path / "tiny3d.json", {
+        "phantoms": {"train_seeds": [1, 2], "test_seeds": [3], "matrix": 256, "slice_thickness_mm": 5.0, "slices": 12},
+        "clinicians": [{"name": "exact"}, {"name": "generous", "margin_mm": 8.0, "skip_fraction": 0.3}],
+        "methods": ["qam+ocm"], "seeds": [0],
+        "training": {
+            "data": {"folds": 1, "cache": "memory"},
+            "sampling": {"patch_zyx": [16, 32, 32], "batch_size": 2, "micro_batch": 1},
+            "augmentation": {"enabled": False},
+            "optimisation": {"steps": 2, "learning_rate": 0.003},
+            "schedule": {"checkpoint_every": 100, "log_every": 1, "sample_images": 0},
+            "quality": {"widths": [4, 8]},
+            "network": {"widths": [4, 8], "passes": 1},
+            "settings": {"preprocessing": {"spacing_mm": [8.0, 8.0, 8.0]}, "inference": {"patch_zyx": [16, 32, 32]}}},
+        "threads": 1})
+    done = _run("run_3d.py", "--config", str(config), "--work", str(tmp_path / "work"), "--results",
+                str(tmp_path / "results"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "results" / "results_3d.json").read_text())
+    assert [r["method"] for r in rows] == ["qam+ocm"] and 0 <= rows[0]["mean_dice"] <= 1
+    result = json.loads((tmp_path / "work" / "runs" / "qam+ocm" / "seed0" / "result.json").read_text())
+    assert result["micro_batch"] == 1 and result["steps"] == 2
+    assert {c["clinician"] for c in result["clinicians"].values()} == {"exact", "generous"}
+    assert result["noisy_cases"] == [c for c, v in result["clinicians"].items() if v["clinician"] == "generous"]
+    checkpoint = tmp_path / "work" / "runs" / "qam+ocm" / "seed0" / "run" / "checkpoints" / "last.pt"
+    import torch
+
+    assert set(torch.load(checkpoint, weights_only=True)["modules"]) == {"network", "qam"}
+    assert "| generous | 1 |" in (tmp_path / "results" / "results_3d.md").read_text()
+    bad = _write(tmp_path / "bad.json", {"clinicians": [{"name": "x", "margin_mm": 80}]})
+    failed = _run("run_3d.py", "--config", str(bad), "--work", str(tmp_path / "w2"))
+    assert failed.returncode == 2 and "margin_mm" in failed.stderr and "Traceback" not in failed.stderr
+
+
+@pytest.mark.parametrize("script,config", [("run_2d.py", "noisy_labels_2d.json"), ("run_3d.py", "noisy_labels_3d.json"),
+                                           ("run_2d.py", "noisy_labels_2d_gpu.json"),
+                                           ("run_3d.py", "noisy_labels_3d_gpu.json")])
+def test_the_shipped_experiment_configurations_are_valid(script, config, tmp_path):
+    done = _run(script, "--config", str(REPO / "configs" / config), "--work", str(tmp_path / "work"), "--results",
+                str(tmp_path / "results"), "--report-only")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "0 of" in done.stdout

@@ -1,0 +1,256 @@
+"""The prediction process the Slicer module launches: one CT image file in, the CTV mask file out.
+
+The Slicer module (``CTVDelineation/Logic``) runs this in a separate Python process so that
+Slicer's user interface never waits for the network and a run can be stopped at any time::
+
+    python -c "...; from ctv_core.inference.worker import main; sys.exit(main())" REQUEST.json
+
+``REQUEST.json`` (written by the caller before the start) holds ``protocol`` (1), ``task``
+("predict" or "probe"), and for a prediction ``image`` (a NRRD/NIfTI/MetaImage file of the CT in
+HU on its own geometry, LPS, as SimpleITK writes it), ``mask`` and ``result`` (the files to
+write), ``model`` (a package folder, or null for the bundled model), ``device`` ("auto", "cpu",
+"cuda") and the options ``passes`` (recurrent refinement passes, null for the model's own),
+``test_time_flips`` (null for the model's own) and ``postprocessing`` (false keeps every voxel
+above the threshold).
+
+The conversation, one JSON object per line:
+
+* stdout (this process to the caller): ``{"event": "ready", ...}`` once the model is loaded,
+  ``{"event": "progress", "stage": ..., "fraction": ...}``, and exactly one of
+  ``{"event": "done", "result": {...}}``, ``{"event": "cancelled", "message": ...}`` or
+  ``{"event": "error", "kind": ..., "message": ...}`` (the message says what was wrong and what
+  to do; never a traceback). A probe answers ``{"event": "probe", ...}`` and ends.
+* stdin (the caller to this process): ``go`` once the image file is complete (the caller writes
+  it while this process imports torch and loads the model), ``cancel`` to stop. A closed stdin
+  (the caller quit) also stops the run.
+
+The mask (uint8 0/1 on the input image's grid) and the result (``result.json``: CTV volume,
+warnings, device, seconds per stage, model name/version/SHA-256, options used) are written
+under temporary names and renamed, the result last: a caller that sees ``done`` finds both
+complete, and a stopped run leaves neither. Exit status: 0 done, 2 an error a user can fix,
+3 cancelled, 1 an unexpected failure (its traceback goes to stderr for the log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+from .._version import __version__
+from ..atomic_files import atomic_file
+from ..errors import CTVError, ModelPackageError, PredictionCancelled, describe_os_error
+
+PROTOCOL = 1
+EXIT_DONE, EXIT_UNEXPECTED, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
+TASKS = ("predict", "probe")
+
+
+class RequestError(CTVError):
+    """The request file cannot be used (missing, not JSON, a wrong field)."""
+
+
+def write_protocol_line(event: dict[str, Any], stream: IO[str] | None = None) -> None:
+    """Send one protocol message to the caller: a JSON object on one line of stdout, flushed.
+
+    The one place in ctv_core outside the command line that writes to stdout: stdout *is* this
+    process's channel to the Slicer module (``Testing/test_architecture.py`` allows exactly this
+    function).
+    """
+    out = stream if stream is not None else sys.stdout
+    out.write(json.dumps(event) + "\n")
+    out.flush()
+
+
+def read_request(path: str | Path) -> dict[str, Any]:
+    """The request as a dict, checked: known task, and for a prediction every field of the right kind."""
+    path = Path(path)
+    try:
+        request = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RequestError(f"The prediction request '{path}' cannot be read ({exc}).") from exc
+    if not isinstance(request, dict) or request.get("protocol") != PROTOCOL or request.get("task") not in TASKS:
+        raise RequestError(f"'{path}' is not a protocol-{PROTOCOL} request with a task among {', '.join(TASKS)}; "
+                           "the Slicer module and ctv_core come from different versions: reinstall the extension.")
+    if request["task"] == "predict":
+        for key in ("image", "mask", "result"):
+            if not isinstance(request.get(key), str) or not request[key]:
+                raise RequestError(f"The prediction request lacks the file name '{key}'.")
+        passes = request.get("passes")
+        if passes is not None and (not isinstance(passes, int) or isinstance(passes, bool) or not 1 <= passes <= 8):
+            raise RequestError(f"Refinement passes must be a whole number from 1 to 8, not {passes!r}.")
+        for key in ("test_time_flips", "postprocessing"):
+            if request.get(key) is not None and not isinstance(request[key], bool):
+                raise RequestError(f"'{key}' must be true, false or null, not {request[key]!r}.")
+    return request
+
+
+def with_options(package, passes: int | None, test_time_flips: bool | None, postprocessing: bool):
+    """The model package with the user's options applied (the package on disk is not changed).
+
+    ``passes`` replaces the network's recurrent refinement passes (the weights are shared by all
+    passes, so any count runs; the model was trained with its own); ``test_time_flips`` replaces
+    the inference setting; ``postprocessing=False`` keeps every voxel at or above the threshold
+    (no component selection, no hole filling).
+    """
+    from ..model.settings import PostprocessingConfig
+
+    network_config = package.network_config
+    if passes is not None:
+        if not hasattr(network_config, "passes"):
+            raise ModelPackageError(f"The model '{package.model_id}' has no refinement passes to set; leave the "
+                                    "option at the model's default.")
+        network_config = dataclasses.replace(network_config, passes=passes)
+    settings = package.settings
+    if test_time_flips is not None:
+        settings = dataclasses.replace(settings, inference=dataclasses.replace(settings.inference,
+                                                                               test_time_flips=test_time_flips))
+    if not postprocessing:
+        settings = dataclasses.replace(settings, postprocessing=PostprocessingConfig(
+            keep_largest=0, min_component_cc=0.0, fill_holes=False))
+    return dataclasses.replace(package, network_config=network_config, settings=settings)
+
+
+class _Commands:
+    """Reads the caller's commands (``go``, ``cancel``) from stdin on a thread of its own."""
+
+    def __init__(self, stream: IO[str]):
+        self.go = threading.Event()
+        self.cancel = threading.Event()
+        thread = threading.Thread(target=self._read, args=(stream,), name="ctv-worker-stdin", daemon=True)
+        thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            command = line.strip().lower()
+            if command == "go":
+                self.go.set()
+            elif command == "cancel":
+                break
+        self.cancel.set()  # "cancel", or stdin closed: the caller is gone or wants us to stop
+        self.go.set()
+
+    def wait_for_go(self) -> None:
+        self.go.wait()
+        if self.cancel.is_set():
+            raise PredictionCancelled("Prediction cancelled before it started; nothing was written.")
+
+
+def _probe() -> dict[str, Any]:
+    import torch
+
+    cuda = bool(torch.cuda.is_available())
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    return {"event": "probe", "ctv_core": __version__, "torch": torch.__version__, "cuda": cuda, "gpus": names,
+            "python": sys.version.split()[0]}
+
+
+def _read_image(path: str):
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as exc:
+        raise RequestError(f"The CT image '{path}' handed to the prediction process cannot be read ({exc}).") from exc
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise RequestError(f"The CT image is {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} "
+                           "component(s); a CT is a 3D scalar volume in HU.")
+    return image
+
+
+def _predict(request: dict[str, Any], commands: _Commands, emit) -> dict[str, Any]:
+    import SimpleITK as sitk
+
+    from ..model.package import load_model_package
+    from .input_checks import check_pelvic_coverage
+    from .predictor import CTVPredictor
+
+    started = time.perf_counter()
+    package = with_options(load_model_package(request.get("model")), request.get("passes"),
+                           request.get("test_time_flips"), request.get("postprocessing", True) is not False)
+    predictor = CTVPredictor(package, device=request.get("device") or "auto")
+    model = {"name": package.name, "version": package.version, "sha256": package.sha256,
+             "path": str(package.path), "model_id": package.model_id}
+    emit({"event": "ready", "device": str(predictor.device), "model": model,
+          "seconds": round(time.perf_counter() - started, 3)})
+    commands.wait_for_go()
+
+    image = _read_image(request["image"])
+    check_pelvic_coverage(image)
+    prediction = predictor.run(
+        image,
+        progress=lambda stage, fraction: emit({"event": "progress", "stage": stage, "fraction": round(fraction, 4)}),
+        cancelled=commands.cancel.is_set,
+    )
+    with atomic_file(request["mask"]) as tmp:
+        # SimpleITK picks the format by the file's ending; uncompressed: the file lives for seconds.
+        target = tmp.with_name(tmp.name + "".join(Path(request["mask"]).suffixes))
+        try:
+            sitk.WriteImage(prediction.mask, str(target), useCompression=False)
+            target.replace(tmp)
+        finally:
+            target.unlink(missing_ok=True)
+    options = {"passes": getattr(package.network_config, "passes", None),
+               "test_time_flips": package.settings.inference.test_time_flips,
+               "postprocessing": request.get("postprocessing", True) is not False}
+    result = {"protocol": PROTOCOL, "ctv_core_version": __version__, "mask": request["mask"],
+              "volume_cc": round(prediction.volume_cc, 3), "warnings": list(prediction.warnings),
+              "device": prediction.device, "seconds": {k: round(v, 3) for k, v in prediction.seconds.items()},
+              "model": model, "options": options}
+    with atomic_file(request["result"]) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> int:
+    """Run the request named by ``argv[0]`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+
+    def emit(event: dict[str, Any]) -> None:
+        write_protocol_line(event, stdout)
+
+    try:
+        if len(args) != 1:
+            raise RequestError("The prediction process takes one argument, the request file (REQUEST.json).")
+        request = read_request(args[0])
+        if request["task"] == "probe":
+            emit(_probe())
+            return EXIT_DONE
+        commands = _Commands(stdin if stdin is not None else sys.stdin)
+        emit({"event": "done", "result": _predict(request, commands, emit)})
+        return EXIT_DONE
+    except PredictionCancelled as exc:
+        emit({"event": "cancelled", "message": str(exc)})
+        return EXIT_CANCELLED
+    except CTVError as exc:
+        emit({"event": "error", "kind": type(exc).__name__, "message": str(exc)})
+        return EXIT_USER_ERROR
+    except ImportError as exc:
+        emit({"event": "error", "kind": "MissingDependency",
+              "message": f"The prediction process cannot import {exc.name or exc}: a Python package it needs is "
+                         "missing. Install the dependencies (CTVDelineation module, 'Dependencies' section; "
+                         "torch through the PyTorch extension), then try again."})
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the disk, permissions or paths: the user's to fix
+        emit({"event": "error", "kind": "OSError", "message": describe_os_error(exc, "predicting the CTV")})
+        return EXIT_USER_ERROR
+    except MemoryError:
+        emit({"event": "error", "kind": "MemoryError",
+              "message": "The prediction ran out of memory. Close other applications or large scenes, or use a "
+                         "computer with more memory (a 512 x 512 x 200 CT needs about 3 GB), then try again."})
+        return EXIT_USER_ERROR
+    except Exception as exc:  # noqa: BLE001 - the caller shows the message; the traceback goes to the log
+        traceback.print_exc(file=sys.stderr)
+        emit({"event": "error", "kind": "internal",
+              "message": f"The prediction process failed unexpectedly ({type(exc).__name__}: {exc}). This is a bug; "
+                         "the details are in the log. Please report it with the log."})
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

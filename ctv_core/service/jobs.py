@@ -1,0 +1,241 @@
+"""Prediction jobs of the case store, run as ``ctv predict`` processes by worker threads.
+
+One job, one process: ``ctv predict CT_DIR VERSION_DIR --progress json`` (the same job as the
+command line), in a process of its own so a crash or a kill never takes the service down, started
+so that it dies with the service (Linux). Each worker starts its next process while it waits for
+a job (:mod:`ctv_core.cli.prestarted`: the interpreter and its imports are ready when the job
+comes, then it runs exactly that command line), so a job does not wait for Python and torch to
+load. The worker reads its progress lines into the store (the
+station's progress bar), stops it when the user cancels (SIGTERM: the job removes its staging and
+writes nothing), and records the outcome: ``on_done(job, report)`` for the service to store the
+version (and, for the node, its outgoing files) in one transaction, or the job failed with the
+one-paragraph message ``ctv predict`` gave. A job stopped because the service shuts down is
+queued again, not failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .audit import AuditLog
+from .records import Job
+from .store import CaseStore
+
+logger = logging.getLogger(__name__)
+
+#: How often a job's progress is written to the store, at most (seconds).
+PROGRESS_EVERY_S = 0.3
+#: After a prestarted process ended on its own, jobs start their process cold for this long (seconds).
+PRESTART_RETRY_S = 60.0
+
+OnDone = Callable[[Job, dict[str, Any]], None]
+Prepare = Callable[[Job], None]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, be killed when the service dies (no orphan holding a folder)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def prediction_arguments(store: CaseStore, job: Job) -> list[str]:
+    """The ``ctv`` arguments of ``job``'s ``ctv predict`` (with ``--series`` when the case names its CT series:
+    an upload may hold several)."""
+    arguments = ["predict", str(store.ct_dir(job.case_id)), str(store.version_dir(job.case_id, job.version)),
+                 "--device", job.device, "--formats", job.formats, "--progress", "json", "-q"]
+    series = (store.case(job.case_id) or {}).get("series_uid", "")
+    return arguments + (["--model", job.model] if job.model else []) + (["--series", series] if series else [])
+
+
+def prediction_command(store: CaseStore, job: Job) -> list[str]:
+    """The ``ctv predict`` command line of ``job``."""
+    return [sys.executable, "-m", "ctv_core", *prediction_arguments(store, job)]
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=_die_with_parent)
+
+
+def failure_message(stderr: str, code: int) -> str:
+    """The one-paragraph message of a failed ``ctv predict`` (exit 2), or what is known of a crash."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if code == 2 and lines:
+        text = lines[-1]
+        return text.split(": error: ", 1)[1] if ": error: " in text else text
+    tail = " | ".join(lines[-3:]) if lines else "no output"
+    return f"The prediction process ended unexpectedly (exit status {code}): {tail}"
+
+
+class JobWorkers:
+    """``count`` threads running the store's queued jobs of ``queue`` (see the module docstring)."""
+
+    def __init__(self, store: CaseStore, queue_name: str, on_done: OnDone, audit: AuditLog, *, count: int = 1,
+                 prepare: Prepare | None = None, poll_s: float = 0.5) -> None:
+        self.store, self.queue_name, self.on_done, self.audit = store, queue_name, on_done, audit
+        self.count, self.prepare, self.poll_s = count, prepare, poll_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._processes: dict[int, subprocess.Popen] = {}
+        self._waiting: dict[int, subprocess.Popen] = {}  # per worker thread, its next prestarted process
+        self._prestart_after: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for n in range(self.count):
+            thread = threading.Thread(target=self._loop, args=(n,), name=f"ctv-{self.queue_name}-job-{n}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """A job was queued: look for it now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the running processes (their jobs are queued again) and the threads."""
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            for process in [*self._processes.values(), *self._waiting.values()]:
+                process.terminate()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _loop(self, n: int = 0) -> None:
+        try:
+            while not self._stop.is_set():
+                job = self.store.claim_job(self.queue_name)
+                if job is None:
+                    self._prestart(n)
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
+                    continue
+                try:
+                    self.run(job, n)
+                except Exception as exc:  # noqa: BLE001 - a claimed job never stays "running": it fails with the reason
+                    logger.exception("job %d failed unexpectedly", job.id)
+                    self.store.fail_job(job, f"The service could not run the job ({type(exc).__name__}: {exc}).")
+                    self.audit("job-failed", f"job {job.id} case {job.case_id}: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                waiting = self._waiting.pop(n, None)
+            if waiting is not None:
+                waiting.terminate()
+            self.store.close()
+
+    def _prestart(self, n: int) -> None:
+        """Have worker ``n``'s next process importing (``ctv_core.cli.prestarted``) while no job waits."""
+        with self._lock:
+            waiting = self._waiting.get(n)
+            if self._stop.is_set() or (waiting is not None and waiting.poll() is None) or \
+                    time.monotonic() < self._prestart_after.get(n, 0.0):
+                return
+            if waiting is not None:  # it ended by itself: the next jobs start cold for a while
+                logger.warning("the prestarted ctv process ended with status %s: %s", waiting.returncode,
+                               waiting.stderr.read()[-500:])
+                self._waiting.pop(n)
+                self._prestart_after[n] = time.monotonic() + PRESTART_RETRY_S
+                return
+            self._waiting[n] = _start([sys.executable, "-m", "ctv_core.cli.prestarted"])
+
+    def _launch(self, job: Job, n: int) -> subprocess.Popen:
+        """``ctv predict`` for ``job``: in worker ``n``'s prestarted process when it is alive, else a new one."""
+        with self._lock:
+            process = self._waiting.pop(n, None)
+        if process is not None and process.poll() is None:
+            try:
+                process.stdin.write(json.dumps(prediction_arguments(self.store, job)) + "\n")
+                process.stdin.close()
+                return process
+            except OSError:  # it died meanwhile
+                process.kill()
+        process = _start(prediction_command(self.store, job))
+        process.stdin.close()
+        return process
+
+    def run(self, job: Job, n: int = 0) -> None:
+        """Run one claimed job to its end (done, failed, cancelled, or queued again on shutdown)."""
+        if self.prepare is not None:
+            self.prepare(job)
+        self.audit("job-start", f"job {job.id} case {job.case_id} version {job.version} (attempt {job.attempts})")
+        process = self._launch(job, n)
+        with self._lock:
+            self._processes[job.id] = process
+        try:
+            report, cancelled, stderr = self._follow(job, process)
+        finally:
+            with self._lock:
+                self._processes.pop(job.id, None)
+        if self._stop.is_set():
+            self.store.requeue(job)
+        elif cancelled:
+            shutil.rmtree(self.store.version_dir(job.case_id, job.version), ignore_errors=True)
+            self.store.fail_job(job, "Cancelled by the user; nothing was written.")
+            self.audit("job-cancelled", f"job {job.id} case {job.case_id}")
+        elif process.returncode == 0 and report is not None:
+            self.on_done(job, report)
+        else:
+            message = failure_message(stderr, process.returncode)
+            self.store.fail_job(job, message)
+            self.audit("job-failed", f"job {job.id} case {job.case_id}: {message}")
+
+    def _follow(self, job: Job, process: subprocess.Popen) -> tuple[dict | None, bool, str]:
+        """Relay progress until the process ends; stop it when the job is cancelled.
+
+        Returns the report of a finished job (None otherwise), whether it was cancelled, and stderr.
+        """
+        lines: queue.Queue[str | None] = queue.Queue()
+        errors: list[str] = []
+        threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
+        threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True).start()
+        report, cancelled, written = None, False, 0.0
+        while True:
+            try:
+                line = lines.get(timeout=self.poll_s)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            event = _event(line)
+            if event.get("event") == "progress" and time.monotonic() - written >= PROGRESS_EVERY_S:
+                self.store.set_progress(job, str(event.get("stage", "")), float(event.get("fraction", 0.0)))
+                written = time.monotonic()
+            elif event.get("event") == "done":
+                report = event.get("report")
+            if not cancelled and self.store.cancel_requested(job):
+                cancelled = True
+                process.terminate()
+        process.wait()
+        deadline = time.monotonic() + 5
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return report, cancelled, errors[0] if errors else ""
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _event(line: str) -> dict[str, Any]:
+    try:
+        event = json.loads(line) if line.strip() else {}
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
