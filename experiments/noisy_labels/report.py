@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from common import write_json
+from ctv_core.training.run_folder import write_json
 
 #: The method's published mean Dice on JSRT (batch 32, 256 x 256): (method, fraction, range) -> Dice.
 PAPER = {("baseline", 0.0, None): 0.915, ("baseline", 0.75, "5-13"): 0.621, ("qam", 0.75, "5-13"): 0.636,
