@@ -93,6 +93,11 @@ class Grid:
         return (self.size[2], self.size[1], self.size[0])
 
     @property
+    def voxel_cc(self) -> float:
+        """Volume of one voxel in cm³ (ml)."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    @property
     def direction_matrix(self) -> np.ndarray:
         """3x3 direction matrix; columns are the i, j, k unit vectors in LPS."""
         return np.asarray(self.direction, dtype=float).reshape(3, 3)

@@ -112,7 +112,7 @@ class CTVPredictor:
 
         start = time.perf_counter()
         report("post-processing", 0.0)
-        voxel_cc = float(np.prod(ct_grid.spacing)) / 1000.0
+        voxel_cc = ct_grid.voxel_cc
         mask = postprocess(mask, voxel_cc, settings.postprocessing)
         seconds["postprocessing"] = time.perf_counter() - start
 

@@ -197,7 +197,7 @@ def _drop_specks(ctv: np.ndarray, must: np.ndarray, canvas: Canvas) -> np.ndarra
     if n <= 1:
         return ctv
     sizes = np.bincount(lab.ravel())
-    voxel_cc = float(np.prod(canvas.grid.spacing)) / 1000.0
+    voxel_cc = canvas.grid.voxel_cc
     keep = sizes * voxel_cc >= 1.0
     keep[np.unique(lab[must[box] & sub])] = True
     keep[0] = False

@@ -17,10 +17,10 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-from ctv_core.atomic_files import atomic_file
 from ctv_core.errors import CTVError, TrainingError
 from ctv_core.strict_config import from_plain, strict_kwargs
 from ctv_core.training.quality_config import QualityConfig
+from ctv_core.training.run_folder import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -68,13 +68,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= k < n:
         raise TrainingError(f"--shard K/N needs 0 <= K < N, not {text!r}")
     return k, n
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Indented JSON, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def run_grid(runs: list[tuple[str, Any]], work: Path, shard: tuple[int, int],

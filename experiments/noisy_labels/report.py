@@ -10,6 +10,7 @@ multiple of the uniform weight (weight x batch size; 1 = the plain mean), from e
 from __future__ import annotations
 
 import csv
+import textwrap
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from common import write_json
+from ctv_core.training.run_folder import write_json
 
 #: The method's published mean Dice on JSRT (batch 32, 256 x 256): (method, fraction, range) -> Dice.
 PAPER = {("baseline", 0.0, None): 0.915, ("baseline", 0.75, "5-13"): 0.621, ("qam", 0.75, "5-13"): 0.636,
@@ -97,7 +98,7 @@ def plot_dice_vs_noise(rows: list[dict[str, Any]], out: Path, title: str) -> Non
         ax.set_ylabel("mean Dice on clean test labels")
         ax.grid(alpha=0.3)
         ax.legend(title="grey stars: published", fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=int(12 * fig.get_figwidth())), fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
@@ -171,9 +172,13 @@ def plot_weights(results: list[dict[str, Any]], samples: list[Path], out: Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.8), squeeze=False)
+    columns = min(3, len(settings))
+    rows = -(-len(settings) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(settings):]:
+        ax.axis("off")
     colours = {"qam": "tab:orange", "qam+ocm": "tab:green", "baseline": "tab:blue"}
-    for ax, setting in zip(axes[0], settings):
+    for ax, setting in zip(axes.flat, settings):
         for method in ("qam", "qam+ocm"):
             curves = []
             for result, path in zip(results, samples):
@@ -195,7 +200,7 @@ def plot_weights(results: list[dict[str, Any]], samples: list[Path], out: Path, 
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=int(12 * fig.get_figwidth())), fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -75,7 +75,7 @@ def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "") -
             write_seg(case.ct, masks, staging / "seg.dcm", algorithm=None, series_description=DESCRIPTION)
             write_mask(ctv, staging / "ctv.nii.gz")
             voxels = np.count_nonzero(sitk.GetArrayViewFromImage(ctv))
-            volume_cc = float(voxels) * float(np.prod(ctv.GetSpacing())) / 1000
+            volume_cc = float(voxels) * case.ct.grid.voxel_cc
             notes = [f"CTV volume: {volume_cc:.0f} cc", f"Edited by {author}, from version {case.version}",
                      "Review before use (unapproved)."]
             write_qa_image(case.ct.image, ctv, staging / "qa.png", "CTV edited in the review station", notes)
