@@ -10,6 +10,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
+from safetensors.torch import load_file
 from conftest import axial_grid, ctv_command, linear_hu, require_tool, write_linear_series
 
 from ctv_core import load_ct_series, read_rtstruct
@@ -43,13 +44,14 @@ def qa_package(path, spacing_mm, window=BONE):
                               version="1", description="geometric QA model")
 
 
-def unet_package(path, spacing_mm=(6.0, 6.0, 6.0), seed=0):
+def unet_package(path, spacing_mm=(6.0, 6.0, 6.0), seed=0, weights_dtype="float32"):
     torch.manual_seed(seed)
     config = NetworkConfig(widths=(4, 8, 8), passes=2)
     settings = ModelSettings(preprocessing=PreprocessingConfig(spacing_mm=spacing_mm),
                              inference=InferenceConfig(patch_zyx=(32, 48, 64), overlap=0.25, threshold=0.5))
     return save_model_package(path, UNet3D(config), "unet3d", config, settings, name="untrained-test",
-                              version="0", description="untrained weights for geometry and format tests")
+                              version="0", description="untrained weights for geometry and format tests",
+                              weights_dtype=weights_dtype)
 
 
 def _array(image):
@@ -194,6 +196,29 @@ def test_package_round_trip_and_checksum(tmp_path):
     reference = UNet3D(NetworkConfig(widths=(4, 8, 8), passes=2))
     for (name, a), (_, b) in zip(net.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_half_precision_weights_halve_the_package_and_predict_alike(tmp_path):
+    full = unet_package(tmp_path / "full")
+    half = unet_package(tmp_path / "half", weights_dtype="float16")
+    assert half.sha256 != full.sha256  # other weights, so another fingerprint
+    stored = load_file(str(tmp_path / "half" / "weights.safetensors"))
+    assert stored["head.weight"].dtype == torch.float16
+    assert stored["encoder.0.0.conv1.norm.running_var"].dtype == torch.float32
+    sizes = [(p / "weights.safetensors").stat().st_size for p in (tmp_path / "full", tmp_path / "half")]
+    assert sizes[1] < 0.6 * sizes[0]
+    a, b = full.build_network(), half.build_network()
+    assert all(p.dtype == torch.float32 for p in b.parameters())
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        if x.is_floating_point():
+            assert torch.allclose(x, y, rtol=1e-3, atol=1e-4), name
+    image = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        difference = (torch.sigmoid(a(image)) - torch.sigmoid(b(image))).abs().max().item()
+    assert 0 < difference < 1e-2
+    with pytest.raises(ModelPackageError, match="float32, float16"):
+        unet_package(tmp_path / "bad", weights_dtype="bfloat16")
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("damage, message", [

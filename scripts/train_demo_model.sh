@@ -16,7 +16,7 @@ position_of() {  # mostly supine head-first, as pelvic planning CTs are; some of
 }
 for seed in $(seq 100 147); do
   [ -d "$work/archive/p$seed" ] || echo "$seed $(position_of "$seed")"
-done | xargs -P 2 -n 2 sh -c "$ctv phantom $work/archive/p\$0 --seed \$0 --matrix 256 --position \$1 -q > /dev/null"
+done | xargs -r -P 2 -n 2 sh -c "$ctv phantom $work/archive/p\$0 --seed \$0 --matrix 256 --position \$1 -q > /dev/null"
 [ -f "$work/data.h5" ] || $ctv dataset build "$work/archive" "$work/data.h5" --tissue-labels -q
 # Fine-tuned from the previous demo model (0.2.0, same network), taken from git: see docs/training.md.
 initial="$work/demo-0.2.0/ctv_core/model/demo"

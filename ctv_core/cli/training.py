@@ -36,6 +36,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--name", default=None, help="model name (default: ctv-unet3d-<run folder>-fold<K>)")
     p.add_argument("--version", default=None, help="model version (default: 1.0.0)")
     p.add_argument("--description", default=None, help="one paragraph about the model")
+    p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
+                   help="how the weights are stored: float16 halves the package (batch-norm statistics stay "
+                        "float32; prediction runs in float32 either way)")
     p.set_defaults(func=run_export)
 
 
@@ -62,6 +65,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ..training.export import export_package
 
     package = export_package(args.run_dir, args.pkg, checkpoint=args.checkpoint, name=args.name,
-                             version=args.version, description=args.description)
+                             version=args.version, description=args.description,
+                             weights_dtype=args.weights_dtype)
     print(f"Exported {package.model_id} to {package.path}")
     return 0

@@ -11,7 +11,8 @@ Layout::
 ``intended_use``; ``architecture`` (a key of ``ARCHITECTURES``) and ``network`` (its
 configuration); ``settings`` (preprocessing, inference, post-processing:
 :mod:`ctv_core.model.settings`); ``weights`` (``file``: a plain file name in the package,
-``sha256``, ``bytes``); free-form ``training`` and ``metrics`` records; and ``fingerprint``, the
+``sha256``, ``bytes``; the tensors are float32, or float16 where the package was exported with
+half-precision weights, which halves its size: :data:`WEIGHT_DTYPES`); free-form ``training`` and ``metrics`` records; and ``fingerprint``, the
 SHA-256 of everything that decides the model's output (format, architecture, network, settings
 and the weights' SHA-256; :func:`model_fingerprint`). The fingerprint is the model's checksum in
 reports and segment tags: two packages with one fingerprint predict alike, and a manifest edited
@@ -40,6 +41,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+import torch
 from torch import nn
 
 from .._version import __version__
@@ -58,6 +60,9 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_MANIFEST_DEPTH = 32
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
+#: How a package may store its parameters. "float16" stores the learned weights in half precision
+#: (batch-norm statistics stay float32); loading casts every tensor to the network's float32.
+WEIGHT_DTYPES = ("float32", "float16")
 BUNDLED = Path(__file__).parent / "demo"
 
 #: architecture name -> (configuration parser, network factory)
@@ -314,6 +319,22 @@ def load_model_package(path: str | Path | None = None) -> ModelPackage:
     return package
 
 
+def stored_state(network: nn.Module, weights_dtype: str = "float32") -> dict[str, torch.Tensor]:
+    """The tensors a package stores for ``network``: its state dict on the CPU, with the learned
+    floating-point parameters in ``weights_dtype`` (one of :data:`WEIGHT_DTYPES`). Batch-norm running
+    statistics keep float32: a variance can be smaller than half precision resolves."""
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise ModelPackageError(f"weights dtype must be one of {', '.join(WEIGHT_DTYPES)}, not {weights_dtype!r}.")
+    dtype = getattr(torch, weights_dtype)
+    state = {}
+    for key, value in network.state_dict().items():
+        value = value.detach().cpu()
+        if value.is_floating_point() and not key.endswith(("running_mean", "running_var")):
+            value = value.to(dtype)
+        state[key] = value.contiguous()
+    return state
+
+
 def save_model_package(
     path: str | Path,
     network: nn.Module,
@@ -328,8 +349,11 @@ def save_model_package(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     extra_files: dict[str, Path] | None = None,
+    weights_dtype: str = "float32",
 ) -> ModelPackage:
     """Write a model package folder (atomically) and return it, validated by loading it back.
+
+    ``weights_dtype`` is one of :data:`WEIGHT_DTYPES`.
 
     ``extra_files`` (name in the package -> source file) are copied beside the manifest, e.g.
     the training log and curves; loading ignores them.
@@ -340,8 +364,7 @@ def save_model_package(
     if path.exists() and any(path.iterdir()):
         raise ModelPackageError(f"'{path}' exists and is not empty; choose a new folder for the package.")
     with atomic_folder(path) as staging:
-        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS))
+        save_file(stored_state(network, weights_dtype), str(staging / WEIGHTS))
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -65,8 +65,12 @@ def plot_training_curves(log_csv: Path, out_png: Path) -> Path:
 
 
 def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best", *, name: str | None = None,
-                   version: str | None = None, description: str | None = None) -> ModelPackage:
+                   version: str | None = None, description: str | None = None,
+                   weights_dtype: str = "float32") -> ModelPackage:
     """Write the model package ``pkg`` from ``run_dir``'s ``best`` (default) or ``last`` checkpoint.
+
+    ``weights_dtype="float16"`` stores the weights in half precision (half the size; see
+    :func:`~ctv_core.model.package.stored_state`).
 
     Raises
     ------
@@ -133,6 +137,6 @@ def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best
             extra["training_curves.png"] = plot_training_curves(log, Path(tmp) / "curves.png")
         package = save_model_package(pkg, network, "unet3d", config.network, config.settings, name=name,
                                      version=version or "1.0.0", description=description, training=training,
-                                     metrics=metrics, extra_files=extra)
+                                     metrics=metrics, extra_files=extra, weights_dtype=weights_dtype)
     logger.info("exported %s (step %d, %s checkpoint) to %s", package.model_id, step, checkpoint, pkg)
     return package
