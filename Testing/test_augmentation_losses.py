@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from ctv_core.training.augmentation import (CenterCrop, Compose, RandomFlip, RandomGaussianNoise, RandomIntensityScale,
-                                   RandomRotate, RandomTranslate, build_augmentation, region_margin, rotate_pair)
+from ctv_core.training.augmentation import (CenterCrop, Compose, RandomFlip, RandomGaussianNoise, RandomHUOffset,
+                                            RandomIntensityScale, RandomRotate, RandomTranslate, build_augmentation,
+                                            region_margin, rotate_pair)
 from ctv_core.training.losses import bce_loss, soft_dice_loss
 from ctv_core.training.objective import DeepSupervisionObjective, UniformWeighting, weighted_loss
 from ctv_core.training.config import AugmentationConfig
@@ -106,6 +109,33 @@ def test_pipeline_is_deterministic_from_its_seed_and_gives_the_patch():
     plain = build_augmentation(patch, AugmentationConfig(enabled=False))
     out = plain.set_random_state(0)(image[:20, :30, :30], mask[:20, :30, :30])
     np.testing.assert_array_equal(out[1], CenterCrop(patch)(mask[:20, :30, :30], mask[:20, :30, :30])[0])
+
+
+def test_hu_offset_shifts_the_window_alike_and_leaves_the_rest_of_the_pipeline_unchanged():
+    window = (-250.0, 350.0)
+    hu = np.array([-1000.0, -260.0, -100.0, 40.0, 330.0, 1200.0], dtype=np.float32)
+    image = np.clip((hu - 50.0) / 300.0, -1.0, 1.0).reshape(1, 1, 6)
+    mask = np.ones_like(image, dtype=np.uint8)
+    offset = RandomHUOffset(40.0, window, probability=1.0).set_random_state(3)
+    shifted, same_mask = offset(image, mask)
+    drawn = (shifted[0, 0, 2] - image[0, 0, 2]) * 300.0  # HU
+    assert 0 < abs(drawn) <= 40.0 and same_mask is mask
+    expected = np.clip((np.where(np.abs(image) < 1, hu + drawn, hu) - 50.0) / 300.0, -1.0, 1.0).reshape(1, 1, 6)
+    np.testing.assert_allclose(shifted, expected, atol=1e-5)  # air and bone beyond the window stay there
+    assert shifted[0, 0, 0] == -1.0 and shifted[0, 0, 5] == 1.0
+    # a run without the offset draws what it drew before the option existed; with it, only the offset is added
+    patch = (16, 24, 24)
+    config = AugmentationConfig(rotation_probability=1.0)
+    big, big_mask = _pair(shape=tuple(p + 2 * m for p, m in zip(patch, region_margin(patch, config))))
+    without = build_augmentation(patch, config).set_random_state(7)(big, big_mask)
+    with_offset = build_augmentation(patch, dataclasses.replace(config, hu_offset=40.0, hu_offset_probability=1.0),
+                                     window).set_random_state(7)(big, big_mask)
+    np.testing.assert_array_equal(without[1], with_offset[1])
+    inside = np.abs(without[0]) < 0.8
+    change = (with_offset[0] - without[0])[inside]
+    assert inside.any() and np.ptp(change) < 1e-5 and 0 < abs(change.mean()) <= 40.0 / 300.0 + 1e-6
+    with pytest.raises(ValueError, match="hu_offset"):
+        AugmentationConfig(hu_offset=-5.0)
 
 
 def test_compose_uses_no_global_rng():

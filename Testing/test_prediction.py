@@ -438,3 +438,20 @@ def test_anatomy_check_passes_a_true_ctv_and_flags_what_no_ctv_looks_like(pelvis
     boneless = sitk.Minimum(ct, 60.0)  # every bone replaced by soft tissue
     assert any("No pelvic bones" in w for w in anatomy_check(boneless, ctv).warnings)
     assert anatomy_check(ct, np.zeros_like(ctv)).warnings == []  # an empty CTV: volume_warnings says it
+
+
+def test_qa_image_shows_the_warnings_in_orange(pelvis, tmp_path):
+    from PIL import Image
+
+    from ctv_core.inference.qa_image import write_qa_image
+
+    ct, ctv, grid = pelvis
+    mask = grid.image(ctv)
+    warning = anatomy_check(ct, (ctv & (grid.axis_coordinates()[0] < 0)).astype(np.uint8)).warnings
+
+    def orange_pixels(warnings):
+        path = write_qa_image(ct, mask, tmp_path / "qa.png", "title", ["a note"], warnings)
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        return int(np.sum((rgb[..., 0] > 220) & (np.abs(rgb[..., 1] - 165) < 30) & (rgb[..., 2] < 60)))
+
+    assert len(warning) == 1 and orange_pixels([]) == 0 and orange_pixels(warning) > 200

@@ -220,9 +220,11 @@ def test_apply_through_the_real_process_gives_the_predictors_mask(slicer_lib, mr
     node = logic.run(ct_volume, device="cpu")
     result = logic.lastResult
     ct = load_ct_series(pelvis_phantom.ct_dir)
-    expected = sitk.GetArrayFromImage(CTVPredictor(None, device="cpu").predict(ct.image)) != 0
+    direct = CTVPredictor(None, device="cpu").run(ct.image)
+    expected = sitk.GetArrayFromImage(direct.mask) != 0
     got = slicer.util.arrayFromSegmentBinaryLabelmap(node, result.segmentId, ct_volume) != 0
     assert expected.sum() > 1000 and np.array_equal(got, expected)
+    assert result.warnings == direct.warnings and result.notes()[:len(direct.warnings)] == direct.warnings
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(pelvis_phantom.masks["CTV"]))) != 0
     assert 2 * (got & truth).sum() / (got.sum() + truth.sum()) > 0.75
     assert result.model["sha256"] == load_model_package(None).sha256

@@ -151,6 +151,29 @@ class RandomIntensityScale(RandomTransform):
         return (image * np.float32(self.rng.uniform(self.low, self.high))).astype(np.float32), mask
 
 
+class RandomHUOffset(RandomTransform):
+    """Add one CT-number offset U(-max_hu, max_hu) to the whole patch with probability ``probability``.
+
+    A scanner a few tens of HU off its calibration (or another tube voltage) shifts every CT
+    number alike. The image is already normalised (``hu_window`` mapped to [-1, 1]), so the
+    offset is added in those units to the voxels inside the window and clipped to it; voxels at
+    or beyond the window's ends stay there (a tissue below -250 HU or above 350 HU mostly stays
+    beyond the window under an offset of a few tens of HU). The mask is unchanged.
+    """
+
+    def __init__(self, max_hu: float, hu_window: Sequence[float], probability: float = 0.5) -> None:
+        super().__init__()
+        self.max_hu, self.probability = float(max_hu), probability
+        self.per_hu = 2.0 / (float(hu_window[1]) - float(hu_window[0]))
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> Pair:
+        if self.rng.random() >= self.probability or self.max_hu == 0:
+            return image, mask
+        shift = np.float32(self.rng.uniform(-self.max_hu, self.max_hu) * self.per_hu)
+        inside = (image > -1.0) & (image < 1.0)
+        return np.where(inside, np.clip(image + shift, -1.0, 1.0), image).astype(np.float32), mask
+
+
 class RandomGaussianNoise(RandomTransform):
     """Add N(0, variance) noise to the image with probability ``probability`` (mask unchanged)."""
 
@@ -215,12 +238,15 @@ def region_margin(patch_zyx: Sequence[int], config: AugmentationConfig) -> tuple
     return tuple(int(m + config.translation_voxels) for m in margin)
 
 
-def build_augmentation(patch_zyx: Sequence[int], config: AugmentationConfig) -> Compose:
+def build_augmentation(patch_zyx: Sequence[int], config: AugmentationConfig,
+                       hu_window: Sequence[float] = (-250.0, 350.0)) -> Compose:
     """The training pipeline for a region of ``patch + 2 * region_margin`` voxels -> a ``patch_zyx`` pair.
 
     Order: translation, rotation (both on the enlarged region), centre crop to the patch, flips
-    (z, y, x), intensity scaling, Gaussian noise (the noise is added last so that its variance
-    is the configured one).
+    (z, y, x), intensity scaling, Gaussian noise (so that its variance is the configured one),
+    and, when ``config.hu_offset`` > 0, a CT-number offset (:class:`RandomHUOffset` in the
+    model's ``hu_window``, HU). The offset comes last so that the other transforms draw what
+    they drew without it: a run without it is unchanged.
     """
     if not config.enabled:
         return Compose([CenterCrop(patch_zyx)])
@@ -230,4 +256,6 @@ def build_augmentation(patch_zyx: Sequence[int], config: AugmentationConfig) -> 
     transforms += [RandomFlip(axis, config.flip_probability) for axis in sorted(config.flip_axes)]
     transforms += [RandomIntensityScale(*config.intensity_scale, probability=config.intensity_probability),
                    RandomGaussianNoise(config.noise_variance, config.noise_probability)]
+    if config.hu_offset > 0:
+        transforms.append(RandomHUOffset(config.hu_offset, hu_window, config.hu_offset_probability))
     return Compose(transforms)

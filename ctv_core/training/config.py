@@ -149,6 +149,11 @@ class AugmentationConfig:
         The normalised image is multiplied by U(low, high).
     intensity_probability
         Probability of intensity scaling.
+    hu_offset
+        Largest CT-number offset (HU) added to a whole patch, as a miscalibrated scanner would
+        shift it; 0 (the default, the method's) adds none.
+    hu_offset_probability
+        Probability of an offset.
     """
 
     enabled: bool = True
@@ -162,6 +167,8 @@ class AugmentationConfig:
     noise_probability: float = 0.5
     intensity_scale: tuple[float, float] = (0.9, 1.1)
     intensity_probability: float = 0.5
+    hu_offset: float = 0.0
+    hu_offset_probability: float = 0.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -169,7 +176,8 @@ class AugmentationConfig:
         if any(a not in (0, 1, 2) for a in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
             raise ValueError(f"augmentation.flip_axes must be distinct axes among 0 (z), 1 (y), 2 (x), "
                              f"not {self.flip_axes!r}")
-        for name in ("flip_probability", "rotation_probability", "noise_probability", "intensity_probability"):
+        for name in ("flip_probability", "rotation_probability", "noise_probability", "intensity_probability",
+                     "hu_offset_probability"):
             value = getattr(self, name)
             if not is_number(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"augmentation.{name} must be within 0..1, not {value!r}")
@@ -180,6 +188,8 @@ class AugmentationConfig:
         if not is_int(self.translation_voxels) or self.translation_voxels < 0:
             raise ValueError(
                 f"augmentation.translation_voxels must be an integer >= 0, not {self.translation_voxels!r}")
+        if not is_number(self.hu_offset) or not 0.0 <= self.hu_offset <= 500.0:
+            raise ValueError(f"augmentation.hu_offset must be within 0..500 HU, not {self.hu_offset!r}")
         if not is_number(self.noise_variance) or self.noise_variance < 0:
             raise ValueError(f"augmentation.noise_variance must be >= 0, not {self.noise_variance!r}")
         low_high = self.intensity_scale

@@ -79,7 +79,7 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.margin = region_margin(self.patch, augmentation)
         self.region = tuple(p + 2 * m for p, m in zip(self.patch, self.margin))
-        self.transform = build_augmentation(self.patch, augmentation)
+        self.transform = build_augmentation(self.patch, augmentation, store.preprocessing.hu_window)
         self.synthesis_probability = 0.0 if synthesis is None else synthesis.probability
         self.synthesis = None
         if self.synthesis_probability > 0:
