@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import pydicom
+import torch
+from safetensors.torch import load_file
 from conftest import ctv_command, require_tool
 
 from ctv_core import load_ct_series
@@ -16,7 +18,7 @@ from ctv_core.model.package import BUNDLED, load_model_package
 from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.inference.predictor import CTVPredictor
 
-# Seeds from 9000 on are never used for training (scripts/train_demo_model.sh uses 100-131).
+# Seeds from 9000 on are never used for training (scripts/train_demo_model.sh uses 100-147).
 UNSEEN = [(9001, "HFS"), (9002, "FFS"), (9003, "HFS")]
 
 
@@ -36,8 +38,14 @@ def test_bundled_package_is_small_checked_and_says_what_it_is():
     assert metrics["validation_dice"] == pytest.approx(np.mean(list(per_case.values())), abs=1e-12)
     assert metrics["validation_dice"] >= 0.85 and min(per_case.values()) >= 0.80
     assert metrics["best_validation_dice"] == metrics["validation_dice"]
-    # trained with appearance randomisation on phantoms with tissue label maps
+    # the method's full widths, trained with appearance randomisation on phantoms with tissue label maps
+    assert package.manifest["network"]["widths"] == [16, 32, 64, 96, 128]
     assert training["config"]["synthesis"]["probability"] > 0 and training["data"]["info"]["tissue_labels"]
+    assert training["config"]["augmentation"]["hu_offset"] > 0
+    # stored in half precision (the size test above), run in float32
+    stored = load_file(str(weights))
+    assert stored["head.weight"].dtype == torch.float16
+    assert all(p.dtype == torch.float32 for p in package.build_network().parameters())
 
 
 def test_demo_model_delineates_unseen_phantoms(tmp_path):

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from conftest import axial_grid, ctv_command, linear_hu, require_tool, write_linear_series
 
 from ctv_core import load_ct_series, read_rtstruct
+from ctv_core.atomic_files import mode_of_new_files
 from ctv_core.errors import ModelPackageError, PredictionCancelled, StructureSetError
 from ctv_core.geometry import Grid
 from ctv_core.model.settings import InferenceConfig, ModelSettings, PostprocessingConfig, PreprocessingConfig
@@ -206,6 +207,9 @@ def test_half_precision_weights_halve_the_package_and_predict_alike(tmp_path):
     assert stored["head.weight"].dtype == torch.float16
     assert stored["encoder.0.0.conv1.norm.running_var"].dtype == torch.float32
     sizes = [(p / "weights.safetensors").stat().st_size for p in (tmp_path / "full", tmp_path / "half")]
+    modes = {(p / name).stat().st_mode & 0o777 for p in (tmp_path / "full", tmp_path / "half")
+             for name in ("weights.safetensors", "manifest.json")}
+    assert modes == {mode_of_new_files()}  # readable as any new file is (safetensors alone writes 0600)
     assert sizes[1] < 0.6 * sizes[0]
     a, b = full.build_network(), half.build_network()
     assert all(p.dtype == torch.float32 for p in b.parameters())

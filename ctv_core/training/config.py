@@ -149,11 +149,9 @@ class AugmentationConfig:
         The normalised image is multiplied by U(low, high).
     intensity_probability
         Probability of intensity scaling.
-    hu_offset
-        Largest CT-number offset (HU) added to a whole patch, as a miscalibrated scanner would
-        shift it; 0 (the default, the method's) adds none.
-    hu_offset_probability
-        Probability of an offset.
+    hu_offset, hu_offset_probability
+        Largest CT-number offset (HU) added to a whole patch, as a miscalibrated scanner shifts
+        it, and the probability of an offset; 0 (the default, the method's) adds none.
     """
 
     enabled: bool = True
@@ -181,15 +179,13 @@ class AugmentationConfig:
             value = getattr(self, name)
             if not is_number(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"augmentation.{name} must be within 0..1, not {value!r}")
-        for name in ("rotation_deg", "tilt_deg"):
+        for name, high, unit in (("rotation_deg", 45, "degrees"), ("tilt_deg", 45, "degrees"), ("hu_offset", 500, "HU")):
             value = getattr(self, name)
-            if not is_number(value) or not 0.0 <= value <= 45.0:
-                raise ValueError(f"augmentation.{name} must be within 0..45 degrees, not {value!r}")
+            if not is_number(value) or not 0.0 <= value <= high:
+                raise ValueError(f"augmentation.{name} must be within 0..{high:g} {unit}, not {value!r}")
         if not is_int(self.translation_voxels) or self.translation_voxels < 0:
             raise ValueError(
                 f"augmentation.translation_voxels must be an integer >= 0, not {self.translation_voxels!r}")
-        if not is_number(self.hu_offset) or not 0.0 <= self.hu_offset <= 500.0:
-            raise ValueError(f"augmentation.hu_offset must be within 0..500 HU, not {self.hu_offset!r}")
         if not is_number(self.noise_variance) or self.noise_variance < 0:
             raise ValueError(f"augmentation.noise_variance must be >= 0, not {self.noise_variance!r}")
         low_high = self.intensity_scale
