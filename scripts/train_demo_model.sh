@@ -18,13 +18,12 @@ for seed in $(seq 100 147); do
   [ -d "$work/archive/p$seed" ] || echo "$seed $(position_of "$seed")"
 done | xargs -r -P 2 -n 2 sh -c "$ctv phantom $work/archive/p\$0 --seed \$0 --matrix 256 --position \$1 -q > /dev/null"
 [ -f "$work/data.h5" ] || $ctv dataset build "$work/archive" "$work/data.h5" --tissue-labels -q
-# Fine-tuned from the previous demo model (0.2.0, same network), taken from git: see docs/training.md.
-initial="$work/demo-0.2.0/ctv_core/model/demo"
-if [ ! -f "$initial/manifest.json" ]; then
-  mkdir -p "$work/demo-0.2.0"
-  git archive db795148866ee6bf4a60ca10db10bf53a665bca5 ctv_core/model/demo | tar -x -C "$work/demo-0.2.0"
-fi
-$ctv train "$work/data.h5" "$work/run" --config configs/demo_model.json --initial-weights "$initial" --device cpu -q
+# Two phases (docs/training.md): the method's full widths from scratch, half the patches synthesised
+# (configs/demo_model.json), then fine-tuned with more synthesis (configs/demo_model_finetune.json).
+$ctv train "$work/data.h5" "$work/run" --config configs/demo_model.json --device cpu -q
+[ -f "$work/phase1/manifest.json" ] || $ctv export "$work/run" "$work/phase1" --weights-dtype float16 -q
+$ctv train "$work/data.h5" "$work/run2" --config configs/demo_model_finetune.json --initial-weights "$work/phase1" \
+  --device cpu -q
 rm -rf "$pkg"
-$ctv export "$work/run" "$pkg" --name ctv-demo-phantom --version 0.3.0 \
-  --description "Demo model: the 0.2.0 demo model fine-tuned on 48 synthetic pelvic phantoms (ctv phantom 2, seeds 100-147), half of the patches with images synthesised from the phantoms' tissue label maps with random CT numbers, blur, noise, streaks and fields of view, on a 2-core CPU. Not for clinical use: train your own model on your clinic's data (docs/training.md)."
+$ctv export "$work/run2" "$pkg" --name ctv-demo-phantom --version 0.3.0 --weights-dtype float16 \
+  --description "Demo model: the method's network (widths 16/32/64/96/128, two passes) trained on 48 synthetic pelvic phantoms (ctv phantom 2, seeds 100-147) on a 2-core CPU, half and then 70 % of the patches with images synthesised from the phantoms' tissue label maps with random CT numbers, blur, noise, streaks and fields of view, and random CT-number offsets. Not for clinical use: train your own model on your clinic's data (docs/training.md)."
