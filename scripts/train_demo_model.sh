@@ -18,12 +18,9 @@ for seed in $(seq 100 147); do
   [ -d "$work/archive/p$seed" ] || echo "$seed $(position_of "$seed")"
 done | xargs -r -P 2 -n 2 sh -c "$ctv phantom $work/archive/p\$0 --seed \$0 --matrix 256 --position \$1 -q > /dev/null"
 [ -f "$work/data.h5" ] || $ctv dataset build "$work/archive" "$work/data.h5" --tissue-labels -q
-# Two phases (docs/training.md): the method's full widths from scratch, half the patches synthesised
-# (configs/demo_model.json), then fine-tuned with more synthesis (configs/demo_model_finetune.json).
+# The method's full widths from scratch, half the patches synthesised (configs/demo_model.json;
+# docs/training.md, experiments/robust_model/README.md).
 $ctv train "$work/data.h5" "$work/run" --config configs/demo_model.json --device cpu -q
-[ -f "$work/phase1/manifest.json" ] || $ctv export "$work/run" "$work/phase1" --weights-dtype float16 -q
-$ctv train "$work/data.h5" "$work/run2" --config configs/demo_model_finetune.json --initial-weights "$work/phase1" \
-  --device cpu -q
 rm -rf "$pkg"
-$ctv export "$work/run2" "$pkg" --name ctv-demo-phantom --version 0.3.0 --weights-dtype float16 \
-  --description "Demo model: the method's network (widths 16/32/64/96/128, two passes) trained on 48 synthetic pelvic phantoms (ctv phantom 2, seeds 100-147) on a 2-core CPU, half and then 70 % of the patches with images synthesised from the phantoms' tissue label maps with random CT numbers, blur, noise, streaks and fields of view, and random CT-number offsets. Not for clinical use: train your own model on your clinic's data (docs/training.md)."
+$ctv export "$work/run" "$pkg" --name ctv-demo-phantom --version 0.3.0 --weights-dtype float16 \
+  --description "Demo model: the method's network (widths 16/32/64/96/128, two passes) trained on 48 synthetic pelvic phantoms (ctv phantom 2, seeds 100-147) on a 2-core CPU, half of the patches with images synthesised from the phantoms' tissue label maps with random CT numbers, blur, noise, streaks and fields of view, and random CT-number offsets. Not for clinical use: train your own model on your clinic's data (docs/training.md)."
