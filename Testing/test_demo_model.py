@@ -98,3 +98,16 @@ def test_demo_model_draws_nothing_on_a_real_head_ct_and_writes_a_valid_empty_rts
     check = subprocess.run([dciodvfy, str(out / "rtstruct.dcm")], capture_output=True, text=True)
     errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
     assert not errors, errors
+
+
+def test_the_demo_recipe_and_the_tried_fine_tuning_load_strictly():
+    from pathlib import Path
+
+    from ctv_core.training.config import load_training_config
+
+    repo = Path(__file__).resolve().parents[1]
+    recipe = load_training_config(repo / "configs" / "demo_model.json")
+    assert tuple(recipe.network.widths) == (16, 32, 64, 96, 128) and recipe.optimisation.initial_weights is None
+    assert recipe.synthesis.probability == 0.5 and recipe.augmentation.hu_offset == 60.0
+    tried = load_training_config(repo / "experiments" / "robust_model" / "finetune_70pct_synthesis.json")
+    assert tried.synthesis.probability == 0.7 and tried.network == recipe.network
