@@ -18,7 +18,7 @@ from ctv_core.model.package import BUNDLED, load_model_package
 from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.inference.predictor import CTVPredictor
 
-# Seeds from 9000 on are never used for training (scripts/train_demo_model.sh uses 100-147).
+# Seeds from 9000 on are never used for training (scripts/train_demo_model.sh uses 100-195).
 UNSEEN = [(9001, "HFS"), (9002, "FFS"), (9003, "HFS")]
 
 
