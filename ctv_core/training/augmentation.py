@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..model.settings import PreprocessingConfig
 from .config import AugmentationConfig
 
 #: Value of air in the normalised image (below the HU window), used where content is missing.
@@ -239,7 +240,7 @@ def region_margin(patch_zyx: Sequence[int], config: AugmentationConfig) -> tuple
 
 
 def build_augmentation(patch_zyx: Sequence[int], config: AugmentationConfig,
-                       hu_window: Sequence[float] = (-250.0, 350.0)) -> Compose:
+                       hu_window: Sequence[float] = PreprocessingConfig.hu_window) -> Compose:
     """The training pipeline for a region of ``patch + 2 * region_margin`` voxels -> a ``patch_zyx`` pair.
 
     Order: translation, rotation (both on the enlarged region), centre crop to the patch, flips

@@ -51,9 +51,13 @@ class Patch(NamedTuple):
 
 
 def crop_region(array: np.ndarray, centre: Sequence[int], shape: Sequence[int], fill: float) -> np.ndarray:
-    """The ``shape`` region of ``array`` whose central voxel is ``centre`` (``[z, y, x]``); outside is ``fill``."""
+    """The ``shape`` region of ``array`` whose central voxel is ``centre`` (``[z, y, x]``); outside is ``fill``.
+
+    Axes before the last three (the tissue classes of ``[C, z, y, x]`` fractions) are kept whole.
+    """
     lo = np.asarray(centre) - np.asarray(shape) // 2
-    return crop(array, lo, lo + np.asarray(shape), fill)
+    whole = array.shape[:-3]
+    return crop(array, (*(0,) * len(whole), *lo), (*whole, *(lo + np.asarray(shape))), fill)
 
 
 def sample_seed(seed: int, index: int) -> np.random.SeedSequence:
@@ -105,8 +109,7 @@ class PatchDataset(Dataset):
         mask = crop_region(case.mask, centre, self.region, 0)
         decide, synthesise = appearance.spawn(2)
         if self.synthesis is not None and np.random.default_rng(decide).random() < self.synthesis_probability:
-            lo = np.asarray(centre) - np.asarray(self.region) // 2
-            tissues = crop(case.tissues, (0, *lo), (case.tissues.shape[0], *(lo + self.region)), 0)
+            tissues = crop_region(case.tissues, centre, self.region, 0)
             image, _ = self.synthesis.set_random_state(synthesise)(tissues, mask)
         else:
             image = crop_region(case.image, centre, self.region, IMAGE_FILL)
