@@ -108,6 +108,13 @@ class Grid:
         scaled = index * np.asarray(self.spacing)
         return scaled @ self.direction_matrix.T + np.asarray(self.origin)
 
+    def lps_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Smallest and largest LPS coordinates (x, y, z mm) of the voxel centres: the box of the eight corner voxels."""
+        last = np.asarray(self.size) - 1
+        corners = np.array([[i, j, k] for i in (0, last[0]) for j in (0, last[1]) for k in (0, last[2])], dtype=float)
+        points = self.index_to_lps(corners)
+        return points.min(axis=0), points.max(axis=0)
+
     def lps_to_index(self, points: np.ndarray) -> np.ndarray:
         """Continuous (i, j, k) indices of ``(..., 3)`` LPS points in mm."""
         points = np.asarray(points, dtype=float) - np.asarray(self.origin)

@@ -23,11 +23,9 @@ MIN_SLICES = 3
 def craniocaudal_extent_mm(image: sitk.Image) -> float:
     """The length (mm) the CT's voxels cover along LPS z (head-feet), whole voxels counted."""
     grid = Grid.of_image(image)
-    size = np.asarray(grid.size) - 1
-    corners = np.array([[i, j, k] for i in (0, size[0]) for j in (0, size[1]) for k in (0, size[2])], dtype=float)
-    z = grid.index_to_lps(corners)[:, 2]
+    low, high = grid.lps_bounds()
     step = np.abs(grid.direction_matrix[2]) @ np.asarray(grid.spacing)  # one voxel's reach along z
-    return float(z.max() - z.min() + step)
+    return float(high[2] - low[2] + step)
 
 
 def check_pelvic_coverage(image: sitk.Image) -> None:

@@ -146,11 +146,7 @@ def _parts(mask: np.ndarray, voxel_cc: float) -> tuple[int, float]:
 def _bone_around(ct: sitk.Image, points: np.ndarray) -> tuple[np.ndarray, Grid]:
     """Bone ``[z, y, x]`` on an LPS-aligned ``CHECK_SPACING_MM`` grid, and the grid: the CT's whole width and depth
     (so the bony midline does not depend on where the CTV is), from 60 mm below to 60 mm above the CTV."""
-    ct_grid = Grid.of_image(ct)
-    extent = np.asarray(ct_grid.size) - 1
-    corners = ct_grid.index_to_lps(np.array([[i, j, k] for i in (0, extent[0]) for j in (0, extent[1])
-                                             for k in (0, extent[2])], dtype=float))
-    low, high = corners.min(axis=0), corners.max(axis=0)
+    low, high = Grid.of_image(ct).lps_bounds()
     low[2], high[2] = points[:, 2].min() - 60.0, points[:, 2].max() + 60.0
     size = np.floor((high - low) / CHECK_SPACING_MM).astype(int) + 1
     local = Grid(size=tuple(int(s) for s in size), spacing=(CHECK_SPACING_MM,) * 3,

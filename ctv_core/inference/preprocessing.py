@@ -54,10 +54,7 @@ class ModelInput:
 
 def model_grid(ct_grid: Grid, spacing_mm: tuple[float, float, float]) -> Grid:
     """The LPS-aligned grid at ``spacing_mm`` (x, y, z) covering every voxel centre of ``ct_grid``."""
-    size = np.asarray(ct_grid.size) - 1
-    corners = np.array([[i, j, k] for i in (0, size[0]) for j in (0, size[1]) for k in (0, size[2])], dtype=float)
-    points = ct_grid.index_to_lps(corners)
-    low, high = points.min(axis=0), points.max(axis=0)
+    low, high = ct_grid.lps_bounds()
     spacing = np.asarray(spacing_mm, dtype=float)
     count = np.floor((high - low) / spacing + 1e-6).astype(int) + 1
     return Grid(size=tuple(int(c) for c in count), spacing=tuple(float(s) for s in spacing),

@@ -42,10 +42,7 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
     ``notes`` are listed in white, ``warnings`` below them in orange, each marked WARNING.
     """
     grid = Grid.of_image(ct)
-    size = np.asarray(grid.size) - 1
-    corners = grid.index_to_lps(np.array([[i, j, k] for i in (0, size[0]) for j in (0, size[1])
-                                          for k in (0, size[2])], dtype=float))
-    low, high = corners.min(axis=0), corners.max(axis=0)
+    low, high = grid.lps_bounds()
     spacing = float(np.clip(min(grid.spacing[:2]), 0.8, 2.0))
     nx, ny = (np.ceil((high[:2] - low[:2]) / spacing).astype(int) + 1).tolist()
     nz = int(np.ceil((high[2] - low[2]) / spacing)) + 1
