@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 from slicer_support import MODULE_FILE, REPO, import_module_file
 
+from ctv_core.model.package import BUNDLED
 from ctv_core.structures.catalogue import structure_for
 
 MODULE_DIR = REPO / "CTVDelineation"
@@ -147,7 +148,10 @@ def test_model_description_for_the_user(slicer_lib, tmp_path):
     described = slicer_lib.describeModel(None)
     text = described.text()
     assert described.bundled and described.passes == 2 and "Intended use: Research" in text
-    assert "32 cases of 32 patients" in text and "validation dice 0.868" in text and described.sha256[:16] in text
+    manifest = json.loads((BUNDLED / "manifest.json").read_text())
+    cases, dice = manifest["training"]["data"]["cases"], manifest["metrics"]["validation_dice"]
+    assert f"{cases} cases of {cases} patients" in text and f"validation dice {dice:.3f}" in text
+    assert described.sha256[:16] in text
     for bad, message in ((tmp_path, "has no manifest.json"), (tmp_path / "missing", "has no manifest.json")):
         try:
             slicer_lib.describeModel(bad)
