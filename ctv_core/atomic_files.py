@@ -51,14 +51,19 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; rename it to ``path`` when the block succeeds.
 
-    ``path`` must not exist or be an empty folder.
+    ``path`` must not exist or be an empty folder. The folder and the files in it get the permissions of any new
+    folder and file (the umask's), whatever wrote them (mkdtemp makes 0700, safetensors writes 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield staging
-        os.chmod(staging, mode_of_new_folders())  # a new folder's mode, not mkdtemp's 0700
+        file_mode = mode_of_new_files()
+        for written in staging.rglob("*"):
+            if written.is_file() and not written.is_symlink():
+                os.chmod(written, file_mode)
+        os.chmod(staging, mode_of_new_folders())
         if path.exists():
             path.rmdir()
         os.replace(staging, path)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..atomic_files import atomic_folder, mode_of_new_files
+from ..atomic_files import atomic_folder
 from ..errors import ModelPackageError
 from .settings import ModelSettings
 from .network_config import NetworkConfig
@@ -366,7 +365,6 @@ def save_model_package(
         raise ModelPackageError(f"'{path}' exists and is not empty; choose a new folder for the package.")
     with atomic_folder(path) as staging:
         save_file(stored_state(network, weights_dtype), str(staging / WEIGHTS))
-        os.chmod(staging / WEIGHTS, mode_of_new_files())  # safetensors writes 0600; a package is read by services too
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
