@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from ctv_core import load_ct_series
 from ctv_core.model.package import BUNDLED, load_model_package
 from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.inference.predictor import CTVPredictor
+from ctv_core.training.config import load_training_config
 
 # Seeds from 9000 on are never used for training (scripts/train_demo_model.sh uses 100-195).
 UNSEEN = [(9001, "HFS"), (9002, "FFS"), (9003, "HFS")]
@@ -102,10 +104,6 @@ def test_demo_model_draws_nothing_on_a_real_head_ct_and_writes_a_valid_empty_rts
 
 
 def test_the_demo_recipe_and_the_tried_fine_tuning_load_strictly():
-    from pathlib import Path
-
-    from ctv_core.training.config import load_training_config
-
     repo = Path(__file__).resolve().parents[1]
     recipe = load_training_config(repo / "configs" / "demo_model.json")
     assert tuple(recipe.network.widths) == (16, 32, 64, 96, 128) and recipe.optimisation.initial_weights is None
