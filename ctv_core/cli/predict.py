@@ -18,6 +18,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--series", default=None, metavar="UID", help="SeriesInstanceUID when CT_DIR has several")
     p.add_argument("--formats", default="rtstruct", metavar="LIST",
                    help="comma-separated outputs among rtstruct, seg, nifti (default: rtstruct)")
+    p.add_argument("--supersedes", type=Path, default=None, metavar="DIR",
+                   help="an earlier ctv predict folder of the same CT whose RTSTRUCT (and SEG) these replace: they "
+                        "continue its series with the next instance number and name it as predecessor")
     p.add_argument("--progress", choices=("bars", "json"), default="bars",
                    help="progress as bars on stderr (default) or, for programs running ctv predict, as JSON lines "
                         "on stdout ({\"event\": \"progress\", \"stage\": ..., \"fraction\": ...}, then "
@@ -36,7 +39,8 @@ def run_predict(args: argparse.Namespace) -> int:
             write_protocol_line({"event": "progress", "stage": stage, "fraction": round(fraction, 4)})
 
         result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
-                                 series_uid=args.series, formats=args.formats.split(","), progress=report)
+                                 series_uid=args.series, formats=args.formats.split(","), progress=report,
+                                 supersedes=args.supersedes)
         write_protocol_line({"event": "done", "report": result.report})
         return 0
     with StageBars(args.quiet) as bars:
@@ -45,7 +49,8 @@ def run_predict(args: argparse.Namespace) -> int:
                 bars(stage, int(round(fraction * 100)), 100)
 
         result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
-                                 series_uid=args.series, formats=args.formats.split(","), progress=progress)
+                                 series_uid=args.series, formats=args.formats.split(","), progress=progress,
+                                 supersedes=args.supersedes)
     report = result.report
     print(f"CTV {report['ctv']['volume_cc']:.0f} cc in {report['seconds']['total']:.1f} s on {report['device']} "
           f"with {report['model']['name']} {report['model']['version']}")

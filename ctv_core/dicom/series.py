@@ -8,7 +8,7 @@ Owns ``load_ct_series``. The rules, each checked and each with its own error:
   picks one. Enhanced (multi-frame) CT is refused with ``UnsupportedDicomError``.
 * Consistency within the series: the same ImageOrientationPatient (within 1e-4), Rows,
   Columns, PixelSpacing (within 1e-4 mm) and FrameOfReferenceUID, else
-  ``InconsistentSeriesError`` with the counts of each variant.
+  ``InconsistentSeriesError`` with each variant's value and count.
 * Slice order, spacing, missing slices, gantry tilt: see :mod:`ctv_core.dicom.slice_geometry`.
 * Identical copies of one instance (same SOPInstanceUID, same pixels) are kept once with a
   warning; the same SOPInstanceUID with different pixels is refused.
@@ -22,7 +22,6 @@ Owns ``load_ct_series``. The rules, each checked and each with its own error:
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -189,24 +188,37 @@ def _load_selected(s: SeriesFiles, folder: Path, warnings: list[str], allow_gaps
 
 
 def _check_consistency(headers: list[tuple[Path, pydicom.Dataset]]) -> None:
-    def variants(fmt) -> Counter:
-        return Counter(fmt(ds) for _, ds in headers)
+    def variants(key, shown) -> dict:
+        """Each variant's key -> (how many slices, the value as the first of them holds it)."""
+        found: dict = {}
+        for _, ds in headers:
+            count, value = found.get(key(ds), (0, shown(ds)))
+            found[key(ds)] = (count + 1, value)
+        return found
+
+    def numbers(values) -> str:
+        return "\\".join(f"{float(v):g}" for v in values)
 
     checks = {
         "orientation (ImageOrientationPatient)": variants(
-            lambda ds: tuple(round(float(v) / ORIENTATION_TOLERANCE) for v in ds.ImageOrientationPatient)
+            lambda ds: tuple(round(float(v) / ORIENTATION_TOLERANCE) for v in ds.ImageOrientationPatient),
+            lambda ds: numbers(ds.ImageOrientationPatient),
         ),
-        "image size (Rows x Columns)": variants(lambda ds: (int(ds.Rows), int(ds.Columns))),
+        "image size (Rows x Columns)": variants(lambda ds: (int(ds.Rows), int(ds.Columns)),
+                                                lambda ds: f"{int(ds.Rows)} x {int(ds.Columns)}"),
         "pixel spacing (PixelSpacing)": variants(
-            lambda ds: tuple(round(float(v) / PIXEL_SPACING_TOLERANCE_MM) for v in ds.PixelSpacing)
+            lambda ds: tuple(round(float(v) / PIXEL_SPACING_TOLERANCE_MM) for v in ds.PixelSpacing),
+            lambda ds: numbers(ds.PixelSpacing) + " mm",
         ),
         "frame of reference (FrameOfReferenceUID)": variants(
-            lambda ds: str(ds.get("FrameOfReferenceUID", ""))
+            lambda ds: str(ds.get("FrameOfReferenceUID", "")),
+            lambda ds: str(ds.get("FrameOfReferenceUID", "")) or "(none)",
         ),
     }
-    for what, counter in checks.items():
-        if len(counter) > 1:
-            counts = ", ".join(f"{n} slice(s) with one value" for n in counter.values())
+    for what, found in checks.items():
+        if len(found) > 1:
+            counts = ", ".join(f"{n} slice(s) with {value}"
+                               for n, value in sorted(found.values(), key=lambda item: -item[0]))
             example = f"first file {headers[0][0]}, last file {headers[-1][0]}"
             raise InconsistentSeriesError(
                 f"The slices of the CT series do not share one {what}: {counts} ({example}). The folder mixes "

@@ -8,6 +8,10 @@ complete set (:mod:`ctv_core.output_folder`): what can be checked is checked bef
 (the folder can be created and written, no other run holds it, it holds nothing but an earlier
 ``ctv predict`` set; the CT covers a pelvis and can be referenced), the outputs are staged
 inside ``OUT_DIR`` and replace the earlier set as a whole, ``report.json`` last.
+
+With ``supersedes`` (an earlier set of the same CT, e.g. before more slices arrived), the RTSTRUCT
+and SEG replace that set's: they continue its series with the next instance number
+(:mod:`ctv_core.structures.revision`), so the planning system holds one current structure set.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..dicom.series import load_ct_series
 from ..errors import OutputFolderError, StructureSetError, describe_os_error
 from ..output_folder import output_set
 from ..structures.mask_files import write_mask
+from ..structures.revision import SeriesRevision, revision_of
 from ..structures.rtstruct import write_rtstruct
 from .input_checks import check_pelvic_coverage
 from .predictor import Cancelled, CTVPredictor, Progress
@@ -81,8 +86,12 @@ def run_predict_job(
     formats: Sequence[str] = ("rtstruct",),
     progress: Progress | None = None,
     cancelled: Cancelled | None = None,
+    supersedes: str | Path | None = None,
 ) -> PredictJobResult:
     """Load the CT, predict the CTV, write the outputs and the report (see the module docstring).
+
+    ``supersedes``: a folder holding an earlier set of the same CT whose RTSTRUCT (and SEG) these
+    replace, continuing their series.
 
     Raises
     ------
@@ -102,6 +111,7 @@ def run_predict_job(
         seconds["load"] = time.perf_counter() - start
         check_pelvic_coverage(ct.image)
         _check_referenceable(ct, formats)
+        revisions = _revisions(Path(supersedes), ct, formats) if supersedes is not None else {}
 
         start = time.perf_counter()
         predictor = CTVPredictor(model=model, device=device)
@@ -110,7 +120,8 @@ def run_predict_job(
         seconds.update(prediction.seconds)
 
         try:
-            report = _write_outputs(staging, ct, predictor.package, prediction, formats, seconds, started)
+            report = _write_outputs(staging, ct, predictor.package, prediction, formats, seconds, started,
+                                    revisions)
         except OSError as exc:
             raise OutputFolderError(describe_os_error(exc, f"writing the outputs into '{out_dir}'") +
                                     " Nothing in the folder was replaced.") from exc
@@ -119,8 +130,21 @@ def run_predict_job(
     return PredictJobResult(out_dir=out_dir, files=files, report=report)
 
 
+def _revisions(earlier: Path, ct: CTSeries, formats: list[str]) -> dict[str, SeriesRevision]:
+    """The series each asked DICOM output continues: that of the same file in ``earlier``, where it has one."""
+    asked = [f for f in ("rtstruct", "seg") if f in formats]
+    if not asked:
+        raise StructureSetError("Replacing an earlier set (--supersedes) concerns the RTSTRUCT or SEG; ask for one "
+                                "of them with --formats.")
+    found = {f: earlier / FILE_NAMES[f] for f in asked if (earlier / FILE_NAMES[f]).is_file()}
+    if not found:
+        raise StructureSetError(f"'{earlier}' holds no {' or '.join(FILE_NAMES[f] for f in asked)} to replace; give "
+                                "the folder of the earlier ctv predict set of this CT.")
+    return {f: revision_of(path, ct) for f, path in found.items()}
+
+
 def _write_outputs(staging: Path, ct: CTSeries, package, prediction, formats: list[str], seconds: dict[str, float],
-                   started: float) -> dict:
+                   started: float, revisions: dict[str, SeriesRevision]) -> dict:
     """Write the asked files, ``qa.png`` and ``report.json`` into ``staging``; returns the report."""
     start = time.perf_counter()
     warnings = prediction.warnings + list(ct.warnings)
@@ -128,11 +152,12 @@ def _write_outputs(staging: Path, ct: CTSeries, package, prediction, formats: li
         warnings.append("The RTSTRUCT holds the CTV as an ROI without contours.")
     masks = {"CTV": prediction.mask}
     if "rtstruct" in formats:
-        write_rtstruct(ct, masks, staging / FILE_NAMES["rtstruct"], algorithm=package.model_id)
+        write_rtstruct(ct, masks, staging / FILE_NAMES["rtstruct"], algorithm=package.model_id,
+                       revision=revisions.get("rtstruct"))
     if "seg" in formats:
         from ..structures.seg import write_seg  # highdicom only when a SEG is asked for
 
-        write_seg(ct, masks, staging / FILE_NAMES["seg"], algorithm=package.model_id)
+        write_seg(ct, masks, staging / FILE_NAMES["seg"], algorithm=package.model_id, revision=revisions.get("seg"))
     if "nifti" in formats:
         write_mask(prediction.mask, staging / FILE_NAMES["nifti"])
     notes = [f"CTV volume: {prediction.volume_cc:.0f} cc", f"Model: {package.model_id}",

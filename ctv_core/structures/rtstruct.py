@@ -38,6 +38,7 @@ from ..dicom.values import format_ds
 from ..errors import StructureSetError
 from ..geometry import Grid
 from .catalogue import INTERPRETED_TYPES, structure_for
+from .revision import SeriesRevision
 from .writer_checks import check_writable
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def write_rtstruct(
     label: str = "CTV_AUTO",
     series_description: str = "CTV auto-delineation (unapproved)",
     interpreted_types: Mapping[str, str] | None = None,
+    revision: SeriesRevision | None = None,
 ) -> Path:
     """Write ``masks`` as one RT Structure Set referencing ``ct``.
 
@@ -103,6 +105,9 @@ def write_rtstruct(
         StructureSetLabel (16 characters at most).
     interpreted_types
         ROI name -> RTROIInterpretedType, overriding the catalogue (CTV, ORGAN, EXTERNAL, ...).
+    revision
+        When this structure set replaces an earlier one of the same CT (:mod:`.revision`): its
+        series, next instance number and predecessor. None: a new series, instance 1.
 
     Raises
     ------
@@ -120,7 +125,7 @@ def write_rtstruct(
     if len(label) > 16:
         raise StructureSetError(f"Structure set label '{label}' is longer than 16 characters.")
 
-    ds = _structure_set_header(ct, label, series_description)
+    ds = _structure_set_header(ct, label, series_description, revision)
     ref = ct.reference
     slice_refs = [(s.sop_class_uid, s.sop_instance_uid) for s in ref.slices]
     for number, (name, mask) in enumerate(masks.items(), start=1):
@@ -176,7 +181,8 @@ def _contour_dataset(number: int, points: np.ndarray, slice_ref: tuple[str, str]
     return item
 
 
-def _structure_set_header(ct: CTSeries, label: str, series_description: str) -> Dataset:
+def _structure_set_header(ct: CTSeries, label: str, series_description: str,
+                          revision: SeriesRevision | None) -> Dataset:
     ref = ct.reference
     ps = ref.patient_study
     date, time = dicom_now()
@@ -184,8 +190,9 @@ def _structure_set_header(ct: CTSeries, label: str, series_description: str) -> 
     set_patient_study(ds, ps)  # the CT's own patient and study
     # RT series and equipment: ours.
     ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = 901
+    ds.SeriesInstanceUID = revision.series_uid if revision else generate_uid()
+    ds.SeriesNumber = revision.series_number if revision else 901
+    ds.InstanceNumber = revision.instance_number if revision else 1
     ds.SeriesDate, ds.SeriesTime = date, time
     ds.SeriesDescription = series_description[:64]
     ds.OperatorsName = ""
@@ -198,6 +205,10 @@ def _structure_set_header(ct: CTSeries, label: str, series_description: str) -> 
     ds.StructureSetLabel = label
     ds.StructureSetName = label
     ds.StructureSetDate, ds.StructureSetTime = date, time
+    if revision:
+        predecessor = _new_item()
+        predecessor.ReferencedSOPClassUID, predecessor.ReferencedSOPInstanceUID = revision.predecessor
+        ds.PredecessorStructureSetSequence = DicomSequence([predecessor])
     contour_images = DicomSequence()
     for s in ref.slices:
         image = _new_item()

@@ -26,6 +26,7 @@ from ..dicom.ct_series import CTSeries
 from ..errors import FrameOfReferenceMismatchError, StructureSetError
 from .rtstruct_reader import select_rois
 from .catalogue import Code, structure_for
+from .revision import SeriesRevision
 from .writer_checks import check_writable
 
 if TYPE_CHECKING:
@@ -48,8 +49,12 @@ def write_seg(
     *,
     algorithm: str | None = f"ctv_core {__version__}",
     series_description: str = "CTV auto-delineation (unapproved)",
+    revision: SeriesRevision | None = None,
 ) -> Path:
     """Write ``masks`` (name -> mask on ``ct.image``'s grid) as one DICOM SEG referencing ``ct``.
+
+    ``revision`` continues the series of an earlier SEG of the same CT that this one replaces
+    (:mod:`.revision`; the next instance number), instead of starting a new series.
 
     ``algorithm`` names the model (segments AUTOMATIC, with an algorithm identification);
     None when the origin is unknown (conversions), which writes the segments as MANUAL. Raises
@@ -87,10 +92,10 @@ def write_seg(
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=902,
+        series_instance_uid=revision.series_uid if revision else generate_uid(),
+        series_number=revision.series_number if revision else 902,
         sop_instance_uid=generate_uid(),
-        instance_number=1,
+        instance_number=revision.instance_number if revision else 1,
         manufacturer="CTVDelineation",
         manufacturer_model_name="ctv_core",
         software_versions=f"ctv_core {__version__}",
