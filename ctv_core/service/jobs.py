@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .audit import AuditLog
@@ -39,6 +39,7 @@ PRESTART_RETRY_S = 60.0
 
 OnDone = Callable[[Job, dict[str, Any]], None]
 Prepare = Callable[[Job], None]
+Arguments = Callable[[Job], Sequence[str]]
 
 
 def _die_with_parent() -> None:
@@ -50,18 +51,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def prediction_arguments(store: CaseStore, job: Job) -> list[str]:
+def prediction_arguments(store: CaseStore, job: Job, extra: Sequence[str] = ()) -> list[str]:
     """The ``ctv`` arguments of ``job``'s ``ctv predict`` (with ``--series`` when the case names its CT series:
-    an upload may hold several)."""
+    an upload may hold several), then ``extra``. Values are given as ``--option=value``: none is ever read as
+    an option of its own."""
     arguments = ["predict", str(store.ct_dir(job.case_id)), str(store.version_dir(job.case_id, job.version)),
-                 "--device", job.device, "--formats", job.formats, "--progress", "json", "-q"]
+                 f"--device={job.device}", f"--formats={job.formats}", "--progress=json", "-q"]
     series = (store.case(job.case_id) or {}).get("series_uid", "")
-    return arguments + (["--model", job.model] if job.model else []) + (["--series", series] if series else [])
+    return arguments + ([f"--model={job.model}"] if job.model else []) + ([f"--series={series}"] if series else []) \
+        + list(extra)
 
 
-def prediction_command(store: CaseStore, job: Job) -> list[str]:
+def prediction_command(store: CaseStore, job: Job, extra: Sequence[str] = ()) -> list[str]:
     """The ``ctv predict`` command line of ``job``."""
-    return [sys.executable, "-m", "ctv_core", *prediction_arguments(store, job)]
+    return [sys.executable, "-m", "ctv_core", *prediction_arguments(store, job, extra)]
 
 
 def _start(command: list[str]) -> subprocess.Popen:
@@ -83,9 +86,9 @@ class JobWorkers:
     """``count`` threads running the store's queued jobs of ``queue`` (see the module docstring)."""
 
     def __init__(self, store: CaseStore, queue_name: str, on_done: OnDone, audit: AuditLog, *, count: int = 1,
-                 prepare: Prepare | None = None, poll_s: float = 0.5) -> None:
+                 prepare: Prepare | None = None, arguments: Arguments | None = None, poll_s: float = 0.5) -> None:
         self.store, self.queue_name, self.on_done, self.audit = store, queue_name, on_done, audit
-        self.count, self.prepare, self.poll_s = count, prepare, poll_s
+        self.count, self.prepare, self.arguments, self.poll_s = count, prepare, arguments, poll_s
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -154,16 +157,17 @@ class JobWorkers:
 
     def _launch(self, job: Job, n: int) -> subprocess.Popen:
         """``ctv predict`` for ``job``: in worker ``n``'s prestarted process when it is alive, else a new one."""
+        extra = self.arguments(job) if self.arguments is not None else ()
         with self._lock:
             process = self._waiting.pop(n, None)
         if process is not None and process.poll() is None:
             try:
-                process.stdin.write(json.dumps(prediction_arguments(self.store, job)) + "\n")
+                process.stdin.write(json.dumps(prediction_arguments(self.store, job, extra)) + "\n")
                 process.stdin.close()
                 return process
             except OSError:  # it died meanwhile
                 process.kill()
-        process = _start(prediction_command(self.store, job))
+        process = _start(prediction_command(self.store, job, extra))
         process.stdin.close()
         return process
 

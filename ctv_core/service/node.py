@@ -2,9 +2,16 @@
 
 Threads, each with one job (nothing slow runs inside an association):
 
-* the Storage SCP (:mod:`.dicom_io`) files and indexes every CT instance before acknowledging it;
-* the series watcher turns a series from which no instance has arrived for ``series_timeout_s``
-  into a case with a queued prediction job (one transaction);
+* the Storage SCP (:mod:`.dicom_io`) checks, files and indexes every CT instance before
+  acknowledging it, within its limits (:class:`~.dicom_io.ReceiveLimits`);
+* the series watcher judges a series from which no instance has arrived for ``series_timeout_s``
+  (or that has been open for ``series_max_wait_s``): whole by what its images say and sent by
+  associations that ended by release, it becomes a case with a queued prediction job (one
+  transaction), or, when it has a case already (instances came after it was delineated), a new
+  version of that case whose RTSTRUCT replaces the earlier one in the same series
+  (``ctv predict --supersedes``), earlier files not yet sent never being sent; otherwise it is
+  recorded incomplete, with the reason, and is not delineated unless an operator releases it
+  (``ctv node release``);
 * ``workers`` job workers (:mod:`.jobs`) each run one job at a time: ``ctv predict`` in its own
   process writing the case's version folder, then, in one transaction, the version, the job's end
   and the outbox rows;
@@ -26,9 +33,10 @@ from pathlib import Path
 
 from ..errors import CTVError
 from .audit import AuditLog
-from .dicom_io import StorageSCP, send_file
+from .dicom_io import ReceiveLimits, StorageSCP, send_file
 from .jobs import JobWorkers
 from .peers import AllowedPeer, Destination
+from .records import RELEASED
 from .store import CaseStore, Job
 
 logger = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ class NodeConfig:
     model: Path | None = None
     device: str = "auto"
     series_timeout_s: float = 30.0
+    series_max_wait_s: float = 600.0
+    limits: ReceiveLimits = field(default_factory=ReceiveLimits)
     workers: int = 1
     formats: tuple[str, ...] = ("rtstruct",)
     review_before_send: bool = False
@@ -62,6 +72,9 @@ class NodeConfig:
         if self.series_timeout_s <= 0 or self.workers < 1 or self.max_attempts < 1 or self.retry_s <= 0:
             raise CTVError("--series-timeout and --retry-seconds must be positive, --workers and --max-attempts at "
                            "least 1.")
+        if self.series_max_wait_s < self.series_timeout_s:
+            raise CTVError(f"--series-max-wait ({self.series_max_wait_s:g} s) must be at least --series-timeout "
+                           f"({self.series_timeout_s:g} s).")
         names = {"rtstruct": "rtstruct.dcm", "seg": "seg.dcm"}
         unknown = [f for f in self.formats if f not in names]
         if unknown or not self.formats:
@@ -81,9 +94,9 @@ class DicomNode:
         self.config = config
         self.store = CaseStore(config.data)
         self.audit = AuditLog(config.data / "audit.log")
-        self.scp = StorageSCP(config.ae_title, self.store, self.audit, config.allow)
+        self.scp = StorageSCP(config.ae_title, self.store, self.audit, config.allow, config.limits)
         self.workers = JobWorkers(self.store, "node", self._finish, self.audit, count=config.workers,
-                                  prepare=self._prepare, poll_s=config.poll_s)
+                                  prepare=self._prepare, arguments=self._supersedes, poll_s=config.poll_s)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -92,6 +105,12 @@ class DicomNode:
         resumed = self.store.recover()
         self.audit("start", f"{self.config.ae_title} on {self.config.host}:{self.config.port}, data {self.config.data}"
                             f" (resumed: {resumed})")
+        if resumed["quarantined"] or resumed["dropped_index_entries"] or resumed["not_quarantined"]:
+            self.audit("quarantine", f"{resumed['quarantined']} thing(s) under incoming/ the node did not write were "
+                                     f"moved to {self.config.data / 'quarantine'}; {resumed['dropped_index_entries']} "
+                                     "index entr(y/ies) with a path or UID it would not have written were dropped"
+                                     + (f"; {resumed['not_quarantined']} could not be moved (see the log)"
+                                        if resumed["not_quarantined"] else "") + ". Nothing of them is used.")
         self.scp.start(self.config.host, self.config.port)
         self.workers.start()
         for n, loop in enumerate((self._watch_series, self._send)):
@@ -129,14 +148,41 @@ class DicomNode:
     # --- series -> cases ------------------------------------------------------------------------
 
     def _watch_series(self) -> bool:
-        found = False
-        for series in self.store.inbox.quiet_series(self.config.series_timeout_s):
-            case_id, job = self.store.inbox.open_series_case(series, model=str(self.config.model or ""),
-                                                             device=self.config.device, formats=self.config.formats)
-            self.audit("series-complete", f"{series['uid']} from {series['sender']}: {series['instances']} "
+        due = self.store.inbox.due_series(self.config.series_timeout_s, self.config.series_max_wait_s)
+        for series in due:
+            self._judge(series)
+        return bool(due)
+
+    def _judge(self, series: dict) -> None:
+        """Make a due series a case, a new version of its case, or record it incomplete (module docstring)."""
+        released = series["state"] == RELEASED
+        if not released:
+            verdict = self.store.inbox.assess(series)
+            if not verdict.complete:
+                if self.store.mark_series_incomplete(series, verdict.describe()):
+                    self.audit("series-incomplete", f"{series['uid']} from {series['sender']}: {verdict.describe()}. "
+                                                    "Not delineated: send the missing instances, or release it as it "
+                                                    f"is with 'ctv node release {series['uid']} --data DIR'")
+                return
+        job_settings = {"model": str(self.config.model or ""), "device": self.config.device,
+                        "formats": self.config.formats}
+        how = "released by an operator" if released else "complete"
+        if series["case_id"]:
+            job = self.store.update_series_case(series, **job_settings)
+            if job is False:
+                return  # more instances came meanwhile: judged again later
+            self.audit("series-updated", f"{series['uid']} from {series['sender']} {how} with {series['instances']} "
+                                         f"instance(s) -> case {series['case_id']} "
+                                         + (f"version {job.version}, job {job.id}" if job else
+                                            "(its queued job will see them)"))
+        else:
+            opened = self.store.inbox.open_series_case(series, released=released, **job_settings)
+            if opened is None:
+                return
+            case_id, job = opened
+            self.audit("series-complete", f"{series['uid']} from {series['sender']} {how}: {series['instances']} "
                                           f"instance(s) -> case {case_id}, job {job.id}")
-            found = True
-        return found
+        self.workers.wake()
 
     # --- jobs ---------------------------------------------------------------------------------------
 
@@ -145,15 +191,25 @@ class DicomNode:
         case = self.store.case(job.case_id)
         _link_files(self.store.inbox.series_files(case["series_uid"]), self.store.ct_dir(job.case_id))
 
+    def _supersedes(self, job: Job) -> list[str]:
+        """``--supersedes`` the case's latest earlier version with an RTSTRUCT (its series is continued)."""
+        case = self.store.case(job.case_id) or {"versions": []}
+        earlier = [v["number"] for v in case["versions"] if v["number"] < job.version
+                   and (self.store.version_dir(job.case_id, v["number"]) / "rtstruct.dcm").is_file()]
+        return [f"--supersedes={self.store.version_dir(job.case_id, max(earlier))}"] if earlier else []
+
     def _finish(self, job: Job, report: dict) -> None:
         sender = self.store.case(job.case_id)["sender"]
         model = f"{report['model']['name']} {report['model']['version']}"
         outbox = [(file, str(d)) for d in self.config.destinations_for(sender) for file in self.config.files]
-        self.store.finish_job(job, model=model, outbox=outbox, hold=self.config.review_before_send)
+        superseded = self.store.finish_job(job, model=model, outbox=outbox, hold=self.config.review_before_send,
+                                           supersede_earlier=True)
         self.audit("job-done", f"job {job.id} case {job.case_id} version {job.version}: CTV "
                                f"{report['ctv']['volume_cc']} cc by {model}; "
                                f"{'held for review' if self.config.review_before_send else 'queued'} for "
-                               f"{', '.join(sorted({d for _, d in outbox})) or 'no destination'}")
+                               f"{', '.join(sorted({d for _, d in outbox})) or 'no destination'}"
+                               + (f"; {superseded} unsent file(s) of earlier versions will not be sent"
+                                  if superseded else ""))
 
     # --- sending ----------------------------------------------------------------------------------
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import time
 from dataclasses import dataclass
 
 #: Job statuses; a case's status is its latest job's.
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-#: Outbox statuses: waiting for approval in the station, to send, sent, given up (``ctv node resend``).
-HELD, PENDING, SENT = "held", "pending", "sent"
+#: Outbox statuses: waiting for approval in the station, to send, sent, given up (``ctv node resend``), and
+#: replaced by a later version of the case before it went out (never sent).
+HELD, PENDING, SENT, SUPERSEDED = "held", "pending", "sent", "superseded"
+#: States of a series at the DICOM node: instances arriving; a case made from it (up to date); judged
+#: incomplete (waiting for its missing instances or an operator); released incomplete by an operator.
+RECEIVING, COMPLETE, INCOMPLETE, RELEASED = "receiving", "complete", "incomplete", "released"
 #: A job that was running when its process stopped this many times is failed, not retried again.
 MAX_JOB_ATTEMPTS = 3
+
+
+#: What :func:`new_case_id` makes; nothing else is a case id (it names a folder).
+CASE_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 
 
 def new_case_id() -> str:
