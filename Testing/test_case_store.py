@@ -8,31 +8,35 @@ import pytest
 
 from ctv_core.errors import PeerError, StoreError
 from ctv_core.service.peers import AllowedPeer, Destination, admitted
-from ctv_core.service.records import DONE, FAILED, HELD, MAX_JOB_ATTEMPTS, PENDING, QUEUED, RUNNING, SENT
+from ctv_core.service.records import (DONE, FAILED, HELD, MAX_JOB_ATTEMPTS, PENDING, QUEUED, RECEIVING, RUNNING,
+                                      SENT)
 from ctv_core.service.store import CaseStore
+
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def _receive(store: CaseStore, series: str, count: int, sender: str = "SCANNER") -> None:
     for n in range(count):
-        store.inbox.add_instance(f"{series}.{n}", series, "1.2.3", "1.2.840.10008.5.1.4.1.1.2", b"DICM" * 10, sender,
-                                 "127.0.0.1")
+        store.inbox.add_instance(f"{series}.{n}", series, "1.2.3", CT, b"DICM" * 10, sender, "127.0.0.1")
 
 
 def test_instances_are_filed_once_and_a_quiet_series_becomes_one_case_with_one_job(tmp_path):
     store = CaseStore(tmp_path)
     _receive(store, "9.1", 3)
-    assert not store.inbox.add_instance("9.1.0", "9.1", "1.2.3", "x", b"other", "SCANNER", "127.0.0.1")  # duplicate
+    assert not store.inbox.add_instance("9.1.0", "9.1", "1.2.3", CT, b"other", "SCANNER", "127.0.0.1")  # duplicate
     files = store.inbox.series_files("9.1")
     assert len(files) == 3 and all(f.read_bytes() == b"DICM" * 10 for f in files)
-    assert store.inbox.quiet_series(60.0) == []  # still arriving
-    quiet = store.inbox.quiet_series(0.0)
+    assert store.inbox.due_series(60.0, 600.0) == []  # still arriving
+    quiet = store.inbox.due_series(0.0, 600.0)
     assert [s["uid"] for s in quiet] == ["9.1"] and quiet[0]["instances"] == 3
     case_id, job = store.inbox.open_series_case(quiet[0], model="", device="cpu", formats=("rtstruct",))
-    assert store.inbox.quiet_series(0.0) == []  # complete now
+    assert store.inbox.due_series(0.0, 600.0) == []  # complete now
     assert job.version == 1 and job.status == QUEUED and store.case(case_id)["sender"] == "SCANNER"
-    # a late instance re-opens the series (a new case when it is quiet again)
-    store.inbox.add_instance("9.1.late", "9.1", "1.2.3", "x", b"DICM", "SCANNER", "127.0.0.1")
-    assert store.inbox.quiet_series(0.0)[0]["instances"] == 4
+    # a late instance re-opens the series, which keeps its case
+    store.inbox.add_instance("9.1.99", "9.1", "1.2.3", CT, b"DICM", "SCANNER", "127.0.0.1")
+    (again,) = store.inbox.due_series(0.0, 600.0)
+    assert again["instances"] == 4 and again["case_id"] == case_id and again["state"] == RECEIVING
 
 
 def test_restart_requeues_running_jobs_fails_them_after_repeated_stops_and_drops_unacknowledged_files(tmp_path):
@@ -46,7 +50,7 @@ def test_restart_requeues_running_jobs_fails_them_after_repeated_stops_and_drops
         if attempt < MAX_JOB_ATTEMPTS:
             assert result["requeued"] == 1 and store.job(job.id).status == QUEUED
     assert store.job(job.id).status == FAILED and "stopped 3 times" in store.case(case_id)["message"]
-    half = store.inbox.incoming_dir("9.2")
+    half = tmp_path / "incoming" / "0123456789abcdef"
     half.mkdir(parents=True)
     (half / ".x.tmp").write_bytes(b"partial")
     (half / "unindexed.dcm").write_bytes(b"never acknowledged")

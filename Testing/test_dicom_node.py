@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import time
@@ -21,13 +20,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from conftest import ctv_command, require_tool
-from orthanc import Orthanc, free_port, http_error
+from node_support import NODE_AE, pacs_and_node  # noqa: F401 - a fixture
+from orthanc import Orthanc, http_error
 
 from ctv_core import load_ct_series, read_rtstruct
 from ctv_core.phantom import ScanSettings, make_phantom
 
 PHANTOM = ScanSettings(matrix=256, slice_thickness_mm=5.0)
-NODE_AE = "CTVNODE"
 
 
 @pytest.fixture(scope="module")
@@ -35,64 +34,6 @@ def patients(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("node_patients")
     return {name: make_phantom(root / name, seed=seed, settings=PHANTOM).ct_dir.parent
             for name, seed in (("a", 21), ("b", 22))}
-
-
-class Node:
-    """``ctv node`` as a process."""
-
-    def __init__(self, data: Path, port: int, *args: str) -> None:
-        self.data, self.port, self.args = data, port, args
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Node:
-        self.process = subprocess.Popen([ctv_command(), "node", "--ae-title", NODE_AE, "--port", str(self.port),
-                                         "--data", str(self.data), "--series-timeout", "1", "--device", "cpu",
-                                         *self.args], stdout=subprocess.PIPE, stderr=open(self.data.parent /
-                                         f"{self.data.name}.stderr", "ab"), text=True)
-        line = self.process.stdout.readline()
-        assert "listening" in line, (line, (self.data.parent / f"{self.data.name}.stderr").read_text()[-2000:])
-        return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def audit(self) -> list[str]:
-        path = self.data / "audit.log"
-        return path.read_text().splitlines() if path.exists() else []
-
-    def wait_audit(self, word: str, timeout_s: float = 60) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in self.audit():
-                if word in line:
-                    return line
-            time.sleep(0.1)
-        raise AssertionError(f"no '{word}' in the audit log: {self.audit()}")
-
-
-@pytest.fixture
-def pacs_and_node(tmp_path):
-    """An Orthanc that knows the node as a modality, and a node (not started) that sends back to it."""
-    port = free_port()
-    pacs = Orthanc(tmp_path / "orthanc", {"ctvnode": (NODE_AE, "127.0.0.1", port)})
-    nodes: list[Node] = []
-
-    def node(*args: str) -> Node:
-        made = Node(tmp_path / "node_data", port, "--send-to", f"{pacs.aet}@127.0.0.1:{pacs.dicom_port}", *args)
-        nodes.append(made)
-        return made
-
-    pacs.start()
-    yield pacs, node
-    for made in nodes:
-        made.stop()
-    pacs.stop()
 
 
 def check_rtstruct(pacs: Orthanc, series: dict, patient: Path, tmp_path: Path) -> None:

@@ -217,7 +217,7 @@ def _node_case(store: CaseStore, ct_dir):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         store.inbox.add_instance(ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.SOPClassUID,
                                  path.read_bytes(), "SCANNER", "127.0.0.1")
-    (series,) = store.inbox.quiet_series(0.0)
+    (series,) = store.inbox.due_series(0.0, 0.0)
     return store.inbox.open_series_case(series, model="", device="cpu", formats=("rtstruct",))
 
 

@@ -132,7 +132,9 @@ class StorageSCP:
         if not admitted(self.allowed, title, address):
             self._reject(event, REJECT_NOT_ALLOWED, f"{title}@{address}: not in the allow list")
             return
-        others = [a for a in self.ae.active_associations if a.is_acceptor and a is not event.assoc]
+        # associations this handler accepted (a connection that never asked for one holds no place)
+        others = [a for a in self.ae.active_associations
+                  if a.is_acceptor and a is not event.assoc and getattr(a, "ctv_stored", None) is not None]
         if len(others) >= self.limits.max_associations:
             self._reject(event, REJECT_LIMIT, f"{title}@{address}: {len(others)} association(s) at once already, the "
                                               "limit (--max-associations)")
