@@ -243,21 +243,23 @@ def test_same_uid_with_different_pixels_is_refused(linear_series):
 
 
 @pytest.mark.parametrize(
-    "attribute, value, what",
+    "attribute, value, what, shown",
     [
-        ("ImageOrientationPatient", [1, 0, 0, 0, 0.9, -0.43589], "orientation"),
-        ("PixelSpacing", ["1.1", "1.5"], "pixel spacing"),
-        ("FrameOfReferenceUID", "1.2.3.4", "frame of reference"),
+        ("ImageOrientationPatient", [1, 0, 0, 0, 0.9, -0.43589], "orientation", "1\\0\\0\\0\\0.9\\-0.43589"),
+        ("PixelSpacing", ["1.1", "1.5"], "pixel spacing", "1.1\\1.5 mm"),
+        ("FrameOfReferenceUID", "1.2.3.4", "frame of reference", "1.2.3.4"),
     ],
 )
-def test_mixed_geometry_within_a_series_is_refused(linear_series, attribute, value, what):
+def test_mixed_geometry_within_a_series_is_refused(linear_series, attribute, value, what, shown):
     folder, _ = linear_series
     path = _files(folder)[2]
     ds = pydicom.dcmread(path)
     setattr(ds, attribute, value)
     ds.save_as(path)
-    with pytest.raises(InconsistentSeriesError, match=what):
+    with pytest.raises(InconsistentSeriesError, match=what) as raised:
         load_ct_series(folder)
+    # each variant with its value, the most common first (the message read "11 slice(s) with one value, ...")
+    assert f", 1 slice(s) with {shown} (" in str(raised.value) and "11 slice(s) with " in str(raised.value)
 
 
 def test_mixed_image_size_is_refused(linear_series):
