@@ -12,11 +12,11 @@ import pydicom
 import pytest
 from conftest import axial_grid, write_linear_series
 
-from ctv_core.errors import MultipleSeriesError, NotCTError, UploadError, UploadTooLargeError
+from ctv_core.errors import MultipleSeriesError, NotCTError, UploadError, UploadTooCostlyError, UploadTooLargeError
 from ctv_core.service.jobs import prediction_command
 from ctv_core.service.review.config import StationConfig
 from ctv_core.service.review.desk import Received, ReviewDesk, SeriesChoice
-from ctv_core.service.review.uploads import MB, UploadContents, UploadLimits, add_received
+from ctv_core.service.review.uploads import MB, CPUBudget, UploadContents, UploadLimits, add_received
 
 
 def _zip(members: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
@@ -138,7 +138,7 @@ def test_mr_is_refused_with_the_loaders_message_and_nothing_is_kept(desk, tmp_pa
     upload, contents = _upload(desk, folder)
     with pytest.raises(NotCTError, match=r"no CT image series[\s\S]*\[MR\]"):
         desk.receive(upload, contents)
-    assert desk.store.cases() == [] and not (desk.uploads / upload).exists()
+    assert desk.store.cases() == [] and (desk.uploads / upload).exists()  # left to its request, which removes it
 
 
 def test_two_series_wait_for_a_choice_and_the_chosen_one_is_predicted(desk, tmp_path):
@@ -149,9 +149,12 @@ def test_two_series_wait_for_a_choice_and_the_chosen_one_is_predicted(desk, tmp_
     assert isinstance(choice, SeriesChoice) and desk.store.cases() == []
     assert sorted(s["files"] for s in choice.series) == [5, 7]
     chosen = next(s["uid"] for s in choice.series if s["files"] == 7)
-    kept = desk.upload_contents(upload)
-    assert kept is not None and desk.upload_contents("../x") is None
-    received = desk.receive(upload, kept, chosen)
+    assert desk.claim(upload) is None  # not kept: its request did not answer with a choice
+    desk.keep(upload)
+    assert desk.claim("../x") is None
+    name, kept = desk.claim(upload)
+    assert desk.claim(upload) is None and desk.in_use(upload)  # one choice at a time
+    received = desk.receive(name, kept, chosen)
     assert received.ct.image.GetSize()[2] == 7
     case = desk.store.case(received.case_id)
     assert case["series_uid"] == chosen
@@ -163,3 +166,13 @@ def test_two_series_wait_for_a_choice_and_the_chosen_one_is_predicted(desk, tmp_
         from ctv_core import load_ct_series
 
         load_ct_series(desk.store.ct_dir(received.case_id))  # both series are kept: the upload as it came
+
+
+def test_the_cpu_budget_of_an_upload_stops_its_examination(desk, tmp_path):
+    upload, contents = _upload(desk, write_linear_series(tmp_path / "ct", axial_grid(size=(20, 20, 6))))
+    contents.budget = CPUBudget(1e-6)  # spent by reading the first header
+    with pytest.raises(UploadTooCostlyError, match=r"more than 1e-06 s of CPU[\s\S]*--max-upload-cpu-seconds"):
+        desk.receive(upload, contents)
+    assert desk.store.cases() == [] and contents.budget.spent > 1e-6
+    contents.budget = CPUBudget(600.0)
+    assert isinstance(desk.receive(upload, contents), Received)  # within budget, the same upload becomes a case

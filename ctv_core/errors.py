@@ -125,6 +125,10 @@ class UploadTooLargeError(UploadError):
     """An upload larger than the review station's limits (bytes sent, or bytes once unpacked)."""
 
 
+class UploadTooCostlyError(UploadTooLargeError):
+    """An upload whose examination takes more CPU time than the review station's budget for one upload."""
+
+
 def describe_os_error(exc: OSError, doing: str) -> str:
     """One sentence for an operating-system error met while ``doing`` something, with what to do about it.
 

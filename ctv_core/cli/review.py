@@ -32,27 +32,52 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="access token every page and API call must carry (at least 16 characters); on an address "
                         "other than loopback one is generated and printed when none is given")
     p.add_argument("--token-file", type=Path, default=None, metavar="FILE",
-                   help="read the access token from FILE (keeps it out of the process list)")
+                   help="read the access token from FILE (keeps it out of the process list); one token per line, "
+                        "each may be named (NAME:TOKEN): the audit log records the name of the token used")
     p.add_argument("--max-upload-mb", type=int, default=2048, metavar="MB", help="largest upload (default: 2048)")
     p.add_argument("--max-unpacked-mb", type=int, default=4096, metavar="MB",
                    help="largest upload once unpacked (default: 4096)")
     p.add_argument("--max-files", type=int, default=20000, help="most files in one upload (default: 20000)")
+    p.add_argument("--max-upload-cpu-seconds", type=float, default=120.0, metavar="S",
+                   help="CPU time examining one upload may take (unpacking, reading, decoding) before it is refused "
+                        "(default: 120)")
     p.add_argument("--workers", type=int, default=1, help="predictions at once (default: 1)")
     p.set_defaults(func=run_review)
 
 
+def _token_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The (name, token) lines of --token-file (name '' for an unnamed token)."""
+    try:
+        text = args.token_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CTVError(f"The token file '{args.token_file}' cannot be read ({getattr(exc, 'strerror', None) or exc})."
+                       ) from exc
+    lines = []
+    for line in (raw.strip() for raw in text.splitlines()):
+        if line:
+            name, _, token = line.rpartition(":")
+            lines.append((name.strip(), token.strip()))
+    if not lines:
+        raise CTVError(f"The token file '{args.token_file}' holds no token; write one per line (NAME:TOKEN or TOKEN).")
+    return lines
+
+
 def _token(args: argparse.Namespace) -> tuple[str | None, bool]:
-    """The access token and whether it was generated here."""
+    """The access token (the first of --token-file) and whether it was generated here."""
     from ..service.review.config import is_loopback, new_token
 
     if args.token_file is not None:
-        try:
-            return args.token_file.read_text(encoding="utf-8").strip(), False
-        except OSError as exc:
-            raise CTVError(f"The token file '{args.token_file}' cannot be read ({exc.strerror}).") from exc
+        return _token_lines(args)[0][1], False
     if args.token is not None:
         return args.token, False
     return (new_token(), True) if not is_loopback(args.host) else (None, False)
+
+
+def _users(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The named tokens of --token-file."""
+    if args.token_file is None:
+        return ()
+    return tuple((name, token) for name, token in _token_lines(args) if name)
 
 
 def run_review(args: argparse.Namespace) -> int:
@@ -64,8 +89,9 @@ def run_review(args: argparse.Namespace) -> int:
     os.umask(0o077)  # every file and folder the station and its predictions write is the station user's only
     token, generated = _token(args)
     config = StationConfig(data=args.data, host=args.host, port=args.port, models=tuple(args.model or [None]),
-                           device=args.device, token=token, workers=args.workers,
-                           limits=UploadLimits(args.max_upload_mb * MB, args.max_unpacked_mb * MB, args.max_files))
+                           device=args.device, token=token, users=_users(args), workers=args.workers,
+                           limits=UploadLimits(args.max_upload_mb * MB, args.max_unpacked_mb * MB, args.max_files,
+                                               args.max_upload_cpu_seconds))
 
     def ready(actual: StationConfig) -> None:
         print(f"ctv review listening on {actual.url}  (data in {actual.data}; Ctrl+C stops)", flush=True)

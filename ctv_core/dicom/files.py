@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,16 +166,20 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
         return ds if "SOPClassUID" in ds and "Modality" in ds else None
 
 
-def scan_folder(folder: Path) -> tuple[list[SeriesFiles], list[SkippedFile]]:
+def scan_folder(folder: Path, checkpoint: Callable[[], None] | None = None
+                ) -> tuple[list[SeriesFiles], list[SkippedFile]]:
     """Read the header of every file below ``folder`` and group image files by series.
 
     Returns the series found (in a stable order: by series number then key) and the files
-    passed over with the reason (not DICOM, unreadable, DICOMDIR, no image).
+    passed over with the reason (not DICOM, unreadable, DICOMDIR, no image). ``checkpoint`` is
+    called before each file (a caller's budget may raise from it).
     """
     series: dict[str, SeriesFiles] = {}
     skipped: list[SkippedFile] = []
     paths = sorted(Path(root) / name for root, _, names in os.walk(folder) for name in names)
     for path in paths:
+        if checkpoint is not None:
+            checkpoint()
         try:
             ds = _read_header(path)
         except Exception as exc:  # noqa: BLE001 - truncated/corrupt headers are reported, not fatal

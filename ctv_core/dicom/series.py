@@ -22,6 +22,7 @@ Owns ``load_ct_series``. The rules, each checked and each with its own error:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,7 +53,8 @@ PAD_HU = -1024.0
 
 
 def load_ct_series(
-    folder: str | Path, series_uid: str | None = None, *, allow_resampling_gaps: bool = False
+    folder: str | Path, series_uid: str | None = None, *, allow_resampling_gaps: bool = False,
+    checkpoint: Callable[[], None] | None = None,
 ) -> CTSeries:
     """Load one CT series from a folder of DICOM files (searched recursively).
 
@@ -64,6 +66,9 @@ def load_ct_series(
         SeriesInstanceUID of the series to load when the folder holds several CT series.
     allow_resampling_gaps
         Resample across gaps that look like missing slices instead of refusing them.
+    checkpoint
+        Called before each file is read and each slice decoded (in the thread doing it): a
+        caller's budget (e.g. the review station's CPU budget per upload) may raise from it.
 
     Returns
     -------
@@ -79,10 +84,10 @@ def load_ct_series(
     folder = Path(folder)
     if not folder.is_dir():
         raise NoDicomFoundError(f"'{folder}' is not a folder. Give the folder that holds the CT's DICOM files.")
-    series_list, skipped = scan_folder(folder)
+    series_list, skipped = scan_folder(folder, checkpoint)
     warnings = [f"skipped {s.path}: {s.reason}" for s in skipped if s.reason.startswith("unreadable")]
     chosen = _select_series(folder, series_list, series_uid, skipped)
-    ct = _load_selected(chosen, folder, warnings, allow_resampling_gaps)
+    ct = _load_selected(chosen, folder, warnings, allow_resampling_gaps, checkpoint)
     for w in ct.warnings:
         logger.warning(w)
     return ct
@@ -138,7 +143,8 @@ def _enhanced_error(s: SeriesFiles) -> UnsupportedDicomError:
     )
 
 
-def _load_selected(s: SeriesFiles, folder: Path, warnings: list[str], allow_gaps: bool) -> CTSeries:
+def _load_selected(s: SeriesFiles, folder: Path, warnings: list[str], allow_gaps: bool,
+                   checkpoint: Callable[[], None] | None = None) -> CTSeries:
     headers = [(p, ds) for p, ds in s.headers if has_slice_geometry(ds)]
     for p, _ in s.headers:
         if all(p != q for q, _ in headers):
@@ -146,7 +152,7 @@ def _load_selected(s: SeriesFiles, folder: Path, warnings: list[str], allow_gaps
     if not headers:
         raise NotCTError(f"Series {s.summary()} has no slice with image geometry; it is not an axial CT volume.")
     _check_consistency(headers)
-    pixels, headers = _decode_pixels(headers, warnings)
+    pixels, headers = _decode_pixels(headers, warnings, checkpoint)
     headers, pixels = _drop_identical_copies(headers, pixels, warnings)
 
     first = headers[0][1]
@@ -226,21 +232,24 @@ def _check_consistency(headers: list[tuple[Path, pydicom.Dataset]]) -> None:
             )
 
 
-def _decode_pixels(headers, warnings):
+def _decode_pixels(headers, warnings, checkpoint: Callable[[], None] | None = None):
     """Read pixel data of every slice (two threads); drop files that fail, with a warning."""
 
     def read(item):
         path, _ = item
+        if checkpoint is not None:
+            checkpoint()
         try:
-            ds = pydicom.dcmread(path)
-            arr = ds.pixel_array
+            result = pydicom.dcmread(path).pixel_array
         except Exception as exc:  # noqa: BLE001 - reported per file, decided on below
-            return exc
-        if arr.ndim != 2:
+            result = exc
+        if checkpoint is not None:
+            checkpoint()  # the decoding's CPU time counted at once
+        if not isinstance(result, Exception) and result.ndim != 2:
             return UnsupportedDicomError(
-                f"{path} holds {arr.shape} pixels; only single-frame greyscale CT slices can be loaded."
+                f"{path} holds {result.shape} pixels; only single-frame greyscale CT slices can be loaded."
             )
-        return arr
+        return result
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(read, headers))

@@ -209,7 +209,11 @@ class CaseStore:
         transaction (never a case without its job). ``ct_files`` must be on the data folder's file system."""
         case_id = new_case_id()
         self.case_dir(case_id).mkdir(parents=True)
-        ct_files.rename(self.ct_dir(case_id))
+        try:
+            ct_files.rename(self.ct_dir(case_id))
+        except OSError:
+            self.case_dir(case_id).rmdir()  # no case folder without its files
+            raise
         _sync_folder(self.case_dir(case_id))  # the rename reaches the disk before the case is recorded
         with self._transaction() as db:
             self._insert_case(db, case_id, source, sender=sender, study_uid=study_uid, series_uid=series_uid,

@@ -14,8 +14,10 @@
     GET  /api/models                       {"models": [NAME, ...]}, the first is the default
 
 Errors are JSON ``{"message", "status"}`` with a 4xx status (a 500 says only where the details
-were logged); never a traceback. Uploads are spooled to disk as they arrive, counted against the
-upload limit, and examined in a worker thread, so the page stays live meanwhile.
+were logged); never a traceback, never a path on the server. Every value of a request is checked
+before use (types, UIDs). Uploads are spooled to disk as they arrive, counted against the upload
+limit, and examined in a worker thread within the upload's CPU budget, so the page stays live
+meanwhile. The audit log records each call's authenticated identity (:func:`.access.identity`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ...dicom.uids import uid_problem
 from ...errors import CTVError, DicomInputError, UploadError, UploadTooLargeError
-from .access import refusal
+from .access import identity, refusal
 from .desk import Received, ReviewDesk, SeriesChoice
 from .uploads import CHUNK, MB, UploadContents, add_received
 
@@ -95,12 +98,17 @@ class StationAPI:
         if request.content_length is not None and request.content_length > limit:
             raise _fail(413, f"The upload ({request.content_length // MB} MB) is larger than the station's limit of "
                              f"{limit // MB} MB (ctv review --max-upload-mb).")
+        series = request.query.get("series") or None
+        if series is not None and uid_problem(series, "?series="):
+            raise _fail(400, f"{uid_problem(series, '?series=')}; give a SeriesInstanceUID, or none.")
         upload, contents = self.desk.new_upload()
         kept = False
         try:
             await self._spool(request, contents, limit)
-            result = await self._receive(upload, contents, request.query.get("series") or None)
+            result = await self._receive(upload, contents, series, identity(request))
             kept = isinstance(result, SeriesChoice)
+            if kept:
+                self.desk.keep(upload)
             return self._answer(result)
         finally:
             if not kept:
@@ -108,14 +116,23 @@ class StationAPI:
 
     async def choose_series(self, request: web.Request) -> web.Response:
         upload = request.match_info["upload"]
-        contents = self.desk.upload_contents(upload)
-        if contents is None:
-            raise _fail(404, f"No upload '{upload}' is waiting for a series to be chosen (it was used, or removed "
-                             "after a day); upload the CT again.")
         series = (await _json(request)).get("series")
-        if not isinstance(series, str) or not series:
+        if not isinstance(series, str) or not series or uid_problem(series, ""):
             raise _fail(400, 'Send {"series": "<SeriesInstanceUID>"}, one of the series the upload was answered with.')
-        return self._answer(await self._receive(upload, contents, series))
+        claimed = self.desk.claim(upload)
+        if claimed is None:
+            if self.desk.in_use(upload):
+                raise _fail(409, f"Upload '{upload}' is being examined for another choice now; wait for its answer.")
+            raise _fail(404, f"No upload '{upload[:40]}' is waiting for a series to be chosen (it was used, or removed "
+                             "after a day); upload the CT again.")
+        name, contents = claimed
+        try:
+            result = await self._receive(name, contents, series, identity(request))
+        except BaseException:
+            if (self.desk.uploads / name).exists():
+                self.desk.unclaim(name)  # refused: the upload stays kept for another choice
+            raise
+        return self._answer(result)
 
     async def _spool(self, request: web.Request, contents: UploadContents, limit: int) -> None:
         """Write the request's file(s) into the upload folder, counting bytes against ``limit``."""
@@ -139,9 +156,9 @@ class StationAPI:
         for path, name in parts:
             await _in_thread(add_received, path, name, contents)
 
-    async def _receive(self, upload: str, contents: UploadContents, series: str | None):
+    async def _receive(self, upload: str, contents: UploadContents, series: str | None, who: str):
         try:
-            return await _in_thread(self.desk.receive, upload, contents, series)
+            return await _in_thread(self.desk.receive, upload, contents, series, who)
         except DicomInputError as exc:  # the loader's message, about "the upload" rather than a server path
             message = str(exc).replace(f"'{contents.folder}'", "the upload").replace(str(contents.folder), "the upload")
             raise _fail(422, f"{message}{' ' + contents.note() if contents.note() else ''}") from exc
@@ -179,24 +196,28 @@ class StationAPI:
 
     async def cancel(self, request: web.Request) -> web.Response:
         case = self._case(request)
-        if not self.desk.cancel(case["id"]):
+        if not self.desk.cancel(case["id"], identity(request)):
             raise _fail(409, f"Case {case['id']} has no queued or running prediction to cancel.")
         return web.json_response({"id": case["id"], "cancelled": True})
 
     async def rerun(self, request: web.Request) -> web.Response:
         case = self._case(request)
         name = (await _json(request)).get("model") or next(iter(self.desk.models))
-        if name not in self.desk.models:
-            raise _fail(400, f"Unknown model '{name}'; the station offers {', '.join(self.desk.models)}.")
-        job = self.desk.rerun(case["id"], name)
+        if not isinstance(name, str) or name not in self.desk.models:
+            raise _fail(400, f"Unknown model {str(name)[:80]!r}; send {{\"model\": NAME}} with one of "
+                             f"{', '.join(self.desk.models)}.")
+        job = self.desk.rerun(case["id"], name, identity(request))
         return web.json_response({"id": case["id"], "version": job.version, "model": name}, status=202)
 
     async def approve(self, request: web.Request) -> web.Response:
         case = self._case(request)
         body = await _json(request)
-        number = self._version(case, str(body.get("version", "latest")))
+        version, signed = body.get("version", "latest"), body.get("by", "")
+        if not isinstance(version, (str, int)) or isinstance(version, bool) or not isinstance(signed, str):
+            raise _fail(400, 'Send {"version": n or "latest", "by": "your name"}.')
+        number = self._version(case, str(version))
         try:
-            released = self.desk.approve(case["id"], number, str(body.get("by", "")))
+            released = self.desk.approve(case["id"], number, signed, identity(request))
         except CTVError as exc:
             raise _fail(400, str(exc)) from exc
         return web.json_response({"id": case["id"], "approved_version": number,

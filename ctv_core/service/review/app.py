@@ -16,6 +16,7 @@ from typing import Any
 
 from ...dicom.series import load_ct_series
 from ...errors import CTVError, describe_os_error
+from .access import PageUsers
 from .autoplay import Autoplay
 from .desk import ReviewDesk
 from .scene import CaseScene
@@ -45,10 +46,14 @@ class ReviewApp:
         The station's cases.
     scene, autoplay
         The open case's scene and its autoplay.
+    pages
+        The identities of the pages connected now: the audit log records them for what is done on
+        the page (every connected browser shares its state and buttons).
     """
 
-    def __init__(self, server, desk: ReviewDesk, scene: CaseScene) -> None:
+    def __init__(self, server, desk: ReviewDesk, scene: CaseScene, pages: PageUsers | None = None) -> None:
         self.server, self.state, self.desk, self.scene = server, server.state, desk, scene
+        self.pages = pages if pages is not None else PageUsers()
         self.autoplay = Autoplay(scene, self._on_position)
         self.state.update(DEFAULTS)
         self.state.ctv_models = list(desk.models)
@@ -140,20 +145,20 @@ class ReviewApp:
     # --- actions --------------------------------------------------------------------------------
 
     def cancel(self) -> None:
-        if self.scene.open is not None and not self.desk.cancel(self.scene.open.case_id):
+        if self.scene.open is not None and not self.desk.cancel(self.scene.open.case_id, self._who()):
             self._say("Nothing to cancel: the prediction has ended.")
 
     def rerun(self) -> None:
         if self.scene.open is None:
             return
-        job = self.desk.rerun(self.scene.open.case_id, self.state.ctv_rerun_model)
+        job = self.desk.rerun(self.scene.open.case_id, self.state.ctv_rerun_model, self._who())
         self._say(f"Version {job.version} with {self.state.ctv_rerun_model} is queued.")
 
     def approve(self, number: int) -> None:
         if self.scene.open is None:
             return
         try:
-            released = self.desk.approve(self.scene.open.case_id, int(number), self.state.ctv_author)
+            released = self.desk.approve(self.scene.open.case_id, int(number), self.state.ctv_author, self._who())
         except CTVError as exc:
             return self._say(f"Not approved: {exc} (the name field is in the Edit tab)")
         self._say(f"Version {number} approved" + (f"; sent to {', '.join(sorted({d for _, d in released}))}."
@@ -167,7 +172,7 @@ class ReviewApp:
         self._say("Saving...")
         await asyncio.sleep(0)
         try:
-            saved = save_edit(self.desk, self.scene, self.state.ctv_author, self.state.ctv_note)
+            saved = save_edit(self.desk, self.scene, self.state.ctv_author, self.state.ctv_note, self._who())
         except CTVError as exc:
             return self._say(f"Not saved: {exc}")
         except OSError as exc:
@@ -230,6 +235,9 @@ class ReviewApp:
 
     def _set_playing(self) -> None:
         self.state.ctv_playing = self.autoplay.playing
+
+    def _who(self) -> str:
+        return f"the page ({self.pages.describe()})"
 
     def _say(self, text: str) -> None:
         self.state.ctv_status = text

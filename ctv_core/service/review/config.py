@@ -4,7 +4,8 @@ The station listens on 127.0.0.1 unless told otherwise. On any other address it 
 without an access token: ``ctv review`` then generates one and prints it with the address. A
 token is checked on every request (page, its assets, its websocket, the API), from an
 ``Authorization: Bearer`` header, a ``token`` query parameter or the station's cookie, which a
-page opened with the token receives (:mod:`.access`).
+page opened with the token receives (:mod:`.access`). Several tokens may be given, each with the
+name the audit log records for its holder (``--token-file`` lines ``NAME:TOKEN``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .uploads import UploadLimits
 
 #: Shortest token accepted (characters): a guessable token is no access control.
 MIN_TOKEN_LENGTH = 16
+#: What the audit log calls the holder of an unnamed token.
+UNNAMED_TOKEN = "the station token"
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -53,7 +56,10 @@ class StationConfig:
     device
         auto, cpu or cuda for the predictions.
     token
-        The access token (None: no token; refused on a non-loopback host).
+        The access token (None: no token; refused on a non-loopback host); the one in :attr:`url`.
+    users
+        Named tokens, (name, token) pairs, beside or instead of ``token``: the audit log records the
+        name of the token a request carried.
     limits
         Upload limits.
     workers
@@ -66,14 +72,20 @@ class StationConfig:
     models: tuple[Path | None, ...] = (None,)
     device: str = "auto"
     token: str | None = None
+    users: tuple[tuple[str, str], ...] = ()
     limits: UploadLimits = field(default_factory=UploadLimits)
     workers: int = 1
     poll_s: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
-            raise CTVError(f"The access token is {len(self.token)} characters long; use at least {MIN_TOKEN_LENGTH} "
-                           "random characters (or leave --token out on a non-loopback address to get one generated).")
+        for value in [self.token] + [token for _, token in self.users]:
+            if value is not None and len(value) < MIN_TOKEN_LENGTH:
+                raise CTVError(f"An access token is {len(value)} characters long; use at least {MIN_TOKEN_LENGTH} "
+                               "random characters (or leave --token out on a non-loopback address to get one "
+                               "generated).")
+        for name, _ in self.users:
+            if not name or len(name) > 64 or not name.isprintable():
+                raise CTVError(f"The token name {name[:70]!r} is not a name: 1 to 64 printable characters.")
         if self.token is None and not is_loopback(self.host):
             raise CTVError(f"The station would listen on {self.host}, which other computers can reach, without an "
                            "access token. Give one with --token (or --token-file), or let ctv review generate one.")
@@ -85,6 +97,12 @@ class StationConfig:
             raise CTVError(f"--workers {self.workers}: at least 1 prediction must be able to run.")
         if not self.models:
             raise CTVError("The station needs a model (none given: the bundled one).")
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """Every token -> the name the audit log gives its holder (empty: no token)."""
+        named = {token: name for name, token in self.users}
+        return {**({self.token: UNNAMED_TOKEN} if self.token else {}), **named}
 
     @property
     def url(self) -> str:

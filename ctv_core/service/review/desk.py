@@ -7,8 +7,11 @@ choice, the upload kept meanwhile; MR, gaps and corrupt files are refused with t
 message) and loaded. Only then is it acknowledged: its files are moved into a new case and the
 case is recorded with its prediction job in one transaction (:meth:`CaseStore.open_case`). The
 prediction runs as ``ctv predict`` in a worker process (:mod:`ctv_core.service.jobs`, queue
-``station``); its version is recorded after its folder is complete. Uploads nobody chose a series
-for are removed after a day.
+``station``); its version is recorded after its folder is complete. An upload answered with a
+series choice is kept (marked so) for a day, for its choice; a choice takes the upload for itself
+first (a rename: two choices at once cannot both use it), and a choice the loader refuses leaves
+it kept for another. Every other upload folder is removed when its request ends, and, should the
+station have been killed meanwhile, at the next start.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any
 from ...dicom.ct_series import CTSeries
 from ...dicom.files import scan_folder
 from ...dicom.series import load_ct_series
-from ...errors import CTVError, DicomInputError
+from ...dicom.uids import uid_problem
+from ...errors import CTVError, DicomInputError, SeriesNotFoundError, UploadError
 from ...inference.predict_job import KNOWN_FILES, REPORT
 from ..audit import AuditLog
 from ..jobs import JobWorkers
@@ -46,6 +50,8 @@ PREDICTION_FORMATS = ("rtstruct", "seg", "nifti")
 VERSION_FILES = tuple(name for name in ("rtstruct.dcm", "seg.dcm", "ctv.nii.gz", "qa.png", REPORT)
                       if name in KNOWN_FILES)
 UPLOAD_TTL_S = 24 * 3600.0
+#: The file that marks an upload kept for its series choice.
+KEPT = "kept"
 #: Reasons of the loader's scan for files that are not DICOM at all (dropped from an upload).
 NOT_DICOM = ("not a DICOM file", "DICOMDIR")
 
@@ -106,11 +112,12 @@ class ReviewDesk:
     # --- life -------------------------------------------------------------------------------
 
     def start(self) -> dict[str, int]:
-        """Resume what was pending, remove stale uploads, start the workers; returns what was resumed."""
+        """Resume what was pending, remove uploads no choice waits for, start the workers; returns what was
+        resumed."""
         os.chmod(self.config.data, 0o700)  # every case folder below is the station user's only
         self.uploads.mkdir(mode=0o700, exist_ok=True)
         resumed = self.store.recover()
-        self._remove_stale_uploads()
+        resumed["removed_uploads"] = self._remove_stale_uploads()
         self.workers.start()
         self.audit("start", f"review station on {self.config.host}:{self.config.port}, data {self.config.data} "
                             f"(resumed: {resumed})")
@@ -126,41 +133,69 @@ class ReviewDesk:
     def new_upload(self) -> tuple[str, UploadContents]:
         """A new, empty upload folder and the tally of what goes into it."""
         upload = secrets.token_hex(8)
-        folder = self.uploads / upload / "files"
+        folder = self.store.inside(self.uploads / upload / "files")
         folder.mkdir(parents=True, mode=0o700)
         return upload, UploadContents(folder, self.config.limits)
 
-    def upload_contents(self, upload: str) -> UploadContents | None:
-        """The folder of a kept upload (one waiting for its series to be chosen), or None."""
-        if not upload.isalnum() or not (self.uploads / upload / "files").is_dir():
+    def keep(self, upload: str) -> None:
+        """Keep an upload for its series choice (see the module docstring)."""
+        (self.uploads / upload / KEPT).touch()
+
+    def claim(self, upload: str) -> tuple[str, UploadContents] | None:
+        """Take a kept upload for one series choice: its new name and contents, or None when it is not kept (used,
+        removed, or taken by another choice now: :meth:`in_use` tells). Give it back with :meth:`unclaim`."""
+        if len(upload) != 16 or not upload.isalnum():
             return None
-        return UploadContents(self.uploads / upload / "files", self.config.limits)
+        claimed = f"{upload}.{secrets.token_hex(4)}"
+        try:
+            if not (self.uploads / upload / KEPT).is_file():
+                return None
+            os.rename(self.uploads / upload, self.store.inside(self.uploads / claimed))
+        except FileNotFoundError:
+            return None
+        return claimed, UploadContents(self.uploads / claimed / "files", self.config.limits)
+
+    def in_use(self, upload: str) -> bool:
+        """True when a kept upload is taken by a series choice being examined now."""
+        return len(upload) == 16 and upload.isalnum() and any(self.uploads.glob(f"{upload}.*"))
+
+    def unclaim(self, claimed: str) -> None:
+        """Give a claimed upload back (the choice was refused: the upload stays kept for another)."""
+        upload = claimed.split(".", 1)[0]
+        os.rename(self.uploads / claimed, self.store.inside(self.uploads / upload))
 
     def discard(self, upload: str) -> None:
-        shutil.rmtree(self.uploads / upload, ignore_errors=True)
+        shutil.rmtree(self.store.inside(self.uploads / upload), ignore_errors=True)
 
-    def receive(self, upload: str, contents: UploadContents, series_uid: str | None = None) -> Received | SeriesChoice:
-        """Examine a received upload and make it a case (see the module docstring). Blocks (reads every file).
+    def receive(self, upload: str, contents: UploadContents, series_uid: str | None = None,
+                who: str = "") -> Received | SeriesChoice:
+        """Examine a received upload and make it a case (see the module docstring). Blocks (reads every file),
+        within the upload's CPU budget. ``who``: the identity of the request, for the audit log.
 
         Raises
         ------
         DicomInputError
-            The loader's refusal (no CT, MR, gaps, corrupt files, ...); the upload is removed.
+            The loader's refusal (no CT, MR, gaps, corrupt files, ...); the upload is left as it is.
+        UploadError
+            ``series_uid`` or the CT's own series UID is not a UID; the examination took too long.
         """
-        try:
-            series_list, skipped = scan_folder(contents.folder)
-            contents.drop([s.path for s in skipped if s.reason.startswith(NOT_DICOM)])
-            candidates = [s for s in series_list if s.is_ct_volume_candidate]
-            if series_uid is None and len(candidates) > 1:
-                choices = [{"uid": s.key, "number": s.number, "description": s.description, "date": s.date,
-                            "files": len(s.headers), "summary": s.summary()} for s in candidates]
-                return SeriesChoice(upload, choices, f"The upload holds {len(candidates)} CT series; choose the "
-                                                     "planning CT to delineate.")
-            ct = load_ct_series(contents.folder, series_uid=series_uid)
-        except DicomInputError:
-            self.discard(upload)
-            raise
+        if series_uid is not None and uid_problem(series_uid, "The series asked for"):
+            raise UploadError(f"{uid_problem(series_uid, 'The series asked for')}; give one of the series the upload "
+                              "was answered with.")
+        checkpoint = contents.budget.checkpoint
+        series_list, skipped = scan_folder(contents.folder, checkpoint)
+        contents.drop([s.path for s in skipped if s.reason.startswith(NOT_DICOM)])
+        candidates = [s for s in series_list if s.is_ct_volume_candidate]
+        if series_uid is None and len(candidates) > 1:
+            choices = [{"uid": s.key, "number": s.number, "description": s.description, "date": s.date,
+                        "files": len(s.headers), "summary": s.summary()} for s in candidates]
+            return SeriesChoice(upload, choices, f"The upload holds {len(candidates)} CT series; choose the "
+                                                 "planning CT to delineate.")
+        ct = load_ct_series(contents.folder, series_uid=series_uid, checkpoint=checkpoint)
         reference = ct.reference
+        problem = uid_problem(reference.series_instance_uid, "The CT's SeriesInstanceUID")
+        if problem:
+            raise SeriesNotFoundError(f"{problem}; the files are damaged or forged. Export the series again.")
         case_id, job = self.store.open_case(
             "upload", contents.folder, queue=QUEUE, model=self.models[next(iter(self.models))],
             device=self.config.device, formats=PREDICTION_FORMATS, study_uid=reference.study_instance_uid,
@@ -169,7 +204,8 @@ class ReviewDesk:
         self.workers.wake()
         note = contents.note()
         self.audit("upload", f"case {case_id}: {len(reference.slices)} CT slices of series "
-                             f"{reference.series_instance_uid}, {contents.bytes} bytes; job {job.id}"
+                             f"{reference.series_instance_uid}, {contents.bytes} bytes, "
+                             f"{contents.budget.spent:.1f} s of CPU to examine; job {job.id}; by {who or 'the page'}"
                              + (f"; {note}" if note else ""))
         received = Received(case_id, job, _moved(ct, contents.folder, self.store.ct_dir(case_id)), note)
         self._recent = received  # the viewer opens an upload at once: it need not load the CT again
@@ -180,11 +216,21 @@ class ReviewDesk:
         recent, self._recent = self._recent, None
         return recent.ct if recent is not None and recent.case_id == case_id else None
 
-    def _remove_stale_uploads(self) -> None:
+    def _remove_stale_uploads(self) -> int:
+        """Remove every upload folder except those kept for a choice less than a day ago (a station killed in
+        the middle of an upload leaves its folder: removed here). Returns how many were removed."""
         limit = time.time() - UPLOAD_TTL_S
+        removed = 0
         for folder in self.uploads.iterdir():
-            if folder.is_dir() and folder.stat().st_mtime < limit:
+            kept = folder / KEPT
+            if kept.is_file() and kept.stat().st_mtime >= limit and "." not in folder.name:
+                continue
+            if folder.is_dir() and not folder.is_symlink():
                 shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink()
+            removed += 1
+        return removed
 
     # --- jobs -----------------------------------------------------------------------------------
 
@@ -198,33 +244,38 @@ class ReviewDesk:
         self.audit("job-done", f"job {job.id} case {job.case_id} version {job.version}: CTV "
                                f"{report['ctv']['volume_cc']} cc by {model}")
 
-    def rerun(self, case_id: str, model_name: str) -> Job:
+    def rerun(self, case_id: str, model_name: str, who: str = "") -> Job:
         """Queue another prediction of the case with one of the station's models (a new version)."""
         job = self.store.queue_job(case_id, queue=QUEUE, kind="rerun", model=self.models[model_name],
                                    device=self.config.device, formats=PREDICTION_FORMATS)
         self.workers.wake()
-        self.audit("rerun", f"case {case_id} version {job.version} with {model_name}, job {job.id}")
+        self.audit("rerun", f"case {case_id} version {job.version} with {model_name}, job {job.id}; by "
+                            f"{who or 'the page'}")
         return job
 
-    def cancel(self, case_id: str) -> bool:
+    def cancel(self, case_id: str, who: str = "") -> bool:
         cancelled = self.store.request_cancel(case_id)
         if cancelled:
-            self.audit("cancel", f"case {case_id}")
+            self.audit("cancel", f"case {case_id} by {who or 'the page'}")
         return cancelled
 
-    def approve(self, case_id: str, version: int, who: str) -> list[tuple[str, str]]:
+    def approve(self, case_id: str, version: int, signed: str, who: str) -> list[tuple[str, str]]:
         """Approve a version; files a DICOM node held for review go out (that version's, to the node's peers).
+
+        ``signed``: the name the approver gives (required: an approval is someone's); ``who``: the
+        authenticated identity of the request (:func:`.access.identity`), which the audit log records
+        as who approved, the given name beside it.
 
         Raises
         ------
         CTVError
-            No name given: an approval is always someone's.
+            No name given.
         """
-        who = " ".join(who.split())
-        if not who:
+        signed = " ".join(signed.split())
+        if not signed:
             raise CTVError("Give your name to approve a version: every approval records who made it.")
         pairs = self.store.outbox.approve(case_id, version)
-        self.audit("approve", f"case {case_id} version {version} by {who}; released "
+        self.audit("approve", f"case {case_id} version {version} by {who} (signed {signed!r}); released "
                               f"{', '.join(f'{f} to {d}' for f, d in pairs) or 'nothing (no held files)'}")
         return pairs
 

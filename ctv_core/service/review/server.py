@@ -1,11 +1,15 @@
 """Starting the station: one process serving the page (trame-slicer) and the HTTP API on one address.
 
 The trame server owns the event loop; before its web application starts, the access middleware
-(:mod:`.access`) and the API's routes (:mod:`.api`) are added to it, so that every request, the
-page's included, passes the same checks. trame and wslink never read this process's command line
-(``ctv review`` has its own options): their parser is given an empty one, and the address,
-port and the idle timeout (none) are passed explicitly. The prediction workers start with the
-server and stop with it, their running jobs queued again for the next start.
+(:mod:`.access`), the security headers and the API's routes (:mod:`.api`) are added to it, so
+that every request, the page's included, passes the same checks. trame and wslink never read this
+process's command line (``ctv review`` has its own options): their parser is given only the
+websocket's secret, new and random at every start (wslink's default is the same everywhere),
+and the address, port and the idle timeout (none) are passed explicitly. The page learns the
+secret from its address: a request for the page without it is redirected to the same address
+with ``secret=`` added (the page's script takes it out of the address bar at once). The prediction
+workers start with the server and stop with it, their running jobs queued again for the next
+start.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import asyncio
 import dataclasses
 import logging
 import os
+import secrets
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 from ...errors import CTVError
 from .config import StationConfig
@@ -46,11 +52,27 @@ def model_choices(config: StationConfig) -> dict[str, str]:
     return choices
 
 
-def _quiet_trame_command_line(server) -> None:
+def _quiet_trame_command_line(server, secret: str) -> None:
+    """trame's parser reads no command line but the websocket's secret."""
     from trame_server.utils.argument_parser import ArgumentParser
 
     parser = server.cli
-    parser.parse_known_args = lambda args=None, namespace=None: ArgumentParser.parse_known_args(parser, [], namespace)
+    parser.parse_known_args = lambda args=None, namespace=None: ArgumentParser.parse_known_args(
+        parser, ["--authKey", secret], namespace)
+
+
+def secret_middleware(secret: str):
+    """Requests for the page without the websocket's secret are redirected to the same address with it."""
+    from aiohttp import web
+
+    @web.middleware
+    async def add_secret(request, handler):
+        if request.method == "GET" and request.path in ("/", "/index.html") and "secret" not in request.query:
+            query = urlencode([*request.query.items(), ("secret", secret)])
+            raise web.HTTPFound(f"{request.path}?{query}", headers={"Cache-Control": "no-store"})
+        return await handler(request)
+
+    return add_secret
 
 
 def _layout(layout_manager) -> None:
@@ -82,7 +104,7 @@ def serve(config: StationConfig, on_ready: Callable[[StationConfig], None] | Non
     from trame_slicer.core import LayoutManager, SlicerApp
     from trame_slicer.rca_view import register_rca_factories
 
-    from .access import access_middleware
+    from .access import PageUsers, access_middleware, add_security_headers
     from .api import add_api
     from .app import ReviewApp
     from .desk import ReviewDesk
@@ -92,7 +114,8 @@ def serve(config: StationConfig, on_ready: Callable[[StationConfig], None] | Non
     models = model_choices(config)
     desk = ReviewDesk(config, models)
     server = get_server("ctv-review", client_type="vue3")
-    _quiet_trame_command_line(server)
+    secret = secrets.token_urlsafe(24)
+    _quiet_trame_command_line(server, secret)
     server.enable_module(trame_slicer.module)
     server.state.trame__title = "CTV review station"
 
@@ -104,11 +127,14 @@ def serve(config: StationConfig, on_ready: Callable[[StationConfig], None] | Non
     _layout(layout_manager)
     editor_logic = SegmentEditorLogic(server, slicer_app)  # after the views: its effects attach to them
     scene = CaseScene(slicer_app, editor_logic)
-    app = ReviewApp(server, desk, scene)
+    pages = PageUsers()
+    app = ReviewApp(server, desk, scene, pages)
     editor_logic.set_ui(build_page(server, layout_manager))
 
     def bind(web_server) -> None:
-        web_server.app.middlewares.insert(0, access_middleware(config.token, config.host))
+        web_server.app.middlewares.insert(0, access_middleware(config.tokens, config.host, pages))
+        web_server.app.middlewares.insert(1, secret_middleware(secret))
+        web_server.app.on_response_prepare.append(add_security_headers)
         add_api(web_server.app, desk)
 
     def ready(**_) -> None:

@@ -43,7 +43,7 @@ class SavedEdit:
     report: dict
 
 
-def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "") -> SavedEdit:
+def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "", who: str = "the page") -> SavedEdit:
     """Write the open case's segments as a new version (see the module docstring).
 
     Raises
@@ -93,8 +93,8 @@ def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "") -
         raise
     store.record_version(case.case_id, number, "edit", author=author,
                          note=note or f"edit of version {case.version}")
-    desk.audit("edit", f"case {case.case_id} version {number} by {author} from version {case.version}: "
-                       f"{', '.join(export.rois)}; CTV {volume_cc:.1f} cc")
+    desk.audit("edit", f"case {case.case_id} version {number} by {who} (signed {author!r}) from version "
+                       f"{case.version}: {', '.join(export.rois)}; CTV {volume_cc:.1f} cc")
     return SavedEdit(number, report)
 
 
