@@ -75,7 +75,8 @@ def test_a_series_is_judged_incomplete_released_and_grown_without_losing_its_cas
     assert not store.mark_series_incomplete(due, verdict.describe())
     (due,) = store.inbox.due_series(0.0, 600.0)
     assert store.mark_series_incomplete(due, "9 slice(s): cut short")
-    assert store.inbox.due_series(0.0, 600.0) == [] and store.series((INCOMPLETE,))[0]["note"] == "9 slice(s): cut short"
+    assert store.inbox.due_series(0.0, 600.0) == []
+    assert store.series((INCOMPLETE,))[0]["note"] == "9 slice(s): cut short"
     assert store.release_series("1.2.3.4") is None  # not a series of this store
     released = store.release_series(uid)
     assert released["state"] == RELEASED and store.release_series(uid) is None  # released once

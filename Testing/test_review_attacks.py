@@ -285,7 +285,8 @@ def test_one_choice_of_a_kept_upload_at_a_time_and_a_wrong_choice_keeps_it(with_
         ds.SeriesInstanceUID = series_uid
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.save_as(both / "b" / path.name)
-    status, choice, _ = station.call("POST", "/api/cases", zip_folder(both), headers={"Content-Type": "application/zip"})
+    status, choice, _ = station.call("POST", "/api/cases", zip_folder(both),
+                                     headers={"Content-Type": "application/zip"})
     assert status == 409, choice
     status, answer, _ = station.call("POST", choice["choose"], {"series": "1.2.3.4.5"})  # not one of them
     assert status == 422, answer

@@ -153,7 +153,8 @@ class Inbox:
                             removed += 1
         moved = self._quarantine(strange) if strange else 0
         for entry in self.root.iterdir() if self.root.is_dir() and not self.root.is_symlink() else ():
-            if entry.name != RECEIVING_FOLDER and entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()):
+            empty = entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir())
+            if entry.name != RECEIVING_FOLDER and empty:
                 entry.rmdir()  # a series folder left empty
         return {"removed_partial_files": removed, "dropped_index_entries": len(unsound), "quarantined": moved,
                 "not_quarantined": len(strange) - moved}

@@ -32,7 +32,7 @@ from ...dicom.ct_series import CTSeries
 from ...dicom.files import scan_folder
 from ...dicom.series import load_ct_series
 from ...dicom.uids import uid_problem
-from ...errors import CTVError, DicomInputError, SeriesNotFoundError, UploadError
+from ...errors import CTVError, SeriesNotFoundError, UploadError
 from ...inference.predict_job import KNOWN_FILES, REPORT
 from ..audit import AuditLog
 from ..jobs import JobWorkers
