@@ -20,8 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import SimpleITK as sitk
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 #: ImageOrientationPatient of an axial slice for each DICOM PatientPosition.
 #: Head-first supine is the identity; feet-first flips left-right (the scanner's x axis points
@@ -144,6 +148,8 @@ class Grid:
         """Wrap a ``(k, j, i)`` array as a SimpleITK image on this grid."""
         if array.shape != self.shape:
             raise ValueError(f"array shape {array.shape} does not match grid shape {self.shape}")
+        import SimpleITK as sitk  # here, not at import: SimpleITK takes 100 MB that geometry alone does not need
+
         image = sitk.GetImageFromArray(array)
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)

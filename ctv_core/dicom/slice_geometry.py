@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import DuplicateSliceError, MissingSlicesError
 
@@ -171,6 +170,8 @@ def regularize_slices(
     grid
         where voxel (0, 0, 0) lies relative to the first slice's first pixel, and the size.
     """
+    from scipy import ndimage  # here: judging positions (the DICOM node's series) needs no scipy
+
     sx, sy = pixel_spacing
     rows, cols = slices[0].shape
     u, v = layout.in_plane_mm[:, 0], layout.in_plane_mm[:, 1]
