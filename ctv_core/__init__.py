@@ -30,7 +30,7 @@ from .errors import (
     MissingSlicesError, OutputFolderError, PeerError, StoreError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
     PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError, TrainingError,
-    UnsupportedDicomError, UploadError, UploadTooLargeError,
+    UnsupportedDicomError, UploadError, UploadTooCostlyError, UploadTooLargeError,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ __all__ = [
     "InsufficientCoverageError", "MissingSlicesError", "ModelPackageError", "MultipleSeriesError",
     "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError", "PhantomError", "PredictionCancelled",
     "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError", "StoreError", "StructureSetError",
-    "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooLargeError",
+    "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooCostlyError", "UploadTooLargeError",
 ]
 
 
