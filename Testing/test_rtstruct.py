@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ctv_core import load_ct_series
 from ctv_core.errors import FrameOfReferenceMismatchError, GridMismatchError, ROINotFoundError, StructureSetError
 from ctv_core.geometry import Grid
 from ctv_core.phantom import ScanSettings, make_phantom
+from ctv_core.structures.revision import revision_of
 from ctv_core.structures.rtstruct import write_rtstruct
 from ctv_core.structures.rtstruct_reader import read_rtstruct
 
@@ -400,3 +402,21 @@ def _rt_utils_slice_order(builder, ct) -> list[int]:
     uids = [s.SOPInstanceUID for s in builder.series_data]
     ours = list(ct.reference.sop_instance_uids)
     return [ours.index(u) for u in uids]
+
+
+def test_a_replacing_rtstruct_continues_the_series_names_its_predecessor_and_validates(written, tmp_path):
+    ct, masks, path = written
+    revision = revision_of(path, ct)
+    replacing = write_rtstruct(ct, {"CTV": masks["CTV"]}, tmp_path / "rs2.dcm", revision=revision)
+    old, new = pydicom.dcmread(path), pydicom.dcmread(replacing)
+    assert new.SeriesInstanceUID == old.SeriesInstanceUID and new.SeriesNumber == old.SeriesNumber
+    assert (int(old.InstanceNumber), int(new.InstanceNumber)) == (1, 2) and new.SOPInstanceUID != old.SOPInstanceUID
+    (predecessor,) = new.PredecessorStructureSetSequence
+    assert (predecessor.ReferencedSOPClassUID, predecessor.ReferencedSOPInstanceUID) == (old.SOPClassUID,
+                                                                                          old.SOPInstanceUID)
+    result = subprocess.run([require_tool("dciodvfy"), str(replacing)], capture_output=True, text=True)
+    report = result.stdout + result.stderr
+    assert [line for line in report.splitlines() if line.startswith("Error")] == [], report
+    other = dataclasses.replace(ct, reference=dataclasses.replace(ct.reference, series_instance_uid="1.2.3.4"))
+    with pytest.raises(StructureSetError, match="only replaces one of the same CT"):
+        revision_of(path, other)
