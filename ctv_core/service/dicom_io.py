@@ -55,6 +55,10 @@ MAX_PDU_BYTES = 1 << 20
 REJECT_NOT_ALLOWED = (0x01, 0x01, 0x03)
 REJECT_LIMIT = (0x02, 0x03, 0x02)
 MB = 1 << 20
+#: Connections at once, per association allowed at once (bare connections wait for their A-ASSOCIATE-RQ).
+CONNECTIONS_PER_ASSOCIATION = 4
+#: A connection that has not asked for an association within this time is closed, seconds.
+ACSE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,11 @@ class StorageSCP:
         for context in AllStoragePresentationContexts:
             self.ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification)
-        self.ae.maximum_associations = limits.max_associations + 1  # the bound is ours (_on_request), with its audit
+        # The bounds on associations are ours (_on_request, with their audit); pynetdicom's, which also counts
+        # connections that have not asked for an association yet (closed after the ACSE timeout), is only a
+        # ceiling on the threads a flood of bare connections can hold.
+        self.ae.maximum_associations = CONNECTIONS_PER_ASSOCIATION * limits.max_associations
+        self.ae.acse_timeout = ACSE_TIMEOUT_S
         self.ae.network_timeout = limits.network_timeout_s
         self._server = None
         self._thread: threading.Thread | None = None
