@@ -146,10 +146,11 @@ def test_a_stop_at_each_stage_leaves_the_job_done_with_its_version_or_queued_wit
         run.go_on("network")
         pid = run.reached("writing")
         run.go_on("writing")
-        run.reached("finished")  # by the run's child, which holds the run's stdout
+        helper = run.reached("finished")  # the run's child, which holds the run's stdout
         _wait_for(lambda: _exited(pid), "the prediction process exiting")
         assert finished == [] and store.job(job.id).status == RUNNING  # the worker has not seen the end yet
         _stop_while(workers, lambda: run.go_on("finished"))
+        _wait_for(lambda: _exited(helper), "the test's helper exiting")  # it closed the stdout in its exit
     assert [pid for pid in run.pids() if not _exited(pid)] == []  # the stop ended every process that existed
     ended = store.job(job.id)
     case = store.case(case_id)

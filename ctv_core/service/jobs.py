@@ -159,8 +159,9 @@ class JobWorkers:
         finally:
             with self._lock:
                 waiting = self._waiting.pop(n, None)
-            if waiting is not None:
-                waiting.terminate()
+            if waiting is not None:  # it holds no job and has written nothing: killed, and gone when stop returns
+                waiting.kill()
+                waiting.wait()
             self.store.close()
 
     def _prestart(self, n: int) -> None:
