@@ -65,6 +65,7 @@ def predict(sync: Path, own: list[str], arguments: list[str]) -> int:
     _line({"event": "progress", "stage": "network", "fraction": 0.5})
     _pause(sync, "network")
 
+    _line({"event": "progress", "stage": "writing", "fraction": 0.0})
     (out / ".ctv-commit").write_text(json.dumps({"staging": staging.name, "files": ["rtstruct.dcm", "report.json"]}))
     os.replace(staging / "rtstruct.dcm", out / "rtstruct.dcm")
     _pause(sync, "writing")

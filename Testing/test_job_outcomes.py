@@ -139,6 +139,7 @@ def test_a_stop_at_each_stage_leaves_the_job_done_with_its_version_or_queued_wit
         if stage == "writing":
             run.go_on("network")
         run.reached(stage)
+        _wait_for(lambda: store.open_jobs()[case_id]["stage"] == stage, f"the store naming the stage '{stage}'")
         if stage == "writing":
             assert (version / "rtstruct.dcm").is_file() and not (version / "report.json").exists()
         workers.stop()

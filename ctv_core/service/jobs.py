@@ -39,7 +39,8 @@ from .store import CaseStore
 
 logger = logging.getLogger(__name__)
 
-#: How often a job's progress is written to the store, at most (seconds).
+#: How often a job's progress within one stage is written to the store, at most (seconds); a new stage is
+#: written at once (the store always names the stage the process is in).
 PROGRESS_EVERY_S = 0.3
 #: After a prestarted process ended on its own, jobs start their process cold for this long (seconds).
 PRESTART_RETRY_S = 60.0
@@ -248,7 +249,7 @@ class JobWorkers:
         threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
         reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
         reader.start()
-        report, cancelled, written = None, False, 0.0
+        report, cancelled, written, stage = None, False, 0.0, None
         while True:
             try:
                 line = lines.get(timeout=self.poll_s)
@@ -257,8 +258,10 @@ class JobWorkers:
             if line is None:
                 break
             event = _event(line)
-            if event.get("event") == "progress" and time.monotonic() - written >= PROGRESS_EVERY_S:
-                self.store.set_progress(job, str(event.get("stage", "")), float(event.get("fraction", 0.0)))
+            if event.get("event") == "progress" and (event.get("stage") != stage or
+                                                     time.monotonic() - written >= PROGRESS_EVERY_S):
+                stage = event.get("stage")
+                self.store.set_progress(job, str(stage or ""), float(event.get("fraction", 0.0)))
                 written = time.monotonic()
             elif event.get("event") == "done":
                 report = event.get("report")
