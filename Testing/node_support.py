@@ -17,6 +17,11 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, RTStructureSetStorage, Verification
 
 NODE_AE = "CTVNODE"
+#: A node that shows no sign of work (audit log, index) for this long while a test waits on it has stopped
+#: working: the test fails. A busy machine slows the node down; it does not make it this quiet.
+QUIET_S = 90.0
+#: However busy it looks, no wait on a node lasts longer than this.
+CEILING_S = 1800.0
 
 
 class Node:
@@ -55,14 +60,57 @@ class Node:
                               capture_output=True, text=True, check=True)
         return json.loads(done.stdout)
 
-    def wait_audit(self, word: str, timeout_s: float = 60) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in self.audit():
-                if word in line:
-                    return line
+    def wait_audit(self, word: str) -> str:
+        """The first audit line holding ``word``, once there is one (see :meth:`wait_working`)."""
+        return self.wait_working(lambda: next((line for line in self.audit() if word in line), None),
+                                 f"'{word}' in the audit log")
+
+    def _activity(self) -> tuple:
+        """What changes while the node works: its audit log and its index (a job's progress is written there)."""
+        marks = []
+        for path in (self.data / "audit.log", self.data / "index.sqlite", self.data / "index.sqlite-wal"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                marks.append(None)
+            else:
+                marks.append((stat.st_size, stat.st_mtime_ns))
+        return tuple(marks)
+
+    def wait_working(self, condition, what: str):
+        """Poll ``condition()`` until it returns something true, and return that. Fails, naming ``what``, when the
+        node has shown no sign of work for :data:`QUIET_S` (or after :data:`CEILING_S` in all): waits by the
+        node's progress, not by a guess of how long it takes on a quiet machine."""
+        start = quiet_since = time.monotonic()
+        seen = self._activity()
+        while True:
+            value = condition()
+            if value:
+                return value
+            now, activity = time.monotonic(), self._activity()
+            if activity != seen:
+                seen, quiet_since = activity, now
+            if now - quiet_since > QUIET_S or now - start > CEILING_S:
+                raise AssertionError(f"{what}: not after {now - start:.0f} s, the node quiet for "
+                                     f"{now - quiet_since:.0f} s; its audit log ends {self.audit()[-8:]}")
             time.sleep(0.1)
-        raise AssertionError(f"no '{word}' in the audit log: {self.audit()}")
+
+    def settled(self) -> dict:
+        """Wait until the node has nothing left to do (no series receiving, no job queued or running, no file
+        pending in its outbox: whatever it would still send has gone); returns ``ctv node status --json``."""
+        def idle() -> dict | None:
+            status = self.status()
+            summary = status["summary"]
+            busy = summary["series_receiving"] or {"queued", "running"} & set(summary["jobs"]) or \
+                summary["outbox"].get("pending")
+            return None if busy else status
+
+        return self.wait_working(idle, "the node settling")
+
+    def rtstructs(self, pacs: Orthanc, count: int) -> list[dict]:
+        """The PACS's RTSTRUCT series, once it holds ``count`` of them (see :meth:`wait_working`)."""
+        return self.wait_working(lambda: found if len(found := pacs.series_of_modality("RTSTRUCT")) >= count
+                                 else None, f"{count} RTSTRUCT series in the PACS")
 
 
 @pytest.fixture

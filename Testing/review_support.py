@@ -85,14 +85,28 @@ class Station:
         return status, answer
 
     def wait_case(self, case_id: str, statuses=("done", "failed"), timeout_s: float = 300) -> dict:
+        """Wait until the case's status is one of ``statuses``; returns the case."""
+        return self._wait(case_id, lambda case: case["status"] in statuses, f"status in {statuses}", timeout_s)
+
+    def wait_stage(self, case_id: str, stages: tuple[str, ...], timeout_s: float = 300) -> dict:
+        """Wait until the case's prediction process reports one of ``stages`` (its progress, written only by
+        the running process: not the status ``running``, set before any process exists); returns the case."""
+        def at_stage(case: dict) -> bool:
+            assert case["status"] not in ("done", "failed"), f"case {case_id} ended before {stages}: {case}"
+            return case.get("progress", {}).get("stage") in stages
+
+        return self._wait(case_id, at_stage, f"a stage in {stages}", timeout_s, every_s=0.05)
+
+    def _wait(self, case_id: str, condition, what: str, timeout_s: float, every_s: float = 0.5) -> dict:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while True:
             status, case, _ = self.call("GET", f"/api/cases/{case_id}")
             assert status == 200, case
-            if case["status"] in statuses:
+            if condition(case):
                 return case
-            time.sleep(0.5)
-        raise AssertionError(f"case {case_id} still {case['status']} after {timeout_s} s: {case}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"case {case_id}: no {what} after {timeout_s} s: {case}")
+            time.sleep(every_s)
 
 
 def zip_folder(folder: Path, *extra: tuple[str, bytes]) -> bytes:

@@ -4,6 +4,7 @@ small modules that say what they own, and imports that cost only what is used.""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,19 +34,28 @@ FRONT = {"__init__", "__main__"}
 HEAVY = ("torch", "SimpleITK", "pydicom", "highdicom", "h5py", "matplotlib", "monai", "scipy")
 
 
-def _modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py"))
+def _modules(root: Path = PACKAGE) -> list[Path]:
+    return sorted(p for p in root.rglob("*.py"))
 
 
-def _stage(path: Path) -> str:
-    parts = path.relative_to(PACKAGE).parts
+def _stage(path: Path, root: Path = PACKAGE) -> str:
+    parts = path.relative_to(root).parts
     return parts[0] if len(parts) > 1 else path.stem
 
 
-def _imported_stages(path: Path) -> set[tuple[str, int]]:
+def _copy_of_the_package(tmp_path: Path) -> Path:
+    """The package's modules copied under ``tmp_path`` (a test plants a fault there, never in the tree that other
+    tests and processes read)."""
+    copy = tmp_path / "ctv_core"
+    shutil.copytree(PACKAGE, copy, ignore=lambda folder, names: [
+        n for n in names if n == "__pycache__" or not (n.endswith(".py") or (Path(folder) / n).is_dir())])
+    return copy
+
+
+def _imported_stages(path: Path, root: Path = PACKAGE) -> set[tuple[str, int]]:
     """ctv_core stages (or top-level modules) a module imports, with the line, lazy imports included."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = path.relative_to(PACKAGE).parent.parts
+    package = path.relative_to(root).parent.parts
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -68,17 +78,22 @@ def _imported_stages(path: Path) -> set[tuple[str, int]]:
     return found
 
 
-def test_stages_import_only_downward():
+def _upward_imports(root: Path = PACKAGE) -> list[str]:
     wrong = []
-    for path in _modules():
-        stage = _stage(path)
+    for path in _modules(root):
+        stage = _stage(path, root)
         if stage in FRONT:
             continue
         allowed = set() if stage in FOUNDATION else ALLOWED[stage] | {stage}
-        for target, line in _imported_stages(path):
+        for target, line in _imported_stages(path, root):
             if target in FOUNDATION or target in allowed:
                 continue
-            wrong.append(f"{path.relative_to(PACKAGE)}:{line} ({stage}) imports {target}")
+            wrong.append(f"{path.relative_to(root)}:{line} ({stage}) imports {target}")
+    return wrong
+
+
+def test_stages_import_only_downward():
+    wrong = _upward_imports()
     assert not wrong, "\n".join(wrong)
 
 
@@ -88,14 +103,66 @@ def test_inference_imports_neither_training_nor_dataset():
         assert not targets & {"training", "dataset"}, path
 
 
-def test_the_direction_test_can_fail():
-    # A stand-in module that reaches upward is caught by the same walk.
-    fake = PACKAGE / "inference" / "_probe_for_test.py"
-    fake.write_text("from ..training.loop import train\n")
-    try:
-        assert ("training", 1) in _imported_stages(fake)
-    finally:
-        fake.unlink()
+def test_the_direction_test_can_fail(tmp_path):
+    copy = _copy_of_the_package(tmp_path)
+    assert _upward_imports(copy) == []
+    (copy / "inference" / "planted.py").write_text('"""Reaches upward."""\nfrom ..training.loop import train\n')
+    (copy / "dicom" / "planted.py").write_text('"""Reaches upward, lazily."""\n\n\ndef f():\n'
+                                               '    import ctv_core.service.store\n')
+    assert _upward_imports(copy) == ["dicom/planted.py:5 (dicom) imports service",
+                                     "inference/planted.py:2 (inference) imports training"]
+
+
+def _private_names_of_other_modules(root: Path = PACKAGE) -> list[str]:
+    """Uses, in ``service/``, of a private name (``_x``, not ``__x__``) that the using module does not define
+    itself: another module's insides (its connection, its helpers), reached through an attribute or an import
+    from ctv_core (pynetdicom's configuration module is ``pynetdicom._config``: an import from a library is its
+    own documented affair)."""
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    wrong = []
+    for path in _modules(root / "service"):
+        tree = ast.parse(path.read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                    ast.ClassDef))}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+                defined.add(node.id if isinstance(node, ast.Name) else node.attr)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and private(node.attr) and node.attr not in defined:
+                wrong.append(f"{path.relative_to(root)}:{node.lineno} uses .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ctv_core")):
+                wrong += [f"{path.relative_to(root)}:{node.lineno} imports {a.name}" for a in node.names
+                          if private(a.name)]
+    return wrong
+
+
+def test_service_modules_use_only_public_names_of_each_other():
+    wrong = _private_names_of_other_modules()
+    assert not wrong, "\n".join(wrong)
+
+
+def _case_status_writes(root: Path = PACKAGE) -> list[str]:
+    return [f"{path.relative_to(root)}:{n}" for path in _modules(root)
+            for n, line in enumerate(path.read_text().splitlines(), 1) if "UPDATE cases SET status" in line]
+
+
+def test_a_case_status_is_written_in_one_place():
+    (write,) = _case_status_writes()
+    assert write.startswith("service/store_transaction.py:"), write
+
+
+def test_the_store_tests_can_fail(tmp_path):
+    copy = _copy_of_the_package(tmp_path)
+    assert _private_names_of_other_modules(copy) == [] and len(_case_status_writes(copy)) == 1
+    outbox = copy / "service" / "outbox.py"
+    outbox.write_text(outbox.read_text() + '\n\ndef planted(store, case_id):\n'
+                      '    with store._transaction() as db:\n'
+                      '        db.execute("UPDATE cases SET status = \'done\' WHERE id = ?", (case_id,))\n')
+    lines = len(outbox.read_text().splitlines())
+    assert _private_names_of_other_modules(copy) == [f"service/outbox.py:{lines - 1} uses ._transaction"]
+    assert _case_status_writes(copy) == [f"service/outbox.py:{lines}", *_case_status_writes()]
 
 
 def test_only_the_cli_parses_arguments_prints_or_owns_a_progress_bar():

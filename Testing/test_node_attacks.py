@@ -243,8 +243,8 @@ def test_half_a_series_from_an_aborted_association_is_not_delineated_and_the_res
     assert running.status()["cases"] == [] and pacs.series_of_modality("RTSTRUCT") == []
 
     assert peer.send_series(slices[FIRST_PART:]) == [0] * (len(slices) - FIRST_PART)
-    pacs.wait_for("RTSTRUCT", 1, timeout_s=120)
-    time.sleep(2)  # anything duplicated would arrive now
+    running.rtstructs(pacs, 1)
+    running.settled()  # whatever it would still send has gone: a duplicate would be in the PACS now
     (rs,) = _rtstructs(pacs)
     assert _referenced_slices(rs) == set(ct.reference.sop_instance_uids)  # the whole CT
     status = running.status()
@@ -263,14 +263,14 @@ def test_the_rest_of_a_released_series_replaces_its_rtstruct_in_the_same_series(
                                str(running.data)], capture_output=True, text=True)
     assert released.returncode == 0 and "released" in released.stdout, released.stderr
     assert "released as it is by" in running.wait_audit(" series-released ")
-    pacs.wait_for("RTSTRUCT", 1, timeout_s=120)
+    running.rtstructs(pacs, 1)
     (first,) = _rtstructs(pacs)
     assert len(_referenced_slices(first)) == FIRST_PART
 
     peer.send_series(slices[FIRST_PART:])
     running.wait_audit(" series-updated ")
-    wait_for(lambda: len(_rtstructs(pacs)) == 2, 120, "the replacing RTSTRUCT in the PACS")
-    time.sleep(2)
+    running.wait_working(lambda: len(_rtstructs(pacs)) == 2, "the replacing RTSTRUCT in the PACS")
+    running.settled()  # a third would be in the PACS now
     (series,) = pacs.series_of_modality("RTSTRUCT")  # one structure-set series for the CT
     assert len(series["Instances"]) == 2
     latest = max(_rtstructs(pacs), key=lambda rs: int(rs.InstanceNumber))

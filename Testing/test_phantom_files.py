@@ -72,8 +72,8 @@ def test_masks_are_on_the_ct_grid_and_agree_with_the_hu(tmp_path):
     assert np.median(hu[~masks["Body"]]) < -300  # air and couch
     # the left femoral head is on the patient's left (+x in LPS) whatever the patient position
     x, _, _ = ct.grid.axis_coordinates()
-    if masks["Femur_Head_L"].any() and masks["Femur_Head_R"].any():
-        assert x[masks["Femur_Head_L"]].mean() > x[masks["Femur_Head_R"]].mean() + 50
+    assert masks["Femur_Head_L"].any() and masks["Femur_Head_R"].any()  # both in the scan: the check below checks
+    assert x[masks["Femur_Head_L"]].mean() > x[masks["Femur_Head_R"]].mean() + 50
     # the tissue label map the CT was drawn from: on the CT grid, named by its legend, and the masks follow it
     labels, legend = read_tissue_labels(phantom.tissue_labels, ct.grid)
     names = {t.value: t.name for t in legend.labels}

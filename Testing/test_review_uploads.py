@@ -13,7 +13,7 @@ import pytest
 from conftest import axial_grid, write_linear_series
 
 from ctv_core.errors import MultipleSeriesError, NotCTError, UploadError, UploadTooCostlyError, UploadTooLargeError
-from ctv_core.service.jobs import prediction_command
+from ctv_core.service.jobs import prediction_arguments
 from ctv_core.service.review.config import StationConfig
 from ctv_core.service.review.desk import Received, ReviewDesk, SeriesChoice
 from ctv_core.service.review.uploads import MB, CPUBudget, UploadContents, UploadLimits, add_received
@@ -159,7 +159,7 @@ def test_two_series_wait_for_a_choice_and_the_chosen_one_is_predicted(desk, tmp_
     case = desk.store.case(received.case_id)
     assert case["series_uid"] == chosen
     job = desk.store.claim_job("station")
-    command = prediction_command(desk.store, job)
+    command = prediction_arguments(desk.store, job)
     assert f"--series={chosen}" in command  # ctv predict gets the chosen series
     assert "--formats=rtstruct,seg,nifti" in command
     with pytest.raises(MultipleSeriesError):

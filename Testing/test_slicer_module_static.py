@@ -164,6 +164,8 @@ def test_model_description_for_the_user(slicer_lib, tmp_path):
         slicer_lib.describeModel(tmp_path)
     except ModelPackageError as error:
         assert "is not a ctv model package" in str(error)
+    else:
+        raise AssertionError("a manifest of another format was accepted")
 
 
 def test_readme_picture_exists():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import SimpleITK as sitk
 from conftest import axial_grid
 from test_prediction import BONE, qa_package
 
-from ctv_core.errors import ModelPackageError
+from ctv_core.errors import ModelPackageError, PredictionCancelled
 from ctv_core.inference import worker
 from ctv_core.model.package import load_model_package
 
@@ -160,4 +159,13 @@ def test_the_command_channel_reads_go_and_cancel():
     os.write(write_fd, b"cancel\n")
     assert commands.cancel.wait(5)
     os.close(write_fd)
-    threading.Event().wait(0.01)
+
+
+def test_a_closed_command_channel_cancels_a_prediction_not_started():
+    read_fd, write_fd = os.pipe()
+    commands = worker._Commands(os.fdopen(read_fd))
+    assert not commands.go.wait(0.05) and not commands.cancel.is_set()  # nothing said yet: it waits
+    os.close(write_fd)  # the caller is gone
+    assert commands.cancel.wait(5) and commands.go.is_set()
+    with pytest.raises(PredictionCancelled, match="before it started"):
+        commands.wait_for_go()

@@ -26,12 +26,15 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dicom.completeness import SeriesCompleteness, assess_completeness
 from ..dicom.files import read_dicom_header
 from ..dicom.uids import is_uid
 from .records import Job
+
+if TYPE_CHECKING:  # the store makes its inbox: a type only, no import at run time
+    from .store import CaseStore
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ RECEIVING_FOLDER = ".receiving"
 class Inbox:
     """Received instances and series of a :class:`~ctv_core.service.store.CaseStore`."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store: CaseStore) -> None:
         self.store = store
         self.root = store.root / "incoming"
 

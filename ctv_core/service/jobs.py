@@ -5,12 +5,18 @@ command line), in a process of its own so a crash or a kill never takes the serv
 so that it dies with the service (Linux). Each worker starts its next process while it waits for
 a job (:mod:`ctv_core.cli.prestarted`: the interpreter and its imports are ready when the job
 comes, then it runs exactly that command line), so a job does not wait for Python and torch to
-load. The worker reads its progress lines into the store (the
-station's progress bar), stops it when the user cancels (SIGTERM: the job removes its staging and
-writes nothing), and records the outcome: ``on_done(job, report)`` for the service to store the
-version (and, for the node, its outgoing files) in one transaction, or the job failed with the
-one-paragraph message ``ctv predict`` gave. A job stopped because the service shuts down is
-queued again, not failed.
+load. The worker reads its progress lines into the store (the station's progress bar), stops it
+when the user cancels (SIGTERM: the job removes its staging and writes nothing), and records the
+outcome.
+
+The outcome decides, not the moment: a process that exited 0 with its report is done
+(``on_done(job, report)``, for the service to store the version and, for the node, its outgoing
+files in one transaction), even when the service is shutting down; a job the user cancelled, or
+whose process failed on its own, fails with the one-paragraph message ``ctv predict`` gave; a job
+stopped because the service shuts down is queued again, its partial version folder removed, so a
+queued job never leaves files that look like a version. A process is launched and registered
+under the lock that :meth:`JobWorkers.stop` takes to stop, so no process escapes a stop: once
+stop has begun, no job is launched (it is queued again).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .audit import AuditLog
@@ -32,7 +39,8 @@ from .store import CaseStore
 
 logger = logging.getLogger(__name__)
 
-#: How often a job's progress is written to the store, at most (seconds).
+#: How often a job's progress within one stage is written to the store, at most (seconds); a new stage is
+#: written at once (the store always names the stage the process is in).
 PROGRESS_EVERY_S = 0.3
 #: After a prestarted process ended on its own, jobs start their process cold for this long (seconds).
 PRESTART_RETRY_S = 60.0
@@ -40,6 +48,16 @@ PRESTART_RETRY_S = 60.0
 OnDone = Callable[[Job, dict[str, Any]], None]
 Prepare = Callable[[Job], None]
 Arguments = Callable[[Job], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Program:
+    """How a worker runs ``ctv``: the command line of ``ctv`` itself (the job's arguments follow), and of a
+    ``ctv`` started before its arguments are known, which reads them as one JSON line on stdin
+    (:mod:`ctv_core.cli.prestarted`; None: every job starts its process cold)."""
+
+    ctv: tuple[str, ...] = (sys.executable, "-m", "ctv_core")
+    prestarted: tuple[str, ...] | None = (sys.executable, "-m", "ctv_core.cli.prestarted")
 
 
 def _die_with_parent() -> None:
@@ -62,13 +80,8 @@ def prediction_arguments(store: CaseStore, job: Job, extra: Sequence[str] = ()) 
         + list(extra)
 
 
-def prediction_command(store: CaseStore, job: Job, extra: Sequence[str] = ()) -> list[str]:
-    """The ``ctv predict`` command line of ``job``."""
-    return [sys.executable, "-m", "ctv_core", *prediction_arguments(store, job, extra)]
-
-
-def _start(command: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def _start(command: Sequence[str]) -> subprocess.Popen:
+    return subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=_die_with_parent)
 
 
@@ -83,19 +96,25 @@ def failure_message(stderr: str, code: int) -> str:
 
 
 class JobWorkers:
-    """``count`` threads running the store's queued jobs of ``queue`` (see the module docstring)."""
+    """``count`` threads running the store's queued jobs of ``queue`` (see the module docstring).
+
+    ``prepare(job)`` runs in the worker before the job's process is launched; ``arguments(job)``
+    adds to its ``ctv predict`` arguments; ``program`` says how ``ctv`` is started.
+    """
 
     def __init__(self, store: CaseStore, queue_name: str, on_done: OnDone, audit: AuditLog, *, count: int = 1,
-                 prepare: Prepare | None = None, arguments: Arguments | None = None, poll_s: float = 0.5) -> None:
+                 prepare: Prepare | None = None, arguments: Arguments | None = None, poll_s: float = 0.5,
+                 program: Program = Program()) -> None:
         self.store, self.queue_name, self.on_done, self.audit = store, queue_name, on_done, audit
         self.count, self.prepare, self.arguments, self.poll_s = count, prepare, arguments, poll_s
+        self.program = program
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._processes: dict[int, subprocess.Popen] = {}
+        self._processes: dict[int, subprocess.Popen] = {}  # job id -> its process, from launch to end
         self._waiting: dict[int, subprocess.Popen] = {}  # per worker thread, its next prestarted process
         self._prestart_after: dict[int, float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the stop flag's setting, launching and both process tables
 
     def start(self) -> None:
         for n in range(self.count):
@@ -104,17 +123,22 @@ class JobWorkers:
             thread.start()
             self._threads.append(thread)
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has begun: no process is launched any more."""
+        return self._stop.is_set()
+
     def wake(self) -> None:
         """A job was queued: look for it now rather than at the next poll."""
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop the running processes (their jobs are queued again) and the threads."""
-        self._stop.set()
-        self._wake.set()
-        with self._lock:
+        """Stop every process that exists and the threads; each job ends by its outcome (module docstring)."""
+        with self._lock:  # a launch holds this lock: it happened before (and is stopped here) or sees the flag
+            self._stop.set()
             for process in [*self._processes.values(), *self._waiting.values()]:
                 process.terminate()
+        self._wake.set()
         for thread in self._threads:
             thread.join(timeout=60)
 
@@ -136,12 +160,15 @@ class JobWorkers:
         finally:
             with self._lock:
                 waiting = self._waiting.pop(n, None)
-            if waiting is not None:
-                waiting.terminate()
+            if waiting is not None:  # it holds no job and has written nothing: killed, and gone when stop returns
+                waiting.kill()
+                waiting.wait()
             self.store.close()
 
     def _prestart(self, n: int) -> None:
         """Have worker ``n``'s next process importing (``ctv_core.cli.prestarted``) while no job waits."""
+        if self.program.prestarted is None:
+            return
         with self._lock:
             waiting = self._waiting.get(n)
             if self._stop.is_set() or (waiting is not None and waiting.poll() is None) or \
@@ -153,49 +180,64 @@ class JobWorkers:
                 self._waiting.pop(n)
                 self._prestart_after[n] = time.monotonic() + PRESTART_RETRY_S
                 return
-            self._waiting[n] = _start([sys.executable, "-m", "ctv_core.cli.prestarted"])
+            self._waiting[n] = _start(self.program.prestarted)
 
-    def _launch(self, job: Job, n: int) -> subprocess.Popen:
-        """``ctv predict`` for ``job``: in worker ``n``'s prestarted process when it is alive, else a new one."""
-        extra = self.arguments(job) if self.arguments is not None else ()
+    def _launch(self, job: Job, n: int) -> subprocess.Popen | None:
+        """``ctv predict`` for ``job``, in worker ``n``'s prestarted process when it is alive, else a new one,
+        registered as the job's process; None when the workers are stopping (nothing was launched)."""
+        arguments = prediction_arguments(self.store, job, self.arguments(job) if self.arguments is not None else ())
         with self._lock:
+            if self._stop.is_set():
+                return None
             process = self._waiting.pop(n, None)
-        if process is not None and process.poll() is None:
-            try:
-                process.stdin.write(json.dumps(prediction_arguments(self.store, job, extra)) + "\n")
+            if process is not None and process.poll() is None:
+                try:
+                    process.stdin.write(json.dumps(arguments) + "\n")
+                    process.stdin.close()
+                except OSError:  # it died meanwhile
+                    process.kill()
+                    process = None
+            else:
+                process = None
+            if process is None:
+                process = _start([*self.program.ctv, *arguments])
                 process.stdin.close()
-                return process
-            except OSError:  # it died meanwhile
-                process.kill()
-        process = _start(prediction_command(self.store, job, extra))
-        process.stdin.close()
+            self._processes[job.id] = process
         return process
 
     def run(self, job: Job, n: int = 0) -> None:
-        """Run one claimed job to its end (done, failed, cancelled, or queued again on shutdown)."""
+        """Run one claimed job to its end: done, failed, cancelled, or queued again on shutdown."""
         if self.prepare is not None:
             self.prepare(job)
-        self.audit("job-start", f"job {job.id} case {job.case_id} version {job.version} (attempt {job.attempts})")
         process = self._launch(job, n)
-        with self._lock:
-            self._processes[job.id] = process
+        if process is None:
+            self._requeue(job, "the service stopped before its process started")
+            return
+        self.audit("job-start", f"job {job.id} case {job.case_id} version {job.version} (attempt {job.attempts})")
         try:
             report, cancelled, stderr = self._follow(job, process)
         finally:
             with self._lock:
                 self._processes.pop(job.id, None)
-        if self._stop.is_set():
-            self.store.requeue(job)
-        elif cancelled:
+        if cancelled:
             shutil.rmtree(self.store.version_dir(job.case_id, job.version), ignore_errors=True)
             self.store.fail_job(job, "Cancelled by the user; nothing was written.")
             self.audit("job-cancelled", f"job {job.id} case {job.case_id}")
         elif process.returncode == 0 and report is not None:
             self.on_done(job, report)
+        elif self._stop.is_set():
+            self._requeue(job, f"the service stopped it (exit status {process.returncode})")
         else:
             message = failure_message(stderr, process.returncode)
             self.store.fail_job(job, message)
             self.audit("job-failed", f"job {job.id} case {job.case_id}: {message}")
+
+    def _requeue(self, job: Job, why: str) -> None:
+        """Queue a job stopped by the shutdown again, its partial version folder removed first (a queued job
+        never leaves files that look like a version; a kill between the two is resumed by the index)."""
+        shutil.rmtree(self.store.version_dir(job.case_id, job.version), ignore_errors=True)
+        self.store.requeue(job)
+        self.audit("job-requeued", f"job {job.id} case {job.case_id}: {why}")
 
     def _follow(self, job: Job, process: subprocess.Popen) -> tuple[dict | None, bool, str]:
         """Relay progress until the process ends; stop it when the job is cancelled.
@@ -205,8 +247,9 @@ class JobWorkers:
         lines: queue.Queue[str | None] = queue.Queue()
         errors: list[str] = []
         threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
-        threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True).start()
-        report, cancelled, written = None, False, 0.0
+        reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+        reader.start()
+        report, cancelled, written, stage = None, False, 0.0, None
         while True:
             try:
                 line = lines.get(timeout=self.poll_s)
@@ -215,8 +258,10 @@ class JobWorkers:
             if line is None:
                 break
             event = _event(line)
-            if event.get("event") == "progress" and time.monotonic() - written >= PROGRESS_EVERY_S:
-                self.store.set_progress(job, str(event.get("stage", "")), float(event.get("fraction", 0.0)))
+            if event.get("event") == "progress" and (event.get("stage") != stage or
+                                                     time.monotonic() - written >= PROGRESS_EVERY_S):
+                stage = event.get("stage")
+                self.store.set_progress(job, str(stage or ""), float(event.get("fraction", 0.0)))
                 written = time.monotonic()
             elif event.get("event") == "done":
                 report = event.get("report")
@@ -224,9 +269,7 @@ class JobWorkers:
                 cancelled = True
                 process.terminate()
         process.wait()
-        deadline = time.monotonic() + 5
-        while not errors and time.monotonic() < deadline:
-            time.sleep(0.01)
+        reader.join(timeout=5)  # stderr ends with the process, unless a child of it still holds the pipe
         return report, cancelled, errors[0] if errors else ""
 
 
@@ -242,4 +285,3 @@ def _event(line: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return event if isinstance(event, dict) else {}
-

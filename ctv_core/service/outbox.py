@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .records import FAILED, HELD, PENDING, SENT, OutboxItem, now_iso
+
+if TYPE_CHECKING:  # the store makes its outbox: a type only, no import at run time
+    from .store import CaseStore
 
 
 class Outbox:
     """Outgoing files of a :class:`~ctv_core.service.store.CaseStore`."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store: CaseStore) -> None:
         self.store = store
 
     def approve(self, case_id: str, version: int, destinations: Sequence[str] | None = None,
@@ -23,7 +27,7 @@ class Outbox:
         otherwise ``file`` goes to each of ``destinations``. Returns the ``(file, destination)``
         pairs queued to send (none when nothing was held and no destination was given).
         """
-        with self.store._transaction() as db:
+        with self.store.transaction() as db:
             db.execute("UPDATE cases SET approved_version = ? WHERE id = ?", (version, case_id))
             if destinations is None:
                 pairs = [(r["file"], r["destination"]) for r in db.execute(
@@ -39,32 +43,31 @@ class Outbox:
 
     def due(self, limit: int = 20) -> list[OutboxItem]:
         """Outbox items to send now (pending, their back-off elapsed), oldest first."""
-        rows = self.store._connection().execute(
+        rows = self.store.query(
             "SELECT * FROM outbox WHERE status = ? AND next_attempt <= ? ORDER BY id LIMIT ?",
             (PENDING, time.time(), limit))
         return [OutboxItem(**{k: r[k] for k in OutboxItem.__dataclass_fields__}) for r in rows]
 
     def sent(self, item: OutboxItem) -> None:
-        with self.store._transaction() as db:
+        with self.store.transaction() as db:
             db.execute("UPDATE outbox SET status = ?, sent = ?, attempts = attempts + 1, last_error = '' WHERE id = ?",
                        (SENT, now_iso(), item.id))
 
     def send_failed(self, item: OutboxItem, error: str, retry_in_s: float | None) -> None:
         """Record a failed attempt: retry after ``retry_in_s`` seconds, or give up (None)."""
-        with self.store._transaction() as db:
+        with self.store.transaction() as db:
             db.execute("UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, next_attempt = ? "
                        "WHERE id = ?", (PENDING if retry_in_s is not None else FAILED, error,
                                         time.time() + (retry_in_s or 0), item.id))
 
     def items(self, statuses: Sequence[str] = (HELD, PENDING, FAILED)) -> list[OutboxItem]:
         marks = ",".join("?" * len(statuses))
-        rows = self.store._connection().execute(f"SELECT * FROM outbox WHERE status IN ({marks}) ORDER BY id",
-                                          tuple(statuses))
+        rows = self.store.query(f"SELECT * FROM outbox WHERE status IN ({marks}) ORDER BY id", statuses)
         return [OutboxItem(**{k: r[k] for k in OutboxItem.__dataclass_fields__}) for r in rows]
 
     def resend(self, item_ids: Sequence[int] | None = None) -> int:
         """Put failed items (all, or those given) back to pending with a fresh count; returns how many."""
-        with self.store._transaction() as db:
+        with self.store.transaction() as db:
             if item_ids is None:
                 return db.execute("UPDATE outbox SET status = ?, attempts = 0, next_attempt = 0 WHERE status = ?",
                                   (PENDING, FAILED)).rowcount

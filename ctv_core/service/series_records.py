@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .records import COMPLETE, INCOMPLETE, QUEUED, RECEIVING, RELEASED, Job, new_case_id
+from .store_transaction import Transaction
 
 
 class SeriesRecords:
@@ -26,12 +26,12 @@ class SeriesRecords:
 
     def instance_known(self, sop_uid: str) -> bool:
         """True when an instance with this SOPInstanceUID is filed already."""
-        return self._connection().execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone() \
+        return self.query("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone() \
             is not None
 
     def series_folder(self, series_uid: str) -> str:
         """The folder name under incoming/ of a series: its own when known, else a new random one."""
-        row = self._connection().execute("SELECT folder FROM series WHERE uid = ?", (series_uid,)).fetchone()
+        row = self.query("SELECT folder FROM series WHERE uid = ?", (series_uid,)).fetchone()
         return row["folder"] if row is not None and row["folder"] else secrets.token_hex(8)
 
     def record_instance(self, sop_uid: str, series_uid: str, study_uid: str, sop_class: str, path: Path, folder: str,
@@ -43,7 +43,7 @@ class SeriesRecords:
         """
         received = time.time()
         relative = str(self.inside(path).relative_to(Path(os.path.realpath(self.root))))
-        with self._transaction() as db:
+        with self.transaction() as db:
             inserted = db.execute("INSERT OR IGNORE INTO instances VALUES (?, ?, ?, ?, ?)",
                                   (sop_uid, series_uid, sop_class, relative, received)).rowcount
             if inserted:
@@ -58,17 +58,17 @@ class SeriesRecords:
 
     def instance_files(self, series_uid: str) -> list[Path]:
         """The files of a series' instances (in SOPInstanceUID order)."""
-        return [self.root / r["path"] for r in self._connection().execute(
+        return [self.root / r["path"] for r in self.query(
             "SELECT path FROM instances WHERE series_uid = ? ORDER BY sop_uid", (series_uid,))]
 
     def indexed_instances(self) -> dict[str, tuple[str, str]]:
         """Every indexed instance: its file's path relative to the data folder -> (SOPInstanceUID, series UID)."""
         return {r["path"]: (r["sop_uid"], r["series_uid"])
-                for r in self._connection().execute("SELECT path, sop_uid, series_uid FROM instances")}
+                for r in self.query("SELECT path, sop_uid, series_uid FROM instances")}
 
     def forget_instances(self, sop_uids: Sequence[str]) -> None:
         """Drop instances from the index (their files were quarantined), and series left without instances."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             for sop_uid in sop_uids:
                 db.execute("DELETE FROM instances WHERE sop_uid = ?", (sop_uid,))
             db.execute("UPDATE series SET instances = (SELECT COUNT(*) FROM instances WHERE series_uid = series.uid)")
@@ -77,7 +77,7 @@ class SeriesRecords:
     def transfer_ended(self, series_uids: Sequence[str], *, interrupted: bool) -> None:
         """An association that stored instances of these series ended: by release (``interrupted`` False, the
         series' earlier interruptions are made good), or by abort, lost connection or an instance refused."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             for uid in series_uids:
                 db.execute("UPDATE series SET interrupted = ? WHERE uid = ?", (int(interrupted), uid))
 
@@ -85,14 +85,14 @@ class SeriesRecords:
         """Series to judge now: receiving, and quiet for ``quiet_s`` seconds or open for ``max_open_s``
         (a slow trickle cannot keep a series open for ever); and series an operator released."""
         now = time.time()
-        return [dict(r) for r in self._connection().execute(
+        return [dict(r) for r in self.query(
             "SELECT * FROM series WHERE (state = ? AND (last_received <= ? OR opened <= ?)) OR state = ? "
             "ORDER BY first_received", (RECEIVING, now - quiet_s, now - max_open_s, RELEASED))]
 
     def series(self, states: Sequence[str] = (RECEIVING, COMPLETE, INCOMPLETE, RELEASED)) -> list[dict[str, Any]]:
         """Series in the given states, oldest first."""
         marks = ",".join("?" * len(states))
-        return [dict(r) for r in self._connection().execute(
+        return [dict(r) for r in self.query(
             f"SELECT * FROM series WHERE state IN ({marks}) ORDER BY first_received", tuple(states))]
 
     def open_series_case(self, series: dict[str, Any], *, model: str, device: str, formats: Sequence[str],
@@ -101,12 +101,12 @@ class SeriesRecords:
         in one transaction; None when more instances arrived since it was judged (judged again later)."""
         case_id = new_case_id()
         self.ct_dir(case_id).mkdir(parents=True)
-        with self._transaction() as db:
+        with self.transaction() as db:
             if not self._series_unchanged(db, series):
                 return None
-            self._insert_case(db, case_id, "dicom", sender=series["sender"], study_uid=series["study_uid"],
-                              series_uid=series["uid"], description=description)
-            job_id = self._insert_job(db, case_id, 1, "prediction", "node", model, device, formats)
+            db.insert_case(case_id, "dicom", sender=series["sender"], study_uid=series["study_uid"],
+                           series_uid=series["uid"], description=description)
+            job_id = db.insert_job(case_id, 1, "prediction", "node", model, device, formats)
             db.execute("UPDATE series SET state = ?, case_id = ?, note = '' WHERE uid = ?",
                        (COMPLETE, case_id, series["uid"]))
         return case_id, self.job(job_id)
@@ -118,7 +118,7 @@ class SeriesRecords:
         Returns the job queued; None when the case's queued job, not yet started, will see the new
         instances anyway; False when more instances arrived since the series was judged.
         """
-        with self._transaction() as db:
+        with self.transaction() as db:
             if not self._series_unchanged(db, series):
                 return False
             db.execute("UPDATE series SET state = ?, note = '' WHERE uid = ?", (COMPLETE, series["uid"]))
@@ -126,15 +126,16 @@ class SeriesRecords:
                                  (series["case_id"], QUEUED)).fetchone()
             if waiting is not None:
                 return None
-            job_id = self._insert_job(db, series["case_id"], self.next_version(series["case_id"]), "update", "node",
-                                      model, device, formats)
-            db.execute("UPDATE cases SET status = ?, message = '', description = ? WHERE id = ?",
-                       (QUEUED, f"{series['instances']} CT instance(s) from {series['sender']}", series["case_id"]))
+            job_id = db.insert_job(series["case_id"], self.next_version(series["case_id"]), "update", "node", model,
+                                   device, formats)
+            db.set_case_status(series["case_id"], QUEUED)
+            db.execute("UPDATE cases SET description = ? WHERE id = ?",
+                       (f"{series['instances']} CT instance(s) from {series['sender']}", series["case_id"]))
         return self.job(job_id)
 
     def mark_series_incomplete(self, series: dict[str, Any], note: str) -> bool:
         """Record that a series is not whole (``note`` says why); False when more instances arrived since."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             if not self._series_unchanged(db, series):
                 return False
             db.execute("UPDATE series SET state = ?, note = ? WHERE uid = ?", (INCOMPLETE, note, series["uid"]))
@@ -143,13 +144,13 @@ class SeriesRecords:
     def release_series(self, series_uid: str) -> dict[str, Any] | None:
         """An operator's release of an incomplete series: the node delineates it as it is. Returns the series,
         or None when no incomplete series has this UID."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             changed = db.execute("UPDATE series SET state = ? WHERE uid = ? AND state = ?",
                                  (RELEASED, series_uid, INCOMPLETE)).rowcount
             row = db.execute("SELECT * FROM series WHERE uid = ?", (series_uid,)).fetchone()
         return dict(row) if changed and row is not None else None
 
     @staticmethod
-    def _series_unchanged(db: sqlite3.Connection, series: dict[str, Any]) -> bool:
+    def _series_unchanged(db: Transaction, series: dict[str, Any]) -> bool:
         row = db.execute("SELECT instances, state FROM series WHERE uid = ?", (series["uid"],)).fetchone()
         return row is not None and row["instances"] == series["instances"] and row["state"] == series["state"]

@@ -19,7 +19,10 @@ were running are queued again, the same version folder is written again (so noth
 duplicated), unsent files are sent.
 
 Every method opens its own short transaction on a connection of the calling thread, so the store
-may be used from the DICOM association threads, the job workers and the web server at once.
+may be used from the DICOM association threads, the job workers and the web server at once. The
+store's parts in other modules (the inbox, the outbox, the series records) use its public
+:meth:`CaseStore.transaction` and :meth:`CaseStore.query`, never its connection; a new case, a new
+job and a case's status are written in one place each (:class:`.store_transaction.Transaction`).
 
 Every path the store hands out for writing is resolved and checked to lie inside the data folder
 (:meth:`CaseStore.inside`); case ids are only ever the store's own (:data:`records.CASE_ID`).
@@ -44,6 +47,7 @@ from .records import (CASE_ID, DONE, FAILED, HELD, MAX_JOB_ATTEMPTS, PENDING, QU
                       SUPERSEDED, Job, new_case_id, now_iso)
 from .series_records import SeriesRecords
 from .store_schema import SCHEMA, SCHEMA_VERSION, UPGRADE_1_TO_2
+from .store_transaction import Transaction
 
 class CaseStore(SeriesRecords):
     """The case store in ``data_dir`` (created when missing); see the module docstring."""
@@ -60,7 +64,7 @@ class CaseStore(SeriesRecords):
         self.inbox = Inbox(self)
         self.outbox = Outbox(self)
         try:
-            with self._transaction() as db:
+            with self.transaction() as db:
                 row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() \
                     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() else None
                 if row is not None and row[0] == "1":
@@ -68,7 +72,7 @@ class CaseStore(SeriesRecords):
                         db.execute(statement)
                     row = ("2",)
             self._connection().executescript(SCHEMA)  # idempotent; executescript commits on its own
-            with self._transaction() as db:
+            with self.transaction() as db:
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
@@ -94,15 +98,21 @@ class CaseStore(SeriesRecords):
         return db
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction on this thread's connection (``BEGIN IMMEDIATE``: one writer at a time, waiting
+        for the other), committed when the block ends, rolled back when it raises."""
         db = self._connection()
         db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
+            yield Transaction(db)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run one reading statement on this thread's connection (WAL: it never waits for the writer)."""
+        return self._connection().execute(sql, tuple(parameters))
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -147,9 +157,9 @@ class CaseStore(SeriesRecords):
         """Record a new case (status ``queued`` until its job starts) and make its folder; returns its id."""
         case_id = new_case_id()
         self.ct_dir(case_id).mkdir(parents=True)
-        with self._transaction() as db:
-            self._insert_case(db, case_id, source, sender=sender, study_uid=study_uid, series_uid=series_uid,
-                              description=description)
+        with self.transaction() as db:
+            db.insert_case(case_id, source, sender=sender, study_uid=study_uid, series_uid=series_uid,
+                           description=description)
         return case_id
 
     def open_case(self, source: str, ct_files: Path, *, queue: str, model: str = "", device: str = "auto",
@@ -166,26 +176,11 @@ class CaseStore(SeriesRecords):
             self.case_dir(case_id).rmdir()  # no case folder without its files
             raise
         _sync_folder(self.case_dir(case_id))  # the rename reaches the disk before the case is recorded
-        with self._transaction() as db:
-            self._insert_case(db, case_id, source, sender=sender, study_uid=study_uid, series_uid=series_uid,
-                              description=description)
-            job_id = self._insert_job(db, case_id, 1, "prediction", queue, model, device, formats)
+        with self.transaction() as db:
+            db.insert_case(case_id, source, sender=sender, study_uid=study_uid, series_uid=series_uid,
+                           description=description)
+            job_id = db.insert_job(case_id, 1, "prediction", queue, model, device, formats)
         return case_id, self.job(job_id)
-
-    @staticmethod
-    def _insert_case(db: sqlite3.Connection, case_id: str, source: str, *, sender: str, study_uid: str,
-                     series_uid: str, description: str) -> None:
-        db.execute("INSERT INTO cases (id, created, source, sender, study_uid, series_uid, description, status) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (case_id, now_iso(), source, sender, study_uid, series_uid, description, QUEUED))
-
-    @staticmethod
-    def _insert_job(db: sqlite3.Connection, case_id: str, version: int, kind: str, queue: str, model: str,
-                    device: str, formats: Sequence[str]) -> int:
-        return db.execute(
-            "INSERT INTO jobs (case_id, version, kind, queue, model, device, formats, status, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (case_id, version, kind, queue, model, device, ",".join(formats), QUEUED, now_iso())).lastrowid
 
     def case(self, case_id: str) -> dict[str, Any] | None:
         """A case with its versions and jobs, as plain values (None when unknown)."""
@@ -202,11 +197,7 @@ class CaseStore(SeriesRecords):
 
     def cases(self) -> list[dict[str, Any]]:
         """Every case, newest first (without versions)."""
-        return [dict(r) for r in self._connection().execute("SELECT * FROM cases ORDER BY created DESC, id DESC")]
-
-    def set_case_status(self, case_id: str, status: str, message: str = "") -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?", (status, message, case_id))
+        return [dict(r) for r in self.query("SELECT * FROM cases ORDER BY created DESC, id DESC")]
 
     # --- versions and jobs --------------------------------------------------------------------
 
@@ -220,13 +211,13 @@ class CaseStore(SeriesRecords):
     def queue_job(self, case_id: str, *, queue: str = "station", kind: str = "prediction", model: str = "",
                   device: str = "auto", formats: Sequence[str] = ("rtstruct",)) -> Job:
         """Record a job (before it starts) for the workers of ``queue``, reserving its version number."""
-        with self._transaction() as db:
-            job_id = self._insert_job(db, case_id, self.next_version(case_id), kind, queue, model, device, formats)
-            db.execute("UPDATE cases SET status = ?, message = '' WHERE id = ?", (QUEUED, case_id))
+        with self.transaction() as db:
+            job_id = db.insert_job(case_id, self.next_version(case_id), kind, queue, model, device, formats)
+            db.set_case_status(case_id, QUEUED)
         return self.job(job_id)
 
     def job(self, job_id: int) -> Job:
-        row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.query("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job(**{k: row[k] for k in Job.__dataclass_fields__})
 
     def claim_job(self, queue: str = "station") -> Job | None:
@@ -235,14 +226,14 @@ class CaseStore(SeriesRecords):
         The node and the review station may share one store; each runs only its own queue's jobs
         (a node's job ends by queuing its results for sending, which only the node does).
         """
-        with self._transaction() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT id, case_id FROM jobs WHERE status = ? AND queue = ? ORDER BY id LIMIT 1",
                              (QUEUED, queue)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE jobs SET status = ?, started = ?, attempts = attempts + 1 WHERE id = ?",
                        (RUNNING, now_iso(), row["id"]))
-            db.execute("UPDATE cases SET status = ?, message = '' WHERE id = ?", (RUNNING, row["case_id"]))
+            db.set_case_status(row["case_id"], RUNNING)
         return self.job(row["id"])
 
     def finish_job(self, job: Job, *, model: str, outbox: Sequence[tuple[str, str]] = (), hold: bool = False,
@@ -256,7 +247,7 @@ class CaseStore(SeriesRecords):
         Returns how many outbox rows were superseded.
         """
         superseded = 0
-        with self._transaction() as db:
+        with self.transaction() as db:
             if supersede_earlier:
                 superseded = db.execute(
                     "UPDATE outbox SET status = ?, last_error = ? WHERE case_id = ? AND version < ? AND status IN "
@@ -265,7 +256,7 @@ class CaseStore(SeriesRecords):
             db.execute("INSERT OR REPLACE INTO versions (case_id, number, kind, created, author, model) "
                        "VALUES (?, ?, ?, ?, ?, ?)", (job.case_id, job.version, job.kind, now_iso(), author, model))
             db.execute("UPDATE jobs SET status = ?, finished = ?, message = '' WHERE id = ?", (DONE, now_iso(), job.id))
-            db.execute("UPDATE cases SET status = ?, message = '' WHERE id = ?", (DONE, job.case_id))
+            db.set_case_status(job.case_id, DONE)
             for file, destination in outbox:
                 db.execute("INSERT OR IGNORE INTO outbox (case_id, version, file, destination, status, created) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
@@ -274,12 +265,12 @@ class CaseStore(SeriesRecords):
 
     def set_progress(self, job: Job, stage: str, fraction: float) -> None:
         """Where a running job stands (for the station's progress bar)."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("UPDATE jobs SET stage = ?, progress = ? WHERE id = ?", (stage, float(fraction), job.id))
 
     def request_cancel(self, case_id: str) -> bool:
         """Cancel the case's queued or running job (a running one is stopped by its worker); False when none."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT id, status FROM jobs WHERE case_id = ? AND status IN (?, ?) ORDER BY id DESC "
                              "LIMIT 1", (case_id, QUEUED, RUNNING)).fetchone()
             if row is None:
@@ -288,37 +279,37 @@ class CaseStore(SeriesRecords):
                 message = "Cancelled by the user before it started."
                 db.execute("UPDATE jobs SET status = ?, message = ?, finished = ? WHERE id = ?",
                            (FAILED, message, now_iso(), row["id"]))
-                db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?", (FAILED, message, case_id))
+                db.set_case_status(case_id, FAILED, message)
             else:
                 db.execute("UPDATE jobs SET cancel = 1 WHERE id = ?", (row["id"],))
         return True
 
     def open_jobs(self) -> dict[str, dict[str, Any]]:
         """Each case's latest queued or running job: case id -> its status, stage and progress."""
-        rows = self._connection().execute("SELECT case_id, status, stage, progress FROM jobs WHERE status IN (?, ?) "
+        rows = self.query("SELECT case_id, status, stage, progress FROM jobs WHERE status IN (?, ?) "
                                           "ORDER BY id", (QUEUED, RUNNING))
         return {r["case_id"]: dict(r) for r in rows}
 
     def cancel_requested(self, job: Job) -> bool:
-        row = self._connection().execute("SELECT cancel FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        row = self.query("SELECT cancel FROM jobs WHERE id = ?", (job.id,)).fetchone()
         return bool(row and row["cancel"])
 
     def fail_job(self, job: Job, message: str) -> None:
         """Mark ``job`` (and its case) failed with the message users see."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("UPDATE jobs SET status = ?, finished = ?, message = ? WHERE id = ?",
                        (FAILED, now_iso(), message, job.id))
-            db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?", (FAILED, message, job.case_id))
+            db.set_case_status(job.case_id, FAILED, message)
 
     def requeue(self, job: Job) -> None:
         """Put a job stopped on purpose (the service shut down) back in the queue, the attempt not counted."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("UPDATE jobs SET status = ?, attempts = MAX(attempts - 1, 0) WHERE id = ?", (QUEUED, job.id))
-            db.execute("UPDATE cases SET status = ? WHERE id = ?", (QUEUED, job.case_id))
+            db.set_case_status(job.case_id, QUEUED)
 
     def reserve_version(self, case_id: str) -> int:
         """A version number for a folder about to be written (record it with :meth:`record_version`)."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             number = self.next_version(case_id)
             db.execute("INSERT INTO versions (case_id, number, kind, created) VALUES (?, ?, 'reserved', ?)",
                        (case_id, number, now_iso()))
@@ -326,13 +317,13 @@ class CaseStore(SeriesRecords):
 
     def record_version(self, case_id: str, number: int, kind: str, *, author: str = "", model: str = "",
                        note: str = "") -> None:
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("UPDATE versions SET kind = ?, author = ?, model = ?, note = ?, created = ? "
                        "WHERE case_id = ? AND number = ?", (kind, author, model, note, now_iso(), case_id, number))
 
     def release_version(self, case_id: str, number: int) -> None:
         """Give back a reserved number whose folder was not written (the numbers after it stay as they are)."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM versions WHERE case_id = ? AND number = ? AND kind = 'reserved'",
                        (case_id, number))
 
@@ -347,18 +338,17 @@ class CaseStore(SeriesRecords):
         Returns counts of what was done, for the log.
         """
         requeued = failed = 0
-        with self._transaction() as db:
+        with self.transaction() as db:
             for row in db.execute("SELECT id, case_id, attempts FROM jobs WHERE status = ?", (RUNNING,)).fetchall():
                 if row["attempts"] >= MAX_JOB_ATTEMPTS:
                     message = (f"The service stopped {row['attempts']} times while this job ran; it is not tried "
                                "again. Check the CT and the log, then queue it again.")
                     db.execute("UPDATE jobs SET status = ?, message = ? WHERE id = ?", (FAILED, message, row["id"]))
-                    db.execute("UPDATE cases SET status = ?, message = ? WHERE id = ?",
-                               (FAILED, message, row["case_id"]))
+                    db.set_case_status(row["case_id"], FAILED, message)
                     failed += 1
                 else:
                     db.execute("UPDATE jobs SET status = ? WHERE id = ?", (QUEUED, row["id"]))
-                    db.execute("UPDATE cases SET status = ? WHERE id = ?", (QUEUED, row["case_id"]))
+                    db.set_case_status(row["case_id"], QUEUED)
                     requeued += 1
         return {"requeued": requeued, "failed": failed, **self.inbox.recover()}
 
