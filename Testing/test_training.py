@@ -27,7 +27,7 @@ import SimpleITK as sitk
 import torch
 
 import ctv_core
-from ctv_core.training.export import export_package
+from ctv_core.training.export import default_name, export_package
 from ctv_core.model.package import load_model_package
 from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.inference.predictor import CTVPredictor
@@ -309,11 +309,16 @@ def test_resume_refuses_other_settings_or_split(dataset, straight_run, tmp_path)
         train(dataset, run_dir, tiny_config(steps=2).with_fold(fold=1), device="cpu")
 
 
-def test_export_gives_a_package_that_predicts(straight_run, phantoms, tmp_path):
+def test_export_gives_a_package_that_predicts(straight_run, dataset, phantoms, tmp_path):
     package = export_package(straight_run.run_dir, tmp_path / "pkg", version="0.0.1")
     loaded = load_model_package(tmp_path / "pkg")
     assert loaded.sha256 == package.sha256 and loaded.version == "0.0.1"
     manifest = loaded.manifest
+    assert str(dataset.resolve()) in (straight_run.run_dir / "splits.json").read_text()  # the run knows its data
+    assert str(dataset.parent.resolve()) not in json.dumps(manifest)  # the package ships no path of this machine
+    assert manifest["name"] == "ctv-unet3d-straight-fold0"
+    assert f"the weights of step {straight_run.best_step} (best validation Dice) of a 4-step run" in \
+        manifest["description"]
     assert manifest["training"]["folds"] == 3 and manifest["training"]["fold"] == 0
     assert manifest["training"]["steps"] == straight_run.best_step
     assert manifest["training"]["data"]["cases"] == 4
@@ -324,7 +329,8 @@ def test_export_gives_a_package_that_predicts(straight_run, phantoms, tmp_path):
     assert mask.GetSize() == ct.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
     assert np.allclose(mask.GetOrigin(), ct.GetOrigin()) and np.allclose(mask.GetDirection(), ct.GetDirection())
     last = export_package(straight_run.run_dir, tmp_path / "pkg_last", checkpoint="last")
-    assert last.manifest["training"]["steps"] == 4
+    assert last.manifest["training"]["steps"] == 4 and last.manifest["training"]["run_steps"] == 4
+    assert default_name(Path("runs/fold0"), 0) == "ctv-unet3d-fold0"  # not ...-fold0-fold0
     with pytest.raises(TrainingError, match="not a training run folder"):
         export_package(tmp_path, tmp_path / "pkg2")
 
@@ -398,6 +404,18 @@ def test_checkpoints_by_time_as_well_as_by_steps(dataset, tmp_path, caplog):
 
     assert saved_steps("by_steps", 0) == ["3"]  # the end only
     assert saved_steps("by_time", 1e-6) == ["1", "2", "3"]  # every step: the minutes have always passed
+
+
+def test_a_deidentified_dataset_leaves_no_path_in_the_split(phantoms, tmp_path):
+    from ctv_core.training.run_folder import RunFolder
+
+    path = tmp_path / "deid.h5"
+    with DatasetWriter(path, target_aliases=("CTV",), deidentified=True) as writer:
+        for case_id, (seed, patient) in CASES.items():
+            writer.add_case(case_id, phantoms[seed][0], {"target": ("CTV", phantoms[seed][1])}, patient_key=patient)
+    split = RunFolder(tmp_path / "run").resolve_split(path, tiny_config())
+    assert split["data"]["file"] == "deid.h5" and "path" not in split["data"]
+    assert str(tmp_path) not in json.dumps(split)
 
 
 # --------------------------------------------------------------------------- two processes

@@ -51,7 +51,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("pkg", type=Path, help="new (or empty) package folder")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="best validation Dice (default) or the last step")
-    p.add_argument("--name", default=None, help="model name (default: ctv-unet3d-<run folder>-fold<K>)")
+    p.add_argument("--name", default=None, help="model name (default: ctv-unet3d-<run folder>-fold<K>; fold<K> once when the folder's name "
+                        "ends with it)")
     p.add_argument("--version", default=None, help="model version (default: 1.0.0)")
     p.add_argument("--description", default=None, help="one paragraph about the model")
     p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
