@@ -260,6 +260,7 @@ def test_info_numbers_match_the_masks(archive, built, capsys):
     assert info["size_min"] == [256, 256, 10] and info["size_max"] == [256, 256, 10]
     text = format_dataset_info(info)
     assert f"{len(good)} case(s) from {len(good)} patient(s)" in text
+    assert "CTV" in info["target_aliases"] and f"target ROI: aliases {', '.join(info['target_aliases'])}" in text
     assert f"mean {np.mean(volumes['target']):.1f}" in text
     json.dumps(info)  # serialisable as is
 

@@ -380,3 +380,39 @@ def test_ctv_evaluate_rtstruct_on_a_ct(tmp_path):
     assert float(row["dice"]) == pytest.approx(26 / 28, abs=1e-12)
     with pytest.raises(EvaluationError, match="--ct"):
         evaluate_folder(tmp_path / "pred.dcm", tmp_path / "truth.dcm", out)
+
+
+def test_ctv_evaluate_takes_the_files_ctv_predict_and_ctv_phantom_write(tmp_path):
+    """Case folders as ``ctv predict --formats rtstruct,nifti`` and ``ctv phantom`` leave them.
+
+    The prediction folder holds rtstruct.dcm and ctv.nii.gz (different masks, so the Dice tells
+    which was read), the reference folder truth.dcm and tissue_labels.nii.gz (a label map).
+    """
+    grid = axial_grid()
+    write_linear_series(tmp_path / "cts" / "p1" / "ct", grid)
+    ct = load_ct_series(tmp_path / "cts" / "p1" / "ct")
+    ref = box(grid.shape, (3, 10, 10), (9, 30, 38))
+    shifted = np.roll(ref, 2, axis=2)
+    (tmp_path / "pred" / "p1").mkdir(parents=True)
+    (tmp_path / "ref" / "p1").mkdir(parents=True)
+    write_rtstruct(ct, {"CTV": grid.image(ref)}, tmp_path / "pred" / "p1" / "rtstruct.dcm")
+    sitk.WriteImage(grid.image(shifted), str(tmp_path / "pred" / "p1" / "ctv.nii.gz"))
+    write_rtstruct(ct, {"CTV": grid.image(ref), "Bladder": grid.image(box(grid.shape, (3, 2, 2), (6, 6, 6)))},
+                   tmp_path / "ref" / "p1" / "truth.dcm")
+    sitk.WriteImage(grid.image((ref * 3).astype(np.uint8)), str(tmp_path / "ref" / "p1" / "tissue_labels.nii.gz"))
+    argv = ["evaluate", "-q", str(tmp_path / "pred"), str(tmp_path / "ref"), str(tmp_path / "out"),
+            "--ct", str(tmp_path / "cts"), "--roi", "CTV"]
+    assert run_cli(argv) == 0
+    assert float(read_csv(tmp_path / "out" / "per_case.csv")[0]["dice"]) == 1.0  # the RTSTRUCT against truth.dcm
+    assert run_cli([*argv, "--pred-file", "ctv.nii.gz"]) == 0  # the flag overrides the rule
+    assert float(read_csv(tmp_path / "out" / "per_case.csv")[0]["dice"]) == pytest.approx(26 / 28, abs=1e-12)
+    # Without a CT the mask image is the prediction; the reference is then an RTSTRUCT, which needs one.
+    with pytest.raises(EvaluationError, match="truth.dcm.*--ct"):
+        evaluate_folder(tmp_path / "pred", tmp_path / "ref", tmp_path / "out2", roi="CTV")
+    # Two files ctv does not write: no guess, the flag is named.
+    sitk.WriteImage(grid.image(ref), str(tmp_path / "pred" / "p1" / "mine.nii.gz"))
+    (tmp_path / "pred" / "p1" / "rtstruct.dcm").unlink()
+    (tmp_path / "pred" / "p1" / "ctv.nii.gz").unlink()
+    sitk.WriteImage(grid.image(ref), str(tmp_path / "pred" / "p1" / "other.nii.gz"))
+    with pytest.raises(EvaluationError, match="mine.nii.gz, other.nii.gz.*--pred-file"):
+        run_cli(argv)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ import SimpleITK as sitk
 import torch
 
 import ctv_core
-from ctv_core.training.export import export_package
+from ctv_core.training.export import default_name, export_package
 from ctv_core.model.package import load_model_package
 from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.inference.predictor import CTVPredictor
@@ -305,11 +309,16 @@ def test_resume_refuses_other_settings_or_split(dataset, straight_run, tmp_path)
         train(dataset, run_dir, tiny_config(steps=2).with_fold(fold=1), device="cpu")
 
 
-def test_export_gives_a_package_that_predicts(straight_run, phantoms, tmp_path):
+def test_export_gives_a_package_that_predicts(straight_run, dataset, phantoms, tmp_path):
     package = export_package(straight_run.run_dir, tmp_path / "pkg", version="0.0.1")
     loaded = load_model_package(tmp_path / "pkg")
     assert loaded.sha256 == package.sha256 and loaded.version == "0.0.1"
     manifest = loaded.manifest
+    assert str(dataset.resolve()) in (straight_run.run_dir / "splits.json").read_text()  # the run knows its data
+    assert str(dataset.parent.resolve()) not in json.dumps(manifest)  # the package ships no path of this machine
+    assert manifest["name"] == "ctv-unet3d-straight-fold0"
+    assert f"the weights of step {straight_run.best_step} (best validation Dice) of a 4-step run" in \
+        manifest["description"]
     assert manifest["training"]["folds"] == 3 and manifest["training"]["fold"] == 0
     assert manifest["training"]["steps"] == straight_run.best_step
     assert manifest["training"]["data"]["cases"] == 4
@@ -320,9 +329,93 @@ def test_export_gives_a_package_that_predicts(straight_run, phantoms, tmp_path):
     assert mask.GetSize() == ct.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
     assert np.allclose(mask.GetOrigin(), ct.GetOrigin()) and np.allclose(mask.GetDirection(), ct.GetDirection())
     last = export_package(straight_run.run_dir, tmp_path / "pkg_last", checkpoint="last")
-    assert last.manifest["training"]["steps"] == 4
+    assert last.manifest["training"]["steps"] == 4 and last.manifest["training"]["run_steps"] == 4
+    assert default_name(Path("runs/fold0"), 0) == "ctv-unet3d-fold0"  # not ...-fold0-fold0
     with pytest.raises(TrainingError, match="not a training run folder"):
         export_package(tmp_path, tmp_path / "pkg2")
+
+
+# --------------------------------------------------------------------------- stopping and resuming
+
+
+def _config_file(path: Path, config: TrainingConfig) -> Path:
+    path.write_text(json.dumps(config.to_dict()))
+    return path
+
+
+def test_ctrl_c_saves_the_step_under_way_and_prints_the_command_that_resumes_there(dataset, tmp_path):
+    """SIGINT to a real ``ctv train`` mid-run: it saves the step it was on (no checkpoint was due), exits
+    130 naming the step and the resume command, and that command continues from exactly that step to
+    the weights of a straight run."""
+    from conftest import ctv_command
+
+    endless = tiny_config(steps=100000, schedule__checkpoint_every=100000, schedule__checkpoint_minutes=0,
+                          schedule__validate_every=100000)
+    config = _config_file(tmp_path / "cfg.json", endless)
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([ctv_command(), "train", str(dataset), str(run_dir), "--config", str(config),
+                                "--device", "cpu", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        log = run_dir / "samples.csv"
+        for _ in range(1200):  # up to 120 s
+            rows = log.read_text().splitlines() if log.is_file() else []
+            if len(rows) > 1 and int(rows[-1].split(",")[0]) >= 8:  # past the timed warm-up
+                break
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert "training case(s)" in err and "network of" in err and "schedule.checkpoint_minutes=0" in err
+    assert "s per step: about" in err
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    step = int(load_checkpoint(checkpoint)["step"])
+    assert step >= 8
+    assert f"interrupted at step {step}; step {step} is saved in {checkpoint}" in err
+    losses = [int(r.split(",")[0]) for r in (run_dir / "log.csv").read_text().splitlines()[1:] if ",loss," in r]
+    assert losses[-1] == step  # nothing trained after the saved step
+    command = err.split("Resume with:\n")[1].strip()
+    assert command == f"ctv train {dataset} {run_dir} --config {config} --device cpu"
+
+    _config_file(config, tiny_config(steps=step + 2, schedule__checkpoint_every=100000,
+                                     schedule__checkpoint_minutes=0, schedule__validate_every=100000))
+    resumed = subprocess.run([ctv_command(), *shlex.split(command)[1:], "-q"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {step} of {step + 2}" in resumed.stderr
+    assert f"Trained {step + 2} steps" in resumed.stdout
+    straight = train(dataset, tmp_path / "straight", tiny_config(steps=step + 2, schedule__validate_every=100000),
+                     device="cpu")
+    a, b = weights_of(straight.last_checkpoint), weights_of(checkpoint)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_checkpoints_by_time_as_well_as_by_steps(dataset, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ctv_core.training.loop")
+
+    def saved_steps(run: str, minutes: float) -> list[str]:
+        caplog.clear()
+        train(dataset, tmp_path / run, tiny_config(steps=3, schedule__checkpoint_every=100,
+                                                   schedule__checkpoint_minutes=minutes,
+                                                   schedule__validate_every=100), device="cpu")
+        return [r.getMessage().split()[1] for r in caplog.records if r.getMessage().endswith("last.pt")]
+
+    assert saved_steps("by_steps", 0) == ["3"]  # the end only
+    assert saved_steps("by_time", 1e-6) == ["1", "2", "3"]  # every step: the minutes have always passed
+
+
+def test_a_deidentified_dataset_leaves_no_path_in_the_split(phantoms, tmp_path):
+    from ctv_core.training.run_folder import RunFolder
+
+    path = tmp_path / "deid.h5"
+    with DatasetWriter(path, target_aliases=("CTV",), deidentified=True) as writer:
+        for case_id, (seed, patient) in CASES.items():
+            writer.add_case(case_id, phantoms[seed][0], {"target": ("CTV", phantoms[seed][1])}, patient_key=patient)
+    split = RunFolder(tmp_path / "run").resolve_split(path, tiny_config())
+    assert split["data"]["file"] == "deid.h5" and "path" not in split["data"]
+    assert str(tmp_path) not in json.dumps(split)
 
 
 # --------------------------------------------------------------------------- two processes

@@ -78,7 +78,7 @@ def format_dataset_info(info: dict[str, Any]) -> str:
     if info["target_pattern"]:
         target.append(f"pattern '{info['target_pattern']}'")
     if info["target_aliases"]:
-        target.append(f"{len(info['target_aliases'])} aliases")
+        target.append(f"aliases {', '.join(info['target_aliases'])}")
     lines = [
         f"CTV dataset {info['path']} (format {info['format_version']}, created {info['created']}, "
         f"ctv_core {info['ctv_core_version']}, de-identified: {'yes' if info['deidentified'] else 'no'})",

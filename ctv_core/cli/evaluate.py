@@ -17,8 +17,10 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         description=(
             "Compare predicted with reference structures: two structure files (one case), or two folders of "
             "cases matched by name (a case is <case>.nii.gz / <case>.dcm / ... or a subfolder <case>/ holding one "
-            "structure file). Writes OUT_DIR/per_case.csv, summary.csv and metrics.png. Metric definitions: "
-            "ctv_core/metrics.py."
+            "structure file). A case folder holding several structure files (as ctv predict and ctv phantom write) "
+            "gives the first of rtstruct.dcm, truth.dcm, seg.dcm, ctv.nii.gz it holds (ctv.nii.gz first without "
+            "--ct); --pred-file / --ref-file override. Writes OUT_DIR/per_case.csv, summary.csv and metrics.png. "
+            "Metric definitions: ctv_core/evaluation/metrics.py."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -31,9 +33,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--roi", default=None, metavar="NAME", help="ROI name or pattern in the reference (and prediction)")
     p.add_argument("--pred-roi", default=None, metavar="NAME", help="ROI name or pattern in the prediction, if other")
     p.add_argument("--pred-file", default=None, metavar="PATH",
-                   help="structure file inside each prediction case folder, e.g. rtstruct.dcm")
+                   help="structure file inside each prediction case folder, e.g. ctv.nii.gz (overrides the rule above)")
     p.add_argument("--ref-file", default=None, metavar="PATH",
-                   help="structure file inside each reference case folder, e.g. truth.dcm")
+                   help="structure file inside each reference case folder, e.g. masks/CTV.nii.gz (overrides the rule above)")
     p.add_argument("--tolerance", type=float, default=3.0, metavar="MM", help="surface Dice tolerance in mm")
     p.set_defaults(func=run_evaluate)
 

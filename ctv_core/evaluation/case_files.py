@@ -1,7 +1,9 @@
 """Which structure files make a case: two files, or two folders of cases matched by name, read as masks.
 
 A case is a structure file (``<case>.nii.gz``, ``<case>.dcm``, ...) or a subfolder ``<case>/``
-holding one structure file (or the one named by ``pred_file`` / ``ref_file``). Mask images are
+holding one structure file (or the one named by ``pred_file`` / ``ref_file``). A subfolder with
+several structure files, such as those ``ctv predict`` and ``ctv phantom`` write, gives the
+first of :data:`PREFERRED_FILES` it holds (see :func:`structure_file`). Mask images are
 read with :func:`ctv_core.structures.mask_files.read_mask_image`; DICOM RTSTRUCT or SEG need the
 case's CT, onto which every structure of the case is then read.
 """
@@ -17,6 +19,13 @@ from ..errors import EvaluationError, StructureSetError
 
 #: File endings of structure files in case folders.
 STRUCTURE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm")
+
+#: The structure files ctv writes into a case folder, in the order one is taken from a folder
+#: holding several: the RTSTRUCT (``rtstruct.dcm`` of ``ctv predict``, ``truth.dcm`` of ``ctv
+#: phantom``), the SEG, then the mask image (``ctv.nii.gz``). A case without a CT takes the mask
+#: image first, since DICOM structures are read onto a CT. Anything else (a phantom's
+#: ``tissue_labels.nii.gz`` is a tissue label map, not a structure) is never taken by this rule.
+PREFERRED_FILES = ("rtstruct.dcm", "truth.dcm", "seg.dcm", "ctv.nii.gz")
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +97,13 @@ def case_name(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-def structure_file(path: Path, inner: str | None, role: str, case: str, option: str) -> Path:
-    """The structure file of a case entry: the file itself, or the one inside its subfolder."""
+def structure_file(path: Path, inner: str | None, role: str, case: str, option: str, with_ct: bool = True) -> Path:
+    """The structure file of a case entry: the file itself, or the one inside its subfolder.
+
+    Inside a subfolder: the file named by ``inner`` (``--pred-file`` / ``--ref-file``), else the
+    only structure file at its top level, else the first of :data:`PREFERRED_FILES` present
+    (``ctv.nii.gz`` first when the case has no CT, ``with_ct`` False).
+    """
     if path.is_file():
         return path
     if inner is not None:
@@ -105,9 +119,16 @@ def structure_file(path: Path, inner: str | None, role: str, case: str, option: 
             f"Case '{case}': the {role} folder '{path}' holds no structure file ({', '.join(STRUCTURE_SUFFIXES)}) "
             f"at its top level; put one there or name it with {option}."
         )
+    order = PREFERRED_FILES if with_ct else ("ctv.nii.gz",) + PREFERRED_FILES
+    names = {p.name: p for p in found}
+    preferred = next((names[name] for name in order if name in names), None)
+    if preferred is not None:
+        logger.info("case %s: %s of %s taken as the %s (%s overrides)", case, preferred.name,
+                    ", ".join(names), role, option)
+        return preferred
     raise EvaluationError(
-        f"Case '{case}': the {role} folder '{path}' holds several structure files ({', '.join(p.name for p in found)}); "
-        f"name the one to use with {option}."
+        f"Case '{case}': the {role} folder '{path}' holds several structure files ({', '.join(p.name for p in found)}) "
+        f"and none of those ctv writes ({', '.join(PREFERRED_FILES)}); name the one to use with {option}."
     )
 
 

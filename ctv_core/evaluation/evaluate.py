@@ -21,7 +21,8 @@ Inputs of ``ctv evaluate`` / ``evaluate_folder``:
   DICOM RTSTRUCT or SEG; DICOM needs the CT (``ct_dir``), onto which both are read;
 * two folders of cases: a case is a structure file (``<case>.nii.gz``, ``<case>.dcm``, ...) or a
   subfolder ``<case>/`` holding one structure file (or the one named by ``pred_file`` /
-  ``ref_file``, a path inside the subfolder); cases are matched by name and every case must be
+  ``ref_file``, a path inside the subfolder; of several, those ``ctv predict`` and ``ctv
+  phantom`` write are taken by the rule of :data:`.case_files.PREFERRED_FILES`); cases are matched by name and every case must be
   in both folders. With ``ct_dir``, the CT of a case is the folder ``ct_dir/<case>`` (searched
   recursively, so a phantom's folder will do).
 """
@@ -155,7 +156,8 @@ def evaluate_folder(
         ROI name or pattern in the reference and in the prediction (``pred_roi`` defaults to
         ``roi``); needed when a DICOM file holds several ROIs. For mask files, only a label.
     pred_file, ref_file
-        Path of the structure file inside each case subfolder, when a subfolder holds several.
+        Path of the structure file inside each case subfolder, when a subfolder holds several
+        (without them, :data:`.case_files.PREFERRED_FILES` decides).
     tolerance_mm
         Surface Dice tolerance.
     progress
@@ -195,8 +197,9 @@ def evaluate_folder(
 
     def load():
         for case, pred_path, ref_path, case_ct in cases:
-            pred_path = structure_file(pred_path, pred_file, "prediction", case, "--pred-file")
-            ref_path = structure_file(ref_path, ref_file, "reference", case, "--ref-file")
+            with_ct = case_ct is not None
+            pred_path = structure_file(pred_path, pred_file, "prediction", case, "--pred-file", with_ct)
+            ref_path = structure_file(ref_path, ref_file, "reference", case, "--ref-file", with_ct)
             ct = load_case_ct(case, case_ct, (pred_path, ref_path))
             pred_mask = read_one_structure(pred_path, ct, pred_roi, "prediction", "--pred-roi")
             ref_mask = read_one_structure(ref_path, ct, roi, "reference", "--roi")

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -219,10 +219,15 @@ class CaseStore:
         self._cases[case_id] = case
         return case
 
-    def prepare_all(self, case_ids: Sequence[str]) -> None:
-        """Prepare (and cache) every case now, then close the HDF5 file (before worker processes start)."""
-        for case_id in case_ids:
+    def prepare_all(self, case_ids: Sequence[str], progress: Callable[[int, int], None] | None = None) -> None:
+        """Prepare (and cache) every case now, then close the HDF5 file (before worker processes start).
+
+        ``progress(done, total)`` is called after each case.
+        """
+        for n, case_id in enumerate(case_ids, 1):
             self.get(case_id)
+            if progress is not None:
+                progress(n, len(case_ids))
         self.close()
 
     def _save(self, path: Path, case: PreparedCase) -> None:

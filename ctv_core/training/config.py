@@ -23,6 +23,7 @@ from ..model.settings import ModelSettings
 from ..strict_config import from_plain, is_int, is_number, strict_kwargs
 from ..model.network_config import NetworkConfig
 from .quality_config import QualityConfig
+from .schedule_config import ScheduleConfig
 from .synthesis_config import SynthesisConfig
 
 
@@ -273,36 +274,6 @@ class OptimisationConfig:
         return tuple(float(w) for w in self.pass_weights)
 
 
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """When things happen, in optimiser steps.
-
-    Attributes
-    ----------
-    checkpoint_every
-        Write ``RUN_DIR/checkpoints/last.pt`` every this many steps (and at the end).
-    validate_every
-        Validate on the held-out fold every this many steps (and at the end).
-    log_every
-        Log the training loss every this many steps.
-    sample_images
-        Validation cases whose axial slice (image, prediction, target) goes to TensorBoard.
-    """
-
-    checkpoint_every: int = 500
-    validate_every: int = 1000
-    log_every: int = 50
-    sample_images: int = 2
-
-    def __post_init__(self) -> None:
-        for name in ("checkpoint_every", "validate_every", "log_every"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise ValueError(f"schedule.{name} must be an integer >= 1, not {value!r}")
-        if not is_int(self.sample_images) or self.sample_images < 0:
-            raise ValueError(f"schedule.sample_images must be an integer >= 0, not {self.sample_images!r}")
-
-
 #: The plain sections of a training configuration, by key.
 _SECTIONS = {"data": DataConfig, "sampling": SamplingConfig, "augmentation": AugmentationConfig,
              "synthesis": SynthesisConfig, "optimisation": OptimisationConfig, "schedule": ScheduleConfig,
@@ -383,7 +354,6 @@ class TrainingConfig:
         except ValueError as exc:
             raise TrainingError(f"Invalid --folds/--fold: {exc}.") from exc
         return replace(self, data=data)
-
 
     def with_initial_weights(self, package: str | Path) -> TrainingConfig:
         """A copy starting from the weights of the model package ``package`` (stored as an absolute path)."""

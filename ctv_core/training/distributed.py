@@ -41,6 +41,14 @@ class Processes:
         if self.world > 1:
             dist.barrier()
 
+    def any(self, flag: bool) -> bool:
+        """True when ``flag`` is True in any process (every process must call this at the same point)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
     def stop(self) -> None:
         """Leave the process group if this process made it."""
         if self.owns_group and dist.is_initialized():

@@ -19,7 +19,7 @@ from ..model.package import ModelPackage, save_model_package
 from ..model.unet3d import UNet3D
 from .checkpoints import NETWORK, load_checkpoint
 from .config import TrainingConfig
-from .run_folder import RunFolder, read_json
+from .run_folder import RunFolder, read_json, without_paths
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,21 @@ def plot_training_curves(log_csv: Path, out_png: Path) -> Path:
     fig.savefig(out_png, dpi=80)
     plt.close(fig)
     return out_png
+
+
+def default_name(run_dir: Path, fold: int) -> str:
+    """``ctv-unet3d-<run folder>-fold<K>``, without repeating ``fold<K>`` when the folder's name ends with it."""
+    folder = run_dir.resolve().name
+    suffix = f"fold{fold}"
+    return f"ctv-unet3d-{folder}" if folder.endswith(suffix) else f"ctv-unet3d-{folder}-{suffix}"
+
+
+def _without_paths(config: dict) -> dict:
+    """The configuration for a manifest: the starting package named by its folder only, not its path here."""
+    start = config["optimisation"].get("initial_weights")
+    if start is not None:
+        config["optimisation"]["initial_weights"] = Path(start).name
+    return config
 
 
 def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best", *, name: str | None = None,
@@ -111,24 +126,26 @@ def export_package(run_dir: str | Path, pkg: str | Path, checkpoint: str = "best
         "grid": "Dice on the model grid against the resampled mask (linear, >= 0.5)",
     }
     training = {
-        "data": split["data"],
+        "data": without_paths(split["data"]),  # no path of this machine in a package
         "folds": folds,
         "fold": fold,
         "seed": split["seed"],
         "split": {"train": split["train"], "validation": split["validation"],
                   "cases_per_fold": split["cases_per_fold"]},
         "steps": step,
+        "run_steps": config.optimisation.steps,
         "checkpoint": checkpoint,
-        "config": config.to_dict(),
+        "config": _without_paths(config.to_dict()),
     }
     if "initial_weights" in split:
-        training["initial_weights"] = split["initial_weights"]
-    name = name or f"ctv-unet3d-{run_dir.resolve().name}-fold{fold}"
+        training["initial_weights"] = {key: value for key, value in split["initial_weights"].items() if key != "path"}
+    name = name or default_name(run_dir, fold)
+    which = "best validation Dice" if checkpoint == "best" else "last checkpoint"
     description = description or (
         f"Recurrent residual-SE 3D U-Net ({config.network.passes} passes, widths "
-        f"{'/'.join(str(w) for w in config.network.widths)}) trained with BCE + Dice for {step} steps on "
+        f"{'/'.join(str(w) for w in config.network.widths)}) trained with BCE + Dice on "
         f"{len(split['train'])} cases of {split['data'].get('file', 'the dataset')}, fold {fold} of {folds} held out "
-        f"for validation ({checkpoint} checkpoint).")
+        f"for validation: the weights of step {step} ({which}) of a {config.optimisation.steps}-step run.")
     extra = {}
     log = run.log_file
     with tempfile.TemporaryDirectory() as tmp:

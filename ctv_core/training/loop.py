@@ -13,7 +13,11 @@ Every step's per-sample losses and weights (and the QAM's scores) go to
 
 Running ``train`` again on a folder with ``checkpoints/last.pt`` resumes: the modules (the
 QAM's too), the optimisers' state, the GradScaler, the step, the RNG states (Python, NumPy, torch) and the
-sampler's position are restored. Every sample is drawn from its own seed
+sampler's position are restored. ``last.pt`` is written every ``schedule.checkpoint_every``
+steps, every ``schedule.checkpoint_minutes``, at the end, and when the run is stopped by
+Ctrl+C or SIGTERM (:mod:`.interrupts`: the step under way is finished, saved, and
+:class:`~ctv_core.training.interrupts.TrainingInterrupted` raised), so a resume starts at the
+step where the run stopped. Every sample is drawn from its own seed
 (:mod:`.patches`), so the patches after a resume are the ones a straight run would have
 drawn; on the CPU with ``num_workers=0`` the weights after N + M steps resumed are bitwise
 those of a straight run of N + M steps.
@@ -32,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,8 @@ from .checkpoints import (NETWORK, load_checkpoint, restore_modules, restore_opt
                           save_checkpoint, set_rng_state)
 from .config import TrainingConfig
 from .distributed import Processes, global_batch_norm, start_processes
+from .events import WARM_UP_SKIP, WARM_UP_STEPS, RunSummary, TrainingEvents, changed_settings
+from .interrupts import StopRequest, TrainingInterrupted
 from .objective import DeepSupervisionObjective, SampleWeighting
 from .patches import PatchDataset, StepBatchSampler
 from .quality import build_weighting
@@ -58,11 +63,6 @@ from .step import StepResult, Trainables, train_step
 from .validation import validate
 
 logger = logging.getLogger(__name__)
-
-#: ``progress(step, total, loss)``: called once before the first step with ``loss`` None, then
-#: after every step (rank 0 only).
-TrainingProgress = Callable[[int, int, "float | None"], None]
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -105,6 +105,8 @@ class TrainingState:
     best_dice: float | None = None
     best_step: int | None = None
     validation: dict[str, Any] = field(default_factory=dict)
+    saved_step: int = 0
+    saved_at: float = field(default_factory=time.monotonic)
 
     def checkpoint_content(self, config: TrainingConfig) -> dict[str, Any]:
         """The checkpoint entries besides modules and optimisers (scaler and RNG added by the caller)."""
@@ -115,7 +117,7 @@ class TrainingState:
 
 
 def train(data_path: str | Path, run_dir: str | Path, config: TrainingConfig, *,
-          progress: TrainingProgress | None = None, device: str = "auto",
+          events: TrainingEvents | None = None, device: str = "auto",
           weighting: SampleWeighting | None = None) -> TrainResult:
     """Train (or resume training) the network of ``config`` on the HDF5 dataset ``data_path``.
 
@@ -127,8 +129,9 @@ def train(data_path: str | Path, run_dir: str | Path, config: TrainingConfig, *,
         Run folder (see :mod:`.run_folder`); a folder with ``checkpoints/last.pt`` resumes.
     config
         The configuration; saved to ``RUN_DIR/config.json``.
-    progress
-        Called as :data:`TrainingProgress` describes (rank 0).
+    events
+        Told the start-up summary, the expected time, every step and the progress of caching
+        and validation (rank 0; see :class:`~ctv_core.training.events.TrainingEvents`).
     device
         "auto", "cpu" or "cuda" (under torchrun each process takes the GPU of its LOCAL_RANK).
     weighting
@@ -140,7 +143,8 @@ def train(data_path: str | Path, run_dir: str | Path, config: TrainingConfig, *,
     ------
     TrainingError
         Bad data, a split or configuration that does not match the run being resumed, a
-        non-finite loss.
+        non-finite loss. :class:`~ctv_core.training.interrupts.TrainingInterrupted` (a
+        ``TrainingError``) after a stop by SIGINT/SIGTERM, once ``last.pt`` holds the last step.
     """
     procs = start_processes(device)
     try:
@@ -148,7 +152,7 @@ def train(data_path: str | Path, run_dir: str | Path, config: TrainingConfig, *,
             raise TrainingError("quality.enabled trains on one process only for now (the sample weights are a softmax "
                                 "over the batch, which is not yet gathered across processes); train without torchrun "
                                 "and use sampling.micro_batch to fit the batch in memory.")
-        return _train(Path(data_path), RunFolder(run_dir), config, progress, procs, weighting)
+        return _train(Path(data_path), RunFolder(run_dir), config, events, procs, weighting)
     finally:
         procs.stop()
 
@@ -220,20 +224,22 @@ def _resume_state(run: RunFolder, config: TrainingConfig) -> tuple[TrainingState
         raise TrainingError(f"The checkpoint {run.last_checkpoint} was made with another batch size or seed; resume "
                             "with its configuration or use a new RUN_DIR.")
     state = TrainingState(step=int(checkpoint["step"]), best_dice=checkpoint["best"]["dice"],
-                          best_step=checkpoint["best"]["step"], validation=checkpoint.get("validation", {}))
+                          best_step=checkpoint["best"]["step"], validation=checkpoint.get("validation", {}),
+                          saved_step=int(checkpoint["step"]))
     logger.info("resuming %s at step %d", run.path, state.step)
     return state, checkpoint
 
 
 def _loader(data_path: Path, run: RunFolder, config: TrainingConfig, split: dict[str, Any], start_step: int,
-            procs: Processes) -> tuple[CaseStore, torch.utils.data.DataLoader]:
+            procs: Processes, events: TrainingEvents | None) -> tuple[CaseStore, torch.utils.data.DataLoader]:
     """The case store (prepared once when cached on disk) and the loader of this process's batches."""
     steps = config.optimisation.steps
     store = CaseStore(data_path, config.settings.preprocessing, config.network.divisor, config.data.roi,
                       cache_dir=run.cache if config.data.cache == "disk" else None, tissues=config.synthesis.enabled)
     if config.data.cache == "disk" and start_step < steps:
         if procs.main:  # prepare once; the other ranks and the workers read the npz files
-            store.prepare_all(split["train"] + split["validation"])
+            store.prepare_all(split["train"] + split["validation"],
+                              progress=events.preparing if events is not None else None)
         procs.barrier()
     dataset = PatchDataset(store, split["train"], config.sampling, config.augmentation, config.data.seed,
                            config.synthesis)
@@ -244,7 +250,7 @@ def _loader(data_path: Path, run: RunFolder, config: TrainingConfig, split: dict
     return store, loader
 
 
-def _train(data_path: Path, run: RunFolder, config: TrainingConfig, progress: TrainingProgress | None,
+def _train(data_path: Path, run: RunFolder, config: TrainingConfig, events: TrainingEvents | None,
            procs: Processes, weighting: SampleWeighting | None) -> TrainResult:
     dev = procs.device
     run.check_config(config)
@@ -260,37 +266,60 @@ def _train(data_path: Path, run: RunFolder, config: TrainingConfig, progress: Tr
     trainables, weighting = _trainables(config, procs, checkpoint, weighting)
     del checkpoint
     start_step, steps = state.step, config.optimisation.steps
-    store, loader = _loader(data_path, run, config, split, start_step, procs)
+    report = events if procs.main else None
+    if report is not None:
+        report.started(RunSummary(
+            train_cases=len(split["train"]), validation_cases=len(split["validation"]), device=str(dev),
+            world_size=procs.world, parameters=sum(p.numel() for p in trainables.modules[NETWORK].parameters()),
+            start_step=start_step, steps=steps, changed=changed_settings(config)))
+    store, loader = _loader(data_path, run, config, split, start_step, procs, report)
     objective = DeepSupervisionObjective(config.pass_weights, config.optimisation.bce_weight,
                                          config.optimisation.dice_weight, config.optimisation.dice_smooth)
     log = RunLog(run, start_step, procs.main)
-    report = progress if (progress is not None and procs.main) else None
     if report is not None:
-        report(start_step, steps, None)
+        report.step(start_step, steps, None)
     final_loss = None
-    started = time.perf_counter()
+    started = timed_from = time.perf_counter()
+    stop = StopRequest(lambda name: report.stopping(name, state.step) if report is not None else None)
+    stopping = False
     try:
-        trainables.forward.train()
-        for batch in loader:
-            image, mask = batch.image.to(dev, non_blocking=True), batch.mask.to(dev, non_blocking=True)
-            result = train_step(trainables, objective, weighting, image, mask, list(batch.case_id),
-                                learning_rates={NETWORK: config.optimisation.learning_rate_at(state.step)},
-                                micro_batch=config.sampling.micro_batch, step=state.step,
-                                resume_from=str(run.last_checkpoint))
-            state.step += 1
-            final_loss = result.loss
-            if report is not None:
-                report(state.step, steps, final_loss)
-            if not procs.main:
-                continue
-            due = state.step % config.schedule.log_every == 0 or state.step == steps
-            log.samples(state.step, list(batch.case_id), result, tensorboard=due)
-            if due:
-                log.scalars(state.step, _logged_values(result, trainables))
-                logger.info("step %d/%d loss %.4f (%.2f s/step)", state.step, steps, final_loss,
-                            (time.perf_counter() - started) / (state.step - start_step))
-            improved = _validate_if_due(state, trainables, store, split["validation"], config, dev, log)
-            _checkpoint_if_due(state, trainables, run, config, improved)
+        with stop:
+            trainables.forward.train()
+            for batch in loader:
+                image, mask = batch.image.to(dev, non_blocking=True), batch.mask.to(dev, non_blocking=True)
+                result = train_step(trainables, objective, weighting, image, mask, list(batch.case_id),
+                                    learning_rates={NETWORK: config.optimisation.learning_rate_at(state.step)},
+                                    micro_batch=config.sampling.micro_batch, step=state.step,
+                                    resume_from=str(run.last_checkpoint))
+                state.step += 1
+                final_loss = result.loss
+                done = state.step - start_step
+                if done == WARM_UP_SKIP:
+                    timed_from = time.perf_counter()
+                elif done == WARM_UP_SKIP + WARM_UP_STEPS and report is not None:
+                    per_step = (time.perf_counter() - timed_from) / WARM_UP_STEPS
+                    report.expected(per_step, per_step * (steps - state.step),
+                                    _validations_left(state.step, config, bool(split["validation"])))
+                if report is not None:
+                    report.step(state.step, steps, final_loss)
+                stopping = procs.any(stop.requested)
+                if not procs.main:
+                    if stopping:
+                        break
+                    continue
+                due = state.step % config.schedule.log_every == 0 or state.step == steps
+                log.samples(state.step, list(batch.case_id), result, tensorboard=due)
+                if due:
+                    log.scalars(state.step, _logged_values(result, trainables))
+                    logger.info("step %d/%d loss %.4f (%.2f s/step)", state.step, steps, final_loss,
+                                (time.perf_counter() - started) / done)
+                improved = _validate_if_due(state, trainables, store, split["validation"], config, dev, log, report)
+                _checkpoint_if_due(state, trainables, run, config, improved, force=stopping)
+                if stopping:
+                    break
+        if stopping and state.step < steps:
+            procs.barrier()
+            raise TrainingInterrupted(state.step, run.last_checkpoint)
     finally:
         log.close()
         store.close()
@@ -303,6 +332,14 @@ def _train(data_path: Path, run: RunFolder, config: TrainingConfig, progress: Tr
                        last_checkpoint=run.last_checkpoint if run.last_checkpoint.is_file() else None,
                        best_checkpoint=run.best_checkpoint if run.best_checkpoint.is_file() else None,
                        world_size=procs.world)
+
+
+def _validations_left(step: int, config: TrainingConfig, validating: bool) -> int:
+    """Validations still to come after ``step`` (every ``validate_every`` steps and at the end)."""
+    if not validating:
+        return 0
+    steps, every = config.optimisation.steps, config.schedule.validate_every
+    return steps // every - step // every + (1 if steps % every else 0)
 
 
 def _logged_values(result: StepResult, trainables: Trainables) -> dict[str, float]:
@@ -319,12 +356,13 @@ def _logged_values(result: StepResult, trainables: Trainables) -> dict[str, floa
 
 
 def _validate_if_due(state: TrainingState, trainables: Trainables, store: CaseStore, cases: list[str],
-                     config: TrainingConfig, dev: torch.device, log: RunLog) -> bool:
+                     config: TrainingConfig, dev: torch.device, log: RunLog, events: TrainingEvents | None) -> bool:
     """Validate when the schedule says so; True when the mean Dice improved on the best so far."""
     if not cases or not (state.step % config.schedule.validate_every == 0 or state.step == config.optimisation.steps):
         return False
     network = trainables.modules[NETWORK]
-    scores, samples = validate(network, store, cases, config, dev)
+    scores, samples = validate(network, store, cases, config, dev,
+                               progress=events.validating if events is not None else None)
     mean = float(np.mean(list(scores.values())))
     state.validation[str(state.step)] = {"mean_dice": mean, "dice": scores}
     log.scalars(state.step, {"val_dice": mean, **{f"val_dice/{c}": d for c, d in scores.items()}})
@@ -339,9 +377,13 @@ def _validate_if_due(state: TrainingState, trainables: Trainables, store: CaseSt
 
 
 def _checkpoint_if_due(state: TrainingState, trainables: Trainables, run: RunFolder, config: TrainingConfig,
-                       improved: bool) -> None:
-    """``best.pt`` when validation improved; ``last.pt`` every ``checkpoint_every`` steps and at the end."""
-    due = state.step % config.schedule.checkpoint_every == 0 or state.step == config.optimisation.steps
+                       improved: bool, force: bool = False) -> None:
+    """``best.pt`` when validation improved; ``last.pt`` every ``checkpoint_every`` steps, every
+    ``checkpoint_minutes``, at the end, and when ``force`` (a stop was asked for)."""
+    schedule = config.schedule
+    minutes = (time.monotonic() - state.saved_at) / 60.0
+    due = (force or state.step % schedule.checkpoint_every == 0 or state.step == config.optimisation.steps
+           or (schedule.checkpoint_minutes > 0 and minutes >= schedule.checkpoint_minutes))
     if not (improved or due):
         return
     content = dict(state.checkpoint_content(config), scaler=trainables.scaler.state_dict(), rng=rng_state())
@@ -349,3 +391,6 @@ def _checkpoint_if_due(state: TrainingState, trainables: Trainables, run: RunFol
         if wanted:
             save_checkpoint(path, step=state.step, modules=trainables.modules, optimizers=trainables.optimizers,
                             **content)
+    if due:
+        state.saved_step, state.saved_at = state.step, time.monotonic()
+        logger.info("step %d saved in %s", state.step, run.last_checkpoint)

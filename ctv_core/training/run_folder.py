@@ -52,6 +52,28 @@ def write_json(path: Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+#: Keys of a dataset's description that are paths of this machine.
+PATH_KEYS = ("path", "source_archive")
+
+
+def _data_record(data_path: Path, patients: Mapping[str, str], info: dict[str, Any]) -> dict[str, Any]:
+    """What ``splits.json`` says about the data: file name, counts, the dataset's description and, unless
+    the dataset is de-identified, where the file and its archive are."""
+    record = {"file": data_path.name, "path": str(data_path.resolve()), "cases": len(patients),
+              "patients": len(set(patients.values())), "info": info}
+    if info.get("deidentified"):
+        return without_paths(record)
+    return record
+
+
+def without_paths(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a data record without the paths (:data:`PATH_KEYS`), at its top level and in its ``info``."""
+    out = {key: value for key, value in record.items() if key not in PATH_KEYS}
+    if isinstance(out.get("info"), dict):
+        out["info"] = {key: value for key, value in out["info"].items() if key not in PATH_KEYS}
+    return out
+
+
 class RunFolder:
     """The paths of a run folder and the checks made before training in it."""
 
@@ -111,8 +133,7 @@ class RunFolder:
         train = sorted(c for c in patients if c not in set(validation))
         return {"folds": data.folds, "fold": data.fold, "seed": data.seed, "cases_per_fold": folds,
                 "train": train, "validation": list(validation), "patients": patients,
-                "data": {"file": data_path.name, "path": str(data_path.resolve()), "cases": len(patients),
-                         "patients": len(set(patients.values())), "info": info}}
+                "data": _data_record(data_path, patients, info)}
 
     def start(self, config: TrainingConfig, split: Mapping[str, Any]) -> None:
         """Create the folder and write ``config.json`` and ``splits.json``."""

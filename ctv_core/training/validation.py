@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -24,13 +26,15 @@ def overlay(image: np.ndarray, prediction: np.ndarray, target: np.ndarray) -> np
 
 
 def validate(network: nn.Module, store: CaseStore, case_ids: list[str], config: TrainingConfig,
-             device: torch.device) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+             device: torch.device, progress: Callable[[int, int], None] | None = None
+             ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Dice per validation case on the model grid, and one RGB sample slice per case.
 
     Whole-case prediction as in :class:`~ctv_core.inference.predictor.CTVPredictor` (batch norms
     folded, sliding window with the package's inference settings), thresholded on the model
     grid and compared with the resampled mask by :func:`ctv_core.evaluation.metrics.dice`.
-    ``network`` is left as it was (a copy is prepared).
+    ``network`` is left as it was (a copy is prepared). ``progress(done, total)`` is called
+    after each case.
     """
     clean = UNet3D(config.network)
     clean.load_state_dict({k: v.detach().cpu() for k, v in network.state_dict().items()})
@@ -49,4 +53,6 @@ def validate(network: nn.Module, store: CaseStore, case_ids: list[str], config: 
                 area = case.mask.sum(axis=(1, 2))
                 z = int(np.argmax(area)) if area.any() else case.mask.shape[0] // 2
                 samples[case_id] = overlay(case.image[z], prediction[z], case.mask[z])
+            if progress is not None:
+                progress(n + 1, len(case_ids))
     return scores, samples
