@@ -17,10 +17,13 @@ import vtk
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+# Slicer looks the self-test up as ``CTVDelineationTest`` in this module (Reload & Test).
+from CTVDelineationSelfTest import CTVDelineationTest  # noqa: E402,F401 - the module folder is on sys.path
 
 MODULE_DIR = Path(__file__).resolve().parent
 #: The name the ``Logic/`` folder is imported under: Slicer shares one ``sys.path`` among all
@@ -57,6 +60,12 @@ def loadLogicPackage():
     return _loadPackage(LOGIC_PACKAGE, MODULE_DIR / "Logic")
 
 
+def registerTerminology() -> None:
+    """Load the module's terminology file (the CTV's coded type) into Slicer's terminologies logic."""
+    terminologyFile = MODULE_DIR / "Resources" / "CTVDelineation.term.json"
+    slicer.modules.terminologies.logic().LoadTerminologyFromFile(str(terminologyFile))
+
+
 class CTVDelineation(ScriptedLoadableModule):
     """Module metadata."""
 
@@ -79,6 +88,9 @@ class CTVDelineation(ScriptedLoadableModule):
             "BCE + Dice loss (3-fold cross-validated Dice 0.763 on 340 CTs), and a noisy-label training scheme with a "
             "Quality Awareness Module and an Overfitting Control Module. Built on 3D Slicer, PyTorch, SimpleITK and "
             "pydicom.")
+        # A restored scene's CTV resolves its terminology before the module is opened: the module's
+        # terminology file is loaded once the application has started (its modules' logics exist then).
+        slicer.app.connect("startupCompleted()", registerTerminology)
 
 
 @parameterNodeWrapper
@@ -97,6 +109,15 @@ class CTVDelineationParameterNode:
     postprocessing: bool = True
 
 
+class ParameterNodeLogic(ScriptedLoadableModuleLogic):
+    """The module's parameter node: Slicer's singleton ``vtkMRMLScriptedModuleNode`` tagged with the
+    module's name (``getParameterNode``). The module's work is in ``Logic/`` (``CTVDelineationLib``)."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.moduleName = "CTVDelineation"
+
+
 class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: wires the .ui to the logic's calls and signals, nothing more."""
 
@@ -104,6 +125,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.parameterLogic = ParameterNodeLogic()
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._result = None
@@ -148,11 +170,21 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onModelPathChanged(self._parameterNode.modelFolder if self._parameterNode else "")
         self.showDependencies()
 
+    def onReload(self):
+        """Developer Reload: the ``Logic/`` package (CTVDelineationLib and its modules) is imported anew too."""
+        for name in [n for n in sys.modules if n == LOGIC_PACKAGE or n.startswith(LOGIC_PACKAGE + ".")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def cleanup(self):
         if self.logic is not None and self.logic.isRunning:
             self.logic.cancel()
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
         self.pollTimer.stop()
         self.reviewTimer.stop()
+        self.setParameterNode(None)
         self.removeObservers()
 
     def enter(self):
@@ -162,11 +194,9 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.pollTimer.start()
 
     def exit(self):
+        # The controls stay bound to the parameter node while the module is hidden: a binding is made
+        # once per parameter node (Slicer 5.8's connectGui returns no tag to undo it with).
         self.ui.playButton.checked = False
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event):
         if self.logic.isRunning:
@@ -180,20 +210,31 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self):
-        self.setParameterNode(CTVDelineationParameterNode(self.getParameterNode()))
+        node = self.parameterLogic.getParameterNode()
+        if self._parameterNode is None or self._parameterNode.parameterNode is not node:
+            self.setParameterNode(CTVDelineationParameterNode(node))
         if not self._parameterNode.inputVolume:
             volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if volume:
                 self._parameterNode.inputVolume = volume
 
+    def _parameterWidgets(self):
+        """The .ui's controls bound to a parameter (their SlicerParameterName property) by name."""
+        widgets = (getattr(self.ui, name) for name in vars(self.ui))
+        return {w.property("SlicerParameterName"): w for w in widgets if w.property("SlicerParameterName")}
+
     def setParameterNode(self, parameterNode):
+        """Bind the controls to ``parameterNode`` (a ``CTVDelineationParameterNode`` or None), unbinding the
+        previous one. ``connectParametersToGui`` returns its tag on every supported release (``connectGui``
+        returns None on 5.8), so the binding can always be undone."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         self._parameterNode = parameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(self._parameterWidgets())
+            self.addObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelFolder
         self._checkCanApply()
 
@@ -340,20 +381,33 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         slicer.util.infoDisplay(written.summary(), windowTitle="CTV Delineation")
 
-    def _redSlice(self):
-        return slicer.app.layoutManager().sliceWidget("Red").sliceLogic()
+    def _stopReview(self, message: str) -> None:
+        self.ui.playButton.checked = False
+        self._player = None
+        self.ui.reviewLabel.text = message
 
     def onStepSlice(self, direction):
+        """One step through the CTV's slices in the Red view; playback stops, with a sentence, when the
+        segment is gone or there is no Red view (never an error on every timer tick)."""
         lib = loadLogicPackage()
-        sliceLogic = self._redSlice()
+        layout = slicer.app.layoutManager()
+        red = layout.sliceWidget("Red") if layout is not None else None
+        if red is None:
+            self._stopReview("No Red slice view in this layout: choose a layout with one to step through the CTV.")
+            return
+        segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
+        if (self._result is None or segmentation is None
+                or segmentation.GetSegmentation().GetSegment(self._result.segmentId) is None):
+            self._stopReview("The CTV segment is no longer in the scene.")
+            return
+        sliceLogic = red.sliceLogic()
         if self._player is None:
             self._player = lib.ReviewPlayer.forSegment(
-                self._parameterNode.outputSegmentation, self._result.segmentId, self._parameterNode.inputVolume,
+                segmentation, self._result.segmentId, self._parameterNode.inputVolume,
                 sliceLogic.GetSliceNode().GetSliceToRAS(), sliceLogic.GetSliceOffset())
         offset = self._player.step(direction)
         if offset is None:
-            self.ui.playButton.checked = False
-            self.ui.reviewLabel.text = "The CTV is empty."
+            self._stopReview("The CTV is empty.")
             return
         sliceLogic.SetSliceOffset(offset)
         self.ui.reviewLabel.text = self._player.position()
@@ -364,53 +418,3 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.reviewTimer.start()
         else:
             self.reviewTimer.stop()
-
-
-class CTVDelineationTest(ScriptedLoadableModuleTest):
-    """In-application self-test: a phantom CT through the DICOM module, Apply, the segment, the RTSTRUCT."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_PhantomToSegmentAndRTStruct()
-
-    def test_PhantomToSegmentAndRTStruct(self):
-        import shutil
-
-        import numpy as np
-        import SimpleITK as sitk
-        from DICOMLib import DICOMUtils
-
-        lib = loadLogicPackage()
-        from ctv_core import load_ct_series, read_rtstruct
-        from ctv_core.phantom import ScanSettings, make_phantom
-
-        self.delayDisplay("Making a phantom CT (seed 9001, never trained on) and loading it through the DICOM module")
-        folder = Path(slicer.app.temporaryPath) / "CTVDelineationSelfTest"
-        shutil.rmtree(folder, ignore_errors=True)
-        phantom = make_phantom(folder / "phantom", seed=9001, settings=ScanSettings(matrix=256, slices=48,
-                                                                                    slice_thickness_mm=5.0))
-        ct = load_ct_series(phantom.ct_dir)
-        with DICOMUtils.TemporaryDICOMDatabase(str(folder / "database")) as database:
-            DICOMUtils.importDicom(str(phantom.ct_dir), database)
-            loaded = DICOMUtils.loadSeriesByUID([ct.reference.series_instance_uid])
-            self.assertEqual(len(loaded), 1)
-            volume = slicer.mrmlScene.GetNodeByID(loaded[0])
-            self.delayDisplay("Delineating the CTV in the prediction process")
-            logic = lib.CTVDelineationLogic(slicer.mrmlScene, terminologyLogic=slicer.modules.terminologies.logic(),
-                                            temporaryDirectory=slicer.app.temporaryPath)
-            segmentation = logic.run(volume, device="cpu")
-            segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName("CTV")
-            self.assertTrue(logic.terminology.isCTV(segmentation.GetSegmentation().GetSegment(segmentId)))
-            predicted = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) != 0
-            truth = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom.masks["CTV"]))) != 0
-            dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
-            self.assertGreater(dice, 0.75, f"CTV Dice {dice:.3f} against the phantom's truth")
-            self.delayDisplay("Exporting the RTSTRUCT through the DICOM database")
-            written = logic.export_rtstruct(segmentation, volume, folder / "rtstruct.dcm")
-            self.assertEqual(written.seriesInstanceUID, ct.reference.series_instance_uid)
-            back = sitk.GetArrayFromImage(read_rtstruct(written.path, ct, roi="CTV")["CTV"]) != 0
-            self.assertTrue(np.array_equal(back, predicted), "the RTSTRUCT does not hold the segment's voxels")
-        self.delayDisplay("Test passed")

@@ -37,74 +37,31 @@ def require_slicer():
     return sys.modules["slicer"]
 
 
-class _QtStandIn(types.ModuleType):
-    """A stand-in for ``qt`` / ``ctk``: any attribute is a harmless class (the module uses them in
-    methods the static tests never call)."""
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        stand_in = type(name, (), {"__init__": lambda self, *a, **k: None})
-        setattr(self, name, stand_in)
-        return stand_in
-
-
-class _ScriptedLoadableModule:
-    def __init__(self, parent):
-        self.parent = parent
-
-
-class _ScriptedLoadableModuleWidget:
-    def __init__(self, parent=None):
-        self.parent = parent
-
-
-class _ScriptedLoadableModuleTest:
-    pass
-
-
-def _choice(values):
-    return ("Choice", tuple(values))
-
-
-def _within_range(low, high):
-    return ("WithinRange", low, high)
-
-
 @contextlib.contextmanager
-def qt_standins():
-    """Install stand-ins for what only the Slicer application provides (qt, ctk,
-    slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper); remove them afterwards."""
+def module_in_slicer(release: str = "5.8", scene=None, temporary: Path | None = None):
+    """``CTVDelineation.py`` imported as Slicer ``release`` imports it, inside that release's strict
+    application (:mod:`slicer_app`); yields ``(module, application)``. Everything is put back after."""
+    import tempfile
+
+    from slicer_app import slicer_application
+
     require_slicer()
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    scripted.ScriptedLoadableModule = _ScriptedLoadableModule
-    scripted.ScriptedLoadableModuleWidget = _ScriptedLoadableModuleWidget
-    scripted.ScriptedLoadableModuleTest = _ScriptedLoadableModuleTest
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
-    wrapper.Choice = _choice
-    wrapper.WithinRange = _within_range
-    stand_ins = {"qt": _QtStandIn("qt"), "ctk": _QtStandIn("ctk"), "slicer.ScriptedLoadableModule": scripted,
-                 "slicer.parameterNodeWrapper": wrapper}
-    saved = {name: sys.modules.get(name) for name in stand_ins}
-    sys.modules.update(stand_ins)
-    try:
-        yield stand_ins
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-def import_module_file():
-    """``CTVDelineation.py`` imported as Slicer imports it (with the Qt stand-ins in place)."""
-    with qt_standins():
+    if str(MODULE_FILE.parent) not in sys.path:  # Slicer puts each module's folder on sys.path
+        sys.path.append(str(MODULE_FILE.parent))
+    with contextlib.ExitStack() as stack:
+        if temporary is None:
+            temporary = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        app = stack.enter_context(slicer_application(release, scene, MODULE_FILE, temporary))
         spec = importlib.util.spec_from_file_location("CTVDelineation", MODULE_FILE)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    return module
+        yield module, app
+
+
+def import_module_file():
+    """``CTVDelineation.py`` imported as Slicer 5.8 (the oldest supported release) imports it."""
+    with module_in_slicer("5.8") as (module, _):
+        return module
 
 
 def logic_package():

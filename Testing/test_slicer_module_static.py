@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from PIL import Image
-from slicer_support import MODULE_FILE, REPO, import_module_file
+from slicer_support import MODULE_FILE, REPO, import_module_file, module_in_slicer
 
 from ctv_core.model.package import BUNDLED
 from ctv_core.structures.catalogue import structure_for
@@ -53,7 +53,7 @@ def test_parameter_bindings_name_real_parameters_and_widgets_exist_for_them():
     combo = _ui_widgets()[bound["device"]]
     items = [i.find("property/string").text for i in combo.findall("item")]
     device = module.CTVDelineationParameterNode.__annotations__["device"].__metadata__[0]
-    assert tuple(items) == device[1] == ("auto", "cpu", "cuda")
+    assert tuple(items) == tuple(device.choices) == ("auto", "cpu", "cuda")
 
 
 def test_ui_declares_every_custom_widget_it_uses():
@@ -87,13 +87,11 @@ def test_cmake_lists_every_module_file_and_nothing_else():
 
 
 def test_module_imports_with_standins_and_its_metadata_is_complete():
-    module = import_module_file()
+    from slicer_app import ModuleParent
 
-    class Parent:
-        pass
-
-    parent = Parent()
-    module.CTVDelineation(parent)
+    with module_in_slicer("5.8") as (module, app):
+        parent = ModuleParent(app.module_file)
+        module.CTVDelineation(parent)
     assert parent.title and parent.categories == ["Radiotherapy"] and parent.contributors
     assert "not for clinical use without local validation" in parent.helpText.lower()
     assert "thesis" in parent.acknowledgementText and "Quality Awareness Module" in parent.acknowledgementText

@@ -27,7 +27,7 @@ from ._version import __version__
 from .errors import (
     CorruptDicomError, CTVError, DatasetError, DeviceError, DicomInputError, DuplicateSliceError, EvaluationError,
     FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InsufficientCoverageError,
-    MissingSlicesError, OutputFolderError, PeerError, StoreError,
+    MissingDependencyError, MissingSlicesError, OutputFolderError, PeerError, StoreError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
     PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError, TrainingError,
     UnsupportedDicomError, UploadError, UploadTooCostlyError, UploadTooLargeError,
@@ -69,7 +69,7 @@ __all__ = [
     # errors
     "CTVError", "CorruptDicomError", "DatasetError", "DeviceError", "DicomInputError", "DuplicateSliceError",
     "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
-    "InsufficientCoverageError", "MissingSlicesError", "ModelPackageError", "MultipleSeriesError",
+    "InsufficientCoverageError", "MissingDependencyError", "MissingSlicesError", "ModelPackageError", "MultipleSeriesError",
     "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError", "PhantomError", "PredictionCancelled",
     "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError", "StoreError", "StructureSetError",
     "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooCostlyError", "UploadTooLargeError",

@@ -84,6 +84,21 @@ class PredictionCancelled(CTVError):
     """The user cancelled a running prediction."""
 
 
+class MissingDependencyError(CTVError):
+    """An optional dependency (an extra of ctv_core) is not installed; the message names the extra."""
+
+
+def require_extra(module: str, extra: str, purpose: str):
+    """Import ``module`` of the ``extra`` (``pip install 'ctv_core[extra]'``), or raise MissingDependencyError."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"{purpose} needs {module}, which is not installed: pip install "
+                                     f"'ctv_core[{extra}]' (it needs pydicom 3).") from None
+
+
 class DeviceError(CTVError, ValueError):
     """The compute device asked for is not available or not known."""
 

@@ -3,7 +3,10 @@
 ``ProcessRunner`` is the seam: the logic only starts a command, sends it lines, collects the
 lines it has printed so far and asks whether it has ended. ``SubprocessRunner`` does this with
 ``subprocess.Popen`` and two reader threads (stdout lines into a queue, the tail of stderr kept
-for the log), so nothing here blocks Slicer's main thread; tests use a fake runner that plays a
+for the log), so nothing here blocks Slicer's main thread. The child starts in a process group
+of its own, and stopping it stops the whole group: Slicer's ``PythonSlicer`` is a launcher
+(CTKAppLauncher) that runs the real interpreter as its own child, so signalling the launcher
+alone would leave the interpreter running; tests use a fake runner that plays a
 scripted conversation. ``workerCommand`` is the command line of ctv_core's worker
 (``ctv_core.inference.worker``) for Slicer's Python.
 """
@@ -43,10 +46,11 @@ class ProcessRunner(Protocol):
         """None while the process runs or its output is still being read; then its exit status."""
 
     def terminate(self) -> None:
-        """Ask the process to stop (SIGTERM; TerminateProcess on Windows)."""
+        """Ask the process and the processes it started to stop (SIGTERM to its group; on Windows the
+        whole tree is ended, as Windows has no polite request for a console-less process)."""
 
     def kill(self) -> None:
-        """Stop the process at once."""
+        """Stop the process and the processes it started at once."""
 
     def errorOutput(self) -> str:
         """The last lines the process wrote to stderr, for the log."""
@@ -68,10 +72,13 @@ class SubprocessRunner:
         self._readers: list[threading.Thread] = []
 
     def start(self, command: Sequence[str]) -> None:
-        flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
+        if os.name == "nt":
+            group = {"creationflags": subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP}
+        else:
+            group = {"start_new_session": True}  # its own process group, led by the child
         self._process = subprocess.Popen(
             list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            encoding="utf-8", errors="replace", bufsize=1, creationflags=flags)
+            encoding="utf-8", errors="replace", bufsize=1, **group)
         self._readers = [
             threading.Thread(target=self._read, args=(self._process.stdout, self._lines.put), daemon=True,
                              name="ctv-worker-stdout"),
@@ -120,12 +127,27 @@ class SubprocessRunner:
         return code
 
     def terminate(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
+        self._signalGroup(force=False)
 
     def kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
+        self._signalGroup(force=True)
+
+    def _signalGroup(self, force: bool) -> None:
+        """Signal the child's process group (POSIX) or end its process tree (Windows). The group
+        outlives its leader: the interpreter a launcher started is reached after the launcher has gone."""
+        if self._process is None:
+            return
+        if os.name == "nt":
+            if self._process.poll() is None:
+                subprocess.run(["taskkill", "/T", "/F", "/PID", str(self._process.pid)], capture_output=True,
+                               creationflags=subprocess.CREATE_NO_WINDOW)
+            return
+        import signal
+
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL if force else signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass  # the whole group has already ended
 
     def errorOutput(self) -> str:
         return "\n".join(self._stderr)

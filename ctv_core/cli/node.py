@@ -9,6 +9,8 @@ import signal
 import tempfile
 from pathlib import Path
 
+from ..errors import require_extra
+
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register ``ctv node`` with its ``status``, ``resend`` and ``release`` subcommands."""
@@ -72,6 +74,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
 def run_node(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM."""
+    require_extra("pynetdicom", "node", "The DICOM node")
     from ..service.dicom_io import MB, ReceiveLimits
     from ..service.node import DicomNode, NodeConfig
     from ..service.peers import AllowedPeer, Destination, check_ae_title

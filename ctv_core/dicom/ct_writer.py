@@ -25,6 +25,7 @@ from .ct_series import PatientStudy
 from .files import CT_IMAGE_STORAGE
 from .instances import dicom_now, new_instance, set_patient_study
 from .values import format_ds, format_ds_list
+from .writing import write_dataset
 from ..geometry import Grid
 
 HU_MIN, HU_MAX = -1024, 3071
@@ -88,7 +89,7 @@ def write_ct_series(
             ds = _slice_dataset(identity, patient, grid, k, stored[k], series_uid, for_uid, iop, pixel_spacing,
                                 date, time)
             name = f"CT{k + 1:04d}.dcm"
-            ds.save_as(staging / name, enforce_file_format=True)
+            write_dataset(ds, staging / name)
             paths.append(out_dir / name)
             if progress is not None:
                 progress(k + 1, n)

@@ -35,6 +35,7 @@ from .contours import trace_slice
 from ..dicom.ct_series import CTSeries
 from ..dicom.instances import dicom_now, new_instance, set_patient_study
 from ..dicom.values import format_ds
+from ..dicom.writing import write_dataset
 from ..errors import StructureSetError
 from ..geometry import Grid
 from .catalogue import INTERPRETED_TYPES, structure_for
@@ -161,7 +162,7 @@ def write_rtstruct(
         observation.ROIInterpreter = ""
         ds.RTROIObservationsSequence.append(observation)
     with atomic_file(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        write_dataset(ds, tmp)
     return Path(path)
 
 

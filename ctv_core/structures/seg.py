@@ -23,21 +23,21 @@ from pydicom.uid import generate_uid
 from .._version import __version__
 from ..atomic_files import atomic_file
 from ..dicom.ct_series import CTSeries
-from ..errors import FrameOfReferenceMismatchError, StructureSetError
+from ..errors import FrameOfReferenceMismatchError, StructureSetError, require_extra
 from .rtstruct_reader import select_rois
 from .catalogue import Code, structure_for
 from .revision import SeriesRevision
 from .writer_checks import check_writable
 
 if TYPE_CHECKING:
-    import highdicom as hd
+    hd = require_extra("highdicom", "seg", "DICOM SEG")
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 ARTIFICIAL_INTELLIGENCE = Code("DCM", "123110", "Artificial Intelligence")
 
 
 def _coded(code: Code) -> hd.sr.CodedConcept:
-    import highdicom as hd
+    hd = require_extra("highdicom", "seg", "DICOM SEG")
 
     return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
 
@@ -61,7 +61,7 @@ def write_seg(
     the same errors as ``write_rtstruct`` for masks off the grid and CTs that cannot be
     referenced. The file is written to a temporary name, then renamed.
     """
-    import highdicom as hd
+    hd = require_extra("highdicom", "seg", "DICOM SEG")
 
     check_writable(ct, masks)
     sources = [pydicom.dcmread(s.path, stop_before_pixels=True) for s in ct.reference.slices]
@@ -117,7 +117,7 @@ def read_seg(
     ``roi`` selects segments by label as ``read_rtstruct`` selects ROIs (name, case-insensitive
     name, regular expression, list, or None for all).
     """
-    import highdicom as hd
+    hd = require_extra("highdicom", "seg", "DICOM SEG")
 
     path = Path(path)
     try:

@@ -1,0 +1,177 @@
+"""The module's panel through its whole life, as Slicer 5.8, 5.10 and 5.12 run it: the real .ui file,
+the real widget code, a real MRML scene, and an application held to each release's API
+(``slicer_app``: a name Slicer lacks raises AttributeError, a call it would refuse TypeError)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+import vtk
+import slicer_qt
+from slicer_support import load_dicom_volume, module_in_slicer
+from test_slicer_prediction import DONE, FakeProcess, _box
+
+RELEASES = ("5.8", "5.10", "5.12")
+#: Every control the user acts on: each must be wired exactly once.
+CONTROLS = {"inputVolumeSelector", "outputSegmentationSelector", "modelPathLineEdit", "bundledModelButton",
+            "deviceComboBox", "passesSpinBox", "flipsCheckBox", "postprocessingCheckBox", "applyButton",
+            "show3DButton", "editButton", "previousSliceButton", "nextSliceButton", "playButton", "exportButton",
+            "installDependenciesButton"}
+
+
+def _wiring(widget) -> dict[str, int]:
+    return {name: len(getattr(widget.ui, name).connections) for name in vars(widget.ui)
+            if getattr(widget.ui, name).connections}
+
+
+def _panel(module):
+    panel = slicer_qt.Widget("qSlicerScriptedLoadableModuleWidget", "CTVDelineation")
+    return panel, module.CTVDelineationWidget(panel)
+
+
+def _drive(widget, limit=20.0):
+    deadline = time.monotonic() + limit
+    while widget.pollTimer.isActive():
+        assert time.monotonic() < deadline, "the run did not end"
+        widget.pollTimer.fire()
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def ct_series(pelvis_phantom):
+    return pelvis_phantom.ct_dir
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_panels_whole_life(release, mrml_scene, ct_series, tmp_path):
+    with module_in_slicer(release, mrml_scene, tmp_path) as (module, app):
+        panel, widget = _panel(module)
+        widget.setup()
+        assert app.dialogs == []
+        assert set(_wiring(widget)) == CONTROLS and set(_wiring(widget).values()) == {1}
+        assert not widget.ui.applyButton.enabled  # no CT in the scene
+        volume = load_dicom_volume(mrml_scene, ct_series)
+        widget.ui.inputVolumeSelector.setCurrentNode(volume)
+        assert widget._parameterNode.inputVolume.GetID() == volume.GetID()
+        assert widget.ui.applyButton.enabled and widget.ui.applyButton.text == "Apply"
+        widget.ui.deviceComboBox.setCurrentText("cpu")
+        widget.ui.passesSpinBox.value = 3
+        assert (widget._parameterNode.device, widget._parameterNode.refinementPasses) == ("cpu", 3)
+        for _ in range(3):  # the module shown and hidden again: nothing piles up
+            panel.isEntered = True
+            widget.enter()
+            panel.isEntered = False
+            widget.exit()
+        assert set(_wiring(widget).values()) == {1}
+        assert widget._parameterNode._guiObserverCount == 1
+        panel.isEntered = True
+        mrml_scene.Clear(0)  # File > Close scene while the module is shown
+        assert set(_wiring(widget).values()) == {1}
+        assert not widget.ui.applyButton.enabled
+        volume = load_dicom_volume(mrml_scene, ct_series)
+        widget.ui.inputVolumeSelector.setCurrentNode(volume)
+        assert widget.ui.applyButton.enabled
+        widget.cleanup()
+        assert _wiring(widget).get("deviceComboBox") is None  # the parameter node is unbound
+        assert not widget.pollTimer.isActive() and widget.probe is None
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_apply_finishes_edits_shows_and_plays_across_a_deleted_segment(release, mrml_scene, ct_series, tmp_path):
+    with module_in_slicer(release, mrml_scene, tmp_path) as (module, app):
+        volume = load_dicom_volume(mrml_scene, ct_series)
+        panel, widget = _panel(module)
+        widget.setup()
+        widget.logic.runnerFactory = lambda: FakeProcess(DONE, write_mask=_box)
+        widget.ui.applyButton.click()
+        assert widget.ui.applyButton.text == "Cancel"
+        _drive(widget)
+        assert app.dialogs == []
+        assert widget.ui.progressBar.value == 100 and widget.ui.applyButton.text == "Apply"
+        segmentation = widget._parameterNode.outputSegmentation
+        assert segmentation is not None and widget.ui.outputSegmentationSelector.currentNode() is segmentation
+        assert "No GPU" in widget.ui.warningsLabel.text
+        widget.ui.show3DButton.click()
+        assert app.layout.focalPointResets == 1 and segmentation.GetSegmentation().ContainsRepresentation(
+            "Closed surface")
+        widget.ui.editButton.click()
+        assert app.selected_module == "SegmentEditor"
+        assert app.segment_editor.segmentationNode is segmentation
+        assert app.segment_editor.sourceVolumeNode is volume
+        widget.ui.playButton.click()
+        widget.reviewTimer.fire()
+        assert "/" in widget.ui.reviewLabel.text or "slice" in widget.ui.reviewLabel.text.lower()
+        segmentation.GetSegmentation().RemoveSegment(widget._result.segmentId)
+        widget.reviewTimer.fire()  # stops with a sentence, no exception
+        assert not widget.ui.playButton.checked and not widget.reviewTimer.isActive()
+        assert "no longer" in widget.ui.reviewLabel.text
+        widget.cleanup()
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_failing_and_a_cancelled_prediction(release, mrml_scene, ct_series, tmp_path):
+    with module_in_slicer(release, mrml_scene, tmp_path) as (module, app):
+        load_dicom_volume(mrml_scene, ct_series)
+        panel, widget = _panel(module)
+        widget.setup()
+        nodes = mrml_scene.GetNumberOfNodes()
+        widget.logic.runnerFactory = lambda: FakeProcess(DONE[:2], exit_code=3)
+        widget.ui.applyButton.click()
+        _drive(widget)
+        assert [kind for kind, _ in app.dialogs] == ["error"] and widget.ui.statusLabel.text == "Failed."
+        widget.logic.runnerFactory = lambda: FakeProcess(DONE[:2], hangs=True)
+        widget.ui.applyButton.click()
+        widget.pollTimer.fire()
+        widget.ui.applyButton.click()  # Cancel
+        _drive(widget)
+        assert len(app.dialogs) == 1 and widget.ui.applyButton.text == "Apply"
+        assert mrml_scene.GetNumberOfNodes() == nodes
+        widget.cleanup()
+
+
+def test_the_terminology_loads_at_startup_no_red_view_stops_playback_and_reload_reloads_logic(mrml_scene, ct_series, tmp_path):
+    with module_in_slicer("5.8", mrml_scene, tmp_path) as (module, app):
+        from slicer_app import ModuleParent
+
+        module.CTVDelineation(ModuleParent(app.module_file))
+        import slicer
+
+        names = vtk.vtkStringArray()
+        app.terminologies.GetLoadedTerminologyNames(names)
+        assert names.GetNumberOfValues() == 0  # not before the application has started
+        slicer.app.completeStartup()
+        names = vtk.vtkStringArray()
+        app.terminologies.GetLoadedTerminologyNames(names)
+        assert "CTVDelineation - Radiotherapy targets" in {names.GetValue(i) for i in range(names.GetNumberOfValues())}
+        panel, widget = _panel(module)
+        widget.setup()
+        app.layout.logics.clear()
+        widget.onStepSlice(1)
+        assert "No Red slice view" in widget.ui.reviewLabel.text
+        lib_names = [n for n in sys.modules if n.startswith("CTVDelineationLib")]
+        saved = {n: sys.modules[n] for n in lib_names}
+        try:
+            widget.onReload()
+            assert app.reloaded == ["CTVDelineation"]
+            assert not [n for n in sys.modules if n.startswith("CTVDelineationLib")]
+        finally:
+            sys.modules.update(saved)
+        widget.cleanup()
+
+
+def test_a_name_slicer_lacks_is_refused(mrml_scene, tmp_path):
+    with module_in_slicer("5.8", mrml_scene, tmp_path) as (module, app):
+        import slicer
+
+        with pytest.raises(AttributeError):
+            module.CTVDelineationWidget.getParameterNode  # noqa: B018 - only Logic has it
+        with pytest.raises(AttributeError):
+            slicer.packaging  # noqa: B018 - 5.12 on
+        with pytest.raises(TypeError):
+            slicer.util.pip_install("x", blocking=False)  # 5.8: pip_install(requirements) only
+        with pytest.raises(AttributeError):
+            slicer_qt.Widget("QPushButton", "b").currentPath  # noqa: B018
+        with pytest.raises(ValueError):
+            slicer_qt.Widget("QPushButton", "b").connect("currentPathChanged(QString)", print)
