@@ -343,9 +343,11 @@ def _config_file(path: Path, config: TrainingConfig) -> Path:
     return path
 
 
-def _interrupt_ctv_train(dataset: Path, run_dir: Path, config: Path, after_step: int) -> tuple[str, str, int]:
+def _interrupt_ctv_train(dataset: Path, run_dir: Path, config: Path, after_step: int,
+                         sigterm: bool = False) -> tuple[str, str, int]:
     """Start ``ctv train -v`` in its own process group, wait until ``after_step`` steps are logged, then press
-    Ctrl+C as a terminal does (SIGINT to the whole group: DataLoader workers included); (stdout, stderr, status)."""
+    Ctrl+C as a terminal does (SIGINT to the whole group: DataLoader workers included), or with ``sigterm``
+    stop it as a batch system does (SIGTERM to the process); (stdout, stderr, status)."""
     from conftest import ctv_command
 
     process = subprocess.Popen([ctv_command(), "train", str(dataset), str(run_dir), "--config", str(config),
@@ -359,7 +361,10 @@ def _interrupt_ctv_train(dataset: Path, run_dir: Path, config: Path, after_step:
                 break
             assert process.poll() is None, process.communicate()
             time.sleep(0.1)
-        os.killpg(process.pid, signal.SIGINT)
+        if sigterm:
+            process.terminate()
+        else:
+            os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
         process.kill()
@@ -414,6 +419,34 @@ def test_ctrl_c_with_loader_workers_saves_the_step_under_way(dataset, tmp_path):
     assert status == 130 and "Traceback" not in err, err
     step = int(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"])
     assert step >= 3 and f"interrupted at step {step}" in err
+
+
+def test_sigterm_saves_the_step_under_way_too(dataset, tmp_path):
+    config = _config_file(tmp_path / "cfg.json", tiny_config(steps=100000, schedule__checkpoint_every=100000,
+                                                             schedule__checkpoint_minutes=0,
+                                                             schedule__validate_every=100000))
+    _, err, status = _interrupt_ctv_train(dataset, tmp_path / "run", config, after_step=2, sigterm=True)
+    assert status == 130 and "Traceback" not in err, err
+    step = int(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"])
+    assert step >= 2 and "SIGTERM: finishing step" in err and f"interrupted at step {step}" in err
+
+
+def test_presets_are_configurations_and_exclude_config(tmp_path):
+    from conftest import ctv_command
+
+    from ctv_core.training.presets import PRESETS, preset_config
+
+    first = preset_config("first-run")
+    assert first.optimisation.steps == 600 and first.network.widths == (8, 16, 32)
+    assert first.sampling.patch_zyx == (16, 32, 32) and first.settings.preprocessing.spacing_mm == (8.0, 8.0, 8.0)
+    assert preset_config("gpu").sampling.patch_zyx == (96, 128, 160)
+    with pytest.raises(TrainingError, match="no training preset 'fast'.*first-run, gpu"):
+        preset_config("fast")
+    helped = subprocess.run([ctv_command(), "train", "--help"], capture_output=True, text=True)
+    assert all(f"  {name} " in helped.stdout for name in PRESETS)
+    both = subprocess.run([ctv_command(), "train", "d.h5", str(tmp_path / "run"), "--preset", "first-run",
+                           "--config", "c.json"], capture_output=True, text=True)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr and "Traceback" not in both.stderr
 
 
 def test_checkpoints_by_time_as_well_as_by_steps(dataset, tmp_path, caplog):
