@@ -343,6 +343,34 @@ def _config_file(path: Path, config: TrainingConfig) -> Path:
     return path
 
 
+def _interrupt_ctv_train(dataset: Path, run_dir: Path, config: Path, after_step: int,
+                         sigterm: bool = False) -> tuple[str, str, int]:
+    """Start ``ctv train -v`` in its own process group, wait until ``after_step`` steps are logged, then press
+    Ctrl+C as a terminal does (SIGINT to the whole group: DataLoader workers included), or with ``sigterm``
+    stop it as a batch system does (SIGTERM to the process); (stdout, stderr, status)."""
+    from conftest import ctv_command
+
+    process = subprocess.Popen([ctv_command(), "train", str(dataset), str(run_dir), "--config", str(config),
+                                "--device", "cpu", "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        log = run_dir / "samples.csv"
+        for _ in range(1200):  # up to 120 s
+            rows = log.read_text().splitlines() if log.is_file() else []
+            if len(rows) > 1 and int(rows[-1].split(",")[0]) >= after_step:
+                break
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        if sigterm:
+            process.terminate()
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    return out, err, process.returncode
+
+
 def test_ctrl_c_saves_the_step_under_way_and_prints_the_command_that_resumes_there(dataset, tmp_path):
     """SIGINT to a real ``ctv train`` mid-run: it saves the step it was on (no checkpoint was due), exits
     130 naming the step and the resume command, and that command continues from exactly that step to
@@ -353,28 +381,17 @@ def test_ctrl_c_saves_the_step_under_way_and_prints_the_command_that_resumes_the
                           schedule__validate_every=100000)
     config = _config_file(tmp_path / "cfg.json", endless)
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([ctv_command(), "train", str(dataset), str(run_dir), "--config", str(config),
-                                "--device", "cpu", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        log = run_dir / "samples.csv"
-        for _ in range(1200):  # up to 120 s
-            rows = log.read_text().splitlines() if log.is_file() else []
-            if len(rows) > 1 and int(rows[-1].split(",")[0]) >= 8:  # past the timed warm-up
-                break
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.1)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 130, err
+    _, err, status = _interrupt_ctv_train(dataset, run_dir, config, after_step=8)  # past the timed warm-up
+    assert status == 130, err
     assert "Traceback" not in err
     assert "training case(s)" in err and "network of" in err and "schedule.checkpoint_minutes=0" in err
     assert "s per step: about" in err
+    assert "INFO ctv_core.training.loop: step 3/100000 loss" in err  # -v: the loss every log_every (1) steps
     checkpoint = run_dir / "checkpoints" / "last.pt"
     step = int(load_checkpoint(checkpoint)["step"])
     assert step >= 8
     assert f"interrupted at step {step}; step {step} is saved in {checkpoint}" in err
+    assert f"INFO ctv_core.training.loop: step {step} saved in {checkpoint}" in err
     losses = [int(r.split(",")[0]) for r in (run_dir / "log.csv").read_text().splitlines()[1:] if ",loss," in r]
     assert losses[-1] == step  # nothing trained after the saved step
     command = err.split("Resume with:\n")[1].strip()
@@ -390,6 +407,46 @@ def test_ctrl_c_saves_the_step_under_way_and_prints_the_command_that_resumes_the
                      device="cpu")
     a, b = weights_of(straight.last_checkpoint), weights_of(checkpoint)
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_ctrl_c_with_loader_workers_saves_the_step_under_way(dataset, tmp_path):
+    """The DataLoader's worker processes get the terminal's SIGINT too; they leave it to the trainer."""
+    config = _config_file(tmp_path / "cfg.json", tiny_config(steps=100000, data__num_workers=1,
+                                                             schedule__checkpoint_every=100000,
+                                                             schedule__checkpoint_minutes=0,
+                                                             schedule__validate_every=100000))
+    _, err, status = _interrupt_ctv_train(dataset, tmp_path / "run", config, after_step=3)
+    assert status == 130 and "Traceback" not in err, err
+    step = int(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"])
+    assert step >= 3 and f"interrupted at step {step}" in err
+
+
+def test_sigterm_saves_the_step_under_way_too(dataset, tmp_path):
+    config = _config_file(tmp_path / "cfg.json", tiny_config(steps=100000, schedule__checkpoint_every=100000,
+                                                             schedule__checkpoint_minutes=0,
+                                                             schedule__validate_every=100000))
+    _, err, status = _interrupt_ctv_train(dataset, tmp_path / "run", config, after_step=2, sigterm=True)
+    assert status == 130 and "Traceback" not in err, err
+    step = int(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"])
+    assert step >= 2 and "SIGTERM: finishing step" in err and f"interrupted at step {step}" in err
+
+
+def test_presets_are_configurations_and_exclude_config(tmp_path):
+    from conftest import ctv_command
+
+    from ctv_core.training.presets import PRESETS, preset_config
+
+    first = preset_config("first-run")
+    assert first.optimisation.steps == 600 and first.network.widths == (8, 16, 32)
+    assert first.sampling.patch_zyx == (16, 32, 32) and first.settings.preprocessing.spacing_mm == (8.0, 8.0, 8.0)
+    assert preset_config("gpu").sampling.patch_zyx == (96, 128, 160)
+    with pytest.raises(TrainingError, match="no training preset 'fast'.*first-run, gpu"):
+        preset_config("fast")
+    helped = subprocess.run([ctv_command(), "train", "--help"], capture_output=True, text=True)
+    assert all(f"  {name} " in helped.stdout for name in PRESETS)
+    both = subprocess.run([ctv_command(), "train", "d.h5", str(tmp_path / "run"), "--preset", "first-run",
+                           "--config", "c.json"], capture_output=True, text=True)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr and "Traceback" not in both.stderr
 
 
 def test_checkpoints_by_time_as_well_as_by_steps(dataset, tmp_path, caplog):

@@ -9,6 +9,7 @@ import argparse
 import os
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 from .progress import StageBars, StepBar
@@ -25,11 +26,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser(
         "train", parents=[common], help="train (or resume) the CTV network on an HDF5 dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train the CTV network; a RUN_DIR with checkpoints/last.pt resumes at its step. Ctrl+C (or "
-                    "SIGTERM) finishes the step under way, saves it and prints the command that resumes; a second "
-                    "Ctrl+C quits at once. A summary (cases, device, parameters, settings) is printed before the "
-                    "first step and the expected time after a few steps. Several processes: torchrun "
-                    "--nproc_per_node N -m ctv_core train ...\n\npresets (--preset NAME):\n" +
+        description=textwrap.fill(
+            "Train the CTV network; a RUN_DIR with checkpoints/last.pt resumes at its step. Ctrl+C (or SIGTERM) "
+            "finishes the step under way, saves it and prints the command that resumes; a second Ctrl+C quits at "
+            "once. A summary (cases, device, parameters, settings) is printed before the first step and the "
+            "expected time after a few steps. Several processes: torchrun --nproc_per_node N -m ctv_core train ...",
+            width=100) + "\n\npresets (--preset NAME):\n" +
                     "\n".join(f"  {name:10s} {text}" for name, text in PRESET_HELP.items()) +
                     "\n(docs/training.md gives their measured times)")
     p.add_argument("data", type=Path, help="HDF5 training set (ctv dataset build)")

@@ -5,7 +5,9 @@ that is running), writes ``checkpoints/last.pt`` at that step and raises
 :class:`TrainingInterrupted`. A second signal restores the previous handlers and interrupts at
 once, as Ctrl+C always does (the work since the last checkpoint is then lost). Handlers can be
 installed only on the main thread; elsewhere (a training started from a worker thread) the
-signals keep their usual effect.
+signals keep their usual effect. DataLoader workers ignore SIGINT (:func:`ignore_stop_in_worker`):
+Ctrl+C in a terminal reaches the whole process group, and a worker that stopped would leave the
+step under way without its batch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 #: The signals that stop a run after its current step.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def ignore_stop_in_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoader: the worker leaves SIGINT to the training process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class TrainingInterrupted(TrainingError):

@@ -54,7 +54,7 @@ from .checkpoints import (NETWORK, load_checkpoint, restore_modules, restore_opt
 from .config import TrainingConfig
 from .distributed import Processes, global_batch_norm, start_processes
 from .events import WARM_UP_SKIP, WARM_UP_STEPS, RunSummary, TrainingEvents, changed_settings
-from .interrupts import StopRequest, TrainingInterrupted
+from .interrupts import StopRequest, TrainingInterrupted, ignore_stop_in_worker
 from .objective import DeepSupervisionObjective, SampleWeighting
 from .patches import PatchDataset, StepBatchSampler
 from .quality import build_weighting
@@ -246,7 +246,8 @@ def _loader(data_path: Path, run: RunFolder, config: TrainingConfig, split: dict
     batches = StepBatchSampler(start_step, steps, config.sampling.batch_size, procs.rank, procs.world)
     store.close()  # no HDF5 handle may be inherited by worker processes
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=config.data.num_workers,
-                                         pin_memory=procs.device.type == "cuda")
+                                         pin_memory=procs.device.type == "cuda",
+                                         worker_init_fn=ignore_stop_in_worker if config.data.num_workers else None)
     return store, loader
 
 

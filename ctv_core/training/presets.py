@@ -27,7 +27,7 @@ from .config import TrainingConfig
 PRESETS: dict[str, dict[str, Any]] = {
     "first-run": {
         "sampling": {"patch_zyx": [16, 32, 32], "batch_size": 2, "foreground_probability": 0.5},
-        "optimisation": {"steps": 600, "learning_rate": 0.001, "learning_rate_decay": "poly"},
+        "optimisation": {"steps": 600, "learning_rate": 0.003, "learning_rate_decay": "poly"},
         "schedule": {"checkpoint_every": 100, "checkpoint_minutes": 2.0, "validate_every": 200, "log_every": 10},
         "network": {"widths": [8, 16, 32], "passes": 2},
         "settings": {"preprocessing": {"spacing_mm": [8.0, 8.0, 8.0]}, "inference": {"patch_zyx": [32, 64, 64]}},
