@@ -44,7 +44,11 @@ def test_restart_requeues_running_jobs_fails_them_after_repeated_stops_and_drops
     for attempt in range(1, MAX_JOB_ATTEMPTS + 1):
         claimed = store.claim_job()
         assert claimed.id == job.id and claimed.status == RUNNING and claimed.attempts == attempt
+        partial = store.version_dir(case_id, job.version)
+        partial.mkdir(parents=True)
+        (partial / "rtstruct.dcm").write_bytes(b"half of a killed run's set")
         result = CaseStore(tmp_path).recover()  # the process died; a new one starts
+        assert not partial.exists()  # a job not done has no version folder
         if attempt < MAX_JOB_ATTEMPTS:
             assert result["requeued"] == 1 and store.job(job.id).status == QUEUED
     assert store.job(job.id).status == FAILED and "stopped 3 times" in store.case(case_id)["message"]

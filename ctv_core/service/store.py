@@ -15,8 +15,8 @@ Durability follows Orthanc's habits: an instance is written (temporary name, fsy
 indexed before it is acknowledged; a job is recorded before it starts and marked done only after
 its version is stored; an outgoing file is an outbox row until the peer has stored it. A process
 killed at any point and restarted resumes from the index (:meth:`CaseStore.recover`): jobs that
-were running are queued again, the same version folder is written again (so nothing is
-duplicated), unsent files are sent.
+were running are queued again, their partial version folders removed, and write the same
+version number again (so nothing is duplicated), unsent files are sent.
 
 Every method opens its own short transaction on a connection of the calling thread, so the store
 may be used from the DICOM association threads, the job workers and the web server at once. The
@@ -33,6 +33,7 @@ states).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -330,8 +331,8 @@ class CaseStore(SeriesRecords):
     # --- restart --------------------------------------------------------------------------------
 
     def recover(self) -> dict[str, int]:
-        """After a restart: running jobs are queued again (or failed after ``MAX_JOB_ATTEMPTS``), files left
-        half-received are removed, instances filed but not indexed are dropped (never acknowledged), and
+        """After a restart: running jobs are queued again (or failed after ``MAX_JOB_ATTEMPTS``), their partial
+        version folders removed (a job not done has no version folder), files left half-received are removed, instances filed but not indexed are dropped (never acknowledged), and
         whatever else lies under incoming/ is quarantined (:meth:`Inbox.recover`): a restart never fails
         on what it finds on disk.
 
@@ -339,7 +340,9 @@ class CaseStore(SeriesRecords):
         """
         requeued = failed = 0
         with self.transaction() as db:
-            for row in db.execute("SELECT id, case_id, attempts FROM jobs WHERE status = ?", (RUNNING,)).fetchall():
+            for row in db.execute("SELECT id, case_id, version, attempts FROM jobs WHERE status = ?",
+                                  (RUNNING,)).fetchall():
+                shutil.rmtree(self.version_dir(row["case_id"], row["version"]), ignore_errors=True)
                 if row["attempts"] >= MAX_JOB_ATTEMPTS:
                     message = (f"The service stopped {row['attempts']} times while this job ran; it is not tried "
                                "again. Check the CT and the log, then queue it again.")
