@@ -175,3 +175,37 @@ def test_a_name_slicer_lacks_is_refused(mrml_scene, tmp_path):
             slicer_qt.Widget("QPushButton", "b").currentPath  # noqa: B018
         with pytest.raises(ValueError):
             slicer_qt.Widget("QPushButton", "b").connect("currentPathChanged(QString)", print)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_install_dependencies_asks_runs_in_a_process_and_says_once_how_it_went(release, mrml_scene, tmp_path,
+                                                                                slicer_lib):
+    from packaging.requirements import Requirement
+    from test_slicer_dependencies import fake_python
+
+    with module_in_slicer(release, mrml_scene, tmp_path) as (module, app):
+        panel, widget = _panel(module)
+        widget.setup()
+        installed = {"numpy": "1.26.4"}
+        python, log = fake_python(tmp_path)
+        widget.dependencies.logic = slicer_lib.DependencyLogic(
+            [Requirement("safetensors>=0.4")], versionOf=installed.get, distributions=lambda: dict(installed),
+            python=python)
+        widget.dependencies.show()
+        assert widget.ui.installDependenciesButton.enabled and not widget.ui.dependenciesCollapsibleButton.collapsed
+        app.confirm_answers.append(False)
+        widget.ui.installDependenciesButton.click()  # declined: nothing runs
+        assert not log.exists() and widget.dependencies.installation is None
+        app.confirm_answers.append(True)
+        widget.ui.installDependenciesButton.click()
+        assert widget.ui.installDependenciesButton.text == "Cancel installation"
+        installed["safetensors"] = "0.4.5"  # what the real pip will have installed when the process ends
+        deadline = time.monotonic() + 30
+        while widget.dependencies.timer.isActive():
+            assert time.monotonic() < deadline
+            widget.dependencies.timer.fire()
+            time.sleep(0.02)
+        assert [kind for kind, _ in app.dialogs] == ["confirm", "confirm", "info"]
+        assert "safetensors>=0.4" in app.dialogs[1][1] and app.dialogs[2][1] == "Dependencies installed."
+        assert not widget.ui.installDependenciesButton.enabled and app.pip_calls == []
+        widget.cleanup()
