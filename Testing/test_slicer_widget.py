@@ -79,7 +79,7 @@ def test_the_panels_whole_life(release, mrml_scene, ct_series, tmp_path):
 
 
 @pytest.mark.parametrize("release", RELEASES)
-def test_apply_finishes_edits_shows_and_plays_across_a_deleted_segment(release, mrml_scene, ct_series, tmp_path):
+def test_apply_finishes_exports_edits_shows_and_plays_across_a_deleted_segment(release, mrml_scene, ct_series, tmp_path):
     with module_in_slicer(release, mrml_scene, tmp_path) as (module, app):
         volume = load_dicom_volume(mrml_scene, ct_series)
         panel, widget = _panel(module)
@@ -100,6 +100,23 @@ def test_apply_finishes_edits_shows_and_plays_across_a_deleted_segment(release, 
         assert app.selected_module == "SegmentEditor"
         assert app.segment_editor.segmentationNode is segmentation
         assert app.segment_editor.sourceVolumeNode is volume
+        import numpy as np
+        import slicer
+        from slicer_app import DicomDatabase
+
+        bladder = np.zeros(slicer.util.arrayFromVolume(volume).shape, np.uint8)  # drawn before the export
+        bladder[20:24, 120:140, 110:130] = 1
+        segmentation.GetSegmentation().AddEmptySegment("bladder", "bladder")
+        slicer.util.updateSegmentBinaryLabelmapFromArray(bladder, segmentation, "bladder", volume)
+
+        slicer.dicomDatabase = DicomDatabase(ct_series)
+        slicer_qt.QFileDialog.answers[:] = [str(tmp_path / "rtstruct.dcm")]
+        widget.ui.exportButton.click()
+        assert [kind for kind, _ in app.dialogs] == ["info"] and (tmp_path / "rtstruct.dcm").is_file()
+        import pydicom
+
+        written = pydicom.dcmread(tmp_path / "rtstruct.dcm")
+        assert [roi.ROIName for roi in written.StructureSetROISequence] == ["CTV", "bladder"]
         widget.ui.playButton.click()
         widget.reviewTimer.fire()
         assert "/" in widget.ui.reviewLabel.text or "slice" in widget.ui.reviewLabel.text.lower()
