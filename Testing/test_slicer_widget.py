@@ -79,7 +79,8 @@ def test_the_panels_whole_life(release, mrml_scene, ct_series, tmp_path):
 
 
 @pytest.mark.parametrize("release", RELEASES)
-def test_apply_finishes_exports_edits_shows_and_plays_across_a_deleted_segment(release, mrml_scene, ct_series, tmp_path):
+def test_apply_finishes_exports_edits_shows_and_plays_across_a_deleted_segment(release, mrml_scene, ct_series,
+                                                                               tmp_path):
     with module_in_slicer(release, mrml_scene, tmp_path) as (module, app):
         volume = load_dicom_volume(mrml_scene, ct_series)
         panel, widget = _panel(module)
@@ -148,7 +149,7 @@ def test_a_failing_and_a_cancelled_prediction(release, mrml_scene, ct_series, tm
         widget.cleanup()
 
 
-def test_the_terminology_loads_at_startup_no_red_view_stops_playback_and_reload_reloads_logic(mrml_scene, ct_series, tmp_path):
+def test_the_terminology_loads_at_startup_no_red_view_stops_playback_and_reload_reloads_logic(mrml_scene, tmp_path):
     with module_in_slicer("5.8", mrml_scene, tmp_path) as (module, app):
         from slicer_app import ModuleParent
 

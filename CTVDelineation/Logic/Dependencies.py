@@ -203,7 +203,8 @@ class InstallJob:
     latest output line (the progress to show), ``returnCode`` the first non-zero exit status or 0.
     """
 
-    def __init__(self, commands: Sequence[Sequence[str]], runnerFactory: Callable[[], ProcessRunner] = SubprocessRunner):
+    def __init__(self, commands: Sequence[Sequence[str]],
+                 runnerFactory: Callable[[], ProcessRunner] = SubprocessRunner):
         self.commands = [list(c) for c in commands]
         self.runnerFactory = runnerFactory
         self.lastLine = ""
@@ -226,7 +227,8 @@ class InstallJob:
         try:
             self._runner.start(self.commands[self._index])
         except OSError as error:
-            self.lastLine, self.returnCode, self._runner = f"cannot start {self.commands[self._index][0]}: {error}", 1, None
+            self.lastLine = f"cannot start {self.commands[self._index][0]}: {error}"
+            self.returnCode, self._runner = 1, None
 
     @property
     def running(self) -> bool:
