@@ -22,6 +22,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from CTVDelineationDependencies import DependenciesPanel  # noqa: E402 - the module folder is on sys.path
+
 # Slicer looks the self-test up as ``CTVDelineationTest`` in this module (Reload & Test).
 from CTVDelineationSelfTest import CTVDelineationTest  # noqa: E402,F401 - the module folder is on sys.path
 
@@ -140,7 +142,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = lib.CTVDelineationLogic(slicer.mrmlScene, terminologyLogic=slicer.modules.terminologies.logic(),
                                              temporaryDirectory=slicer.app.temporaryPath)
-        self.dependencies = lib.DependencyLogic(lib.SlicerPackageInstaller())
+        self.dependencies = DependenciesPanel(self.ui, lib.DependencyLogic())
         self.logic.progress.connect(self.onProgress)
         self.logic.finished.connect(self.onFinished)
         self.logic.failed.connect(self.onFailed)
@@ -165,10 +167,9 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.previousSliceButton.connect("clicked(bool)", lambda checked: self.onStepSlice(-1))
         self.ui.nextSliceButton.connect("clicked(bool)", lambda checked: self.onStepSlice(1))
         self.ui.playButton.connect("toggled(bool)", self.onPlayToggled)
-        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.initializeParameterNode()
         self.onModelPathChanged(self._parameterNode.modelFolder if self._parameterNode else "")
-        self.showDependencies()
+        self.dependencies.show()
 
     def onReload(self):
         """Developer Reload: the ``Logic/`` package (CTVDelineationLib and its modules) is imported anew too."""
@@ -182,6 +183,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.probe is not None:
             self.probe.close()
             self.probe = None
+        self.dependencies.cleanup()
         self.pollTimer.stop()
         self.reviewTimer.stop()
         self.setParameterNode(None)
@@ -319,25 +321,6 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showDevices(self, answer):
         self.ui.deviceStatusLabel.text = loadLogicPackage().deviceStatus(answer)
-
-    # --- dependencies ------------------------------------------------------------------------------
-
-    def showDependencies(self):
-        self.ui.dependenciesLabel.text = self.dependencies.describe(self.dependencies.plan())
-        missing = not self.dependencies.plan().empty
-        self.ui.installDependenciesButton.enabled = missing
-        if missing:
-            self.ui.dependenciesCollapsibleButton.collapsed = False
-
-    def onInstallDependencies(self, checked=False):
-        def confirm(text):
-            return slicer.util.confirmOkCancelDisplay(text, windowTitle="CTV Delineation: install packages")
-
-        def done(ok, message):
-            self.showDependencies()
-            (slicer.util.infoDisplay if ok else slicer.util.errorDisplay)(message, windowTitle="CTV Delineation")
-
-        self.dependencies.install(confirm, done)
 
     # --- review and export -------------------------------------------------------------------------
 

@@ -67,6 +67,24 @@ class Layout:
         return types.SimpleNamespace(threeDView=lambda: types.SimpleNamespace(resetFocalPoint=reset))
 
 
+class DicomDatabase:
+    """``slicer.dicomDatabase`` (ctkDICOMDatabase): ``isOpen`` and ``fileForInstance`` over real DICOM files."""
+
+    __slots__ = ("_files",)
+
+    def __init__(self, *folders: Path):
+        from slicer_support import FolderDicomDatabase
+
+        self._files = FolderDicomDatabase(*folders)
+
+    @property
+    def isOpen(self) -> bool:
+        return True
+
+    def fileForInstance(self, sopInstanceUID: str) -> str:
+        return self._files.fileForInstance(sopInstanceUID)
+
+
 class ModuleParent:
     """The ``qSlicerScriptedLoadableModule`` a module's metadata is written on: its Qt properties only."""
 
@@ -315,7 +333,7 @@ def slicer_application(release: str, scene, module_file: Path, temporary: Path):
         modules["slicer.packaging"] = module
     saved_modules = {name: sys.modules.get(name) for name in [*modules, "slicer.packaging"]}
     attributes = ("util", "app", "modules", "mrmlScene", "packaging", "ScriptedLoadableModule",
-                  "parameterNodeWrapper")
+                  "parameterNodeWrapper", "dicomDatabase")
     saved_attributes = {name: getattr(slicer, name, None) for name in attributes}
     sys.modules.pop("slicer.packaging", None)
     sys.modules.update(modules)

@@ -24,9 +24,10 @@ def _ui_widgets() -> dict[str, ET.Element]:
 
 
 def _used_ui_names() -> set[str]:
-    """Every ``self.ui.<name>`` the module's script uses."""
+    """Every ``self.ui.<name>`` the module's scripts use."""
     names = set()
-    for node in ast.walk(ast.parse(MODULE_FILE.read_text())):
+    scripts = MODULE_FILE.read_text() + (MODULE_DIR / "CTVDelineationDependencies.py").read_text()
+    for node in ast.walk(ast.parse(scripts)):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
                 and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"):
             names.add(node.attr)

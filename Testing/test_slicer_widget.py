@@ -79,7 +79,8 @@ def test_the_panels_whole_life(release, mrml_scene, ct_series, tmp_path):
 
 
 @pytest.mark.parametrize("release", RELEASES)
-def test_apply_finishes_edits_shows_and_plays_across_a_deleted_segment(release, mrml_scene, ct_series, tmp_path):
+def test_apply_finishes_exports_edits_shows_and_plays_across_a_deleted_segment(release, mrml_scene, ct_series,
+                                                                               tmp_path):
     with module_in_slicer(release, mrml_scene, tmp_path) as (module, app):
         volume = load_dicom_volume(mrml_scene, ct_series)
         panel, widget = _panel(module)
@@ -100,6 +101,23 @@ def test_apply_finishes_edits_shows_and_plays_across_a_deleted_segment(release, 
         assert app.selected_module == "SegmentEditor"
         assert app.segment_editor.segmentationNode is segmentation
         assert app.segment_editor.sourceVolumeNode is volume
+        import numpy as np
+        import slicer
+        from slicer_app import DicomDatabase
+
+        bladder = np.zeros(slicer.util.arrayFromVolume(volume).shape, np.uint8)  # drawn before the export
+        bladder[20:24, 120:140, 110:130] = 1
+        segmentation.GetSegmentation().AddEmptySegment("bladder", "bladder")
+        slicer.util.updateSegmentBinaryLabelmapFromArray(bladder, segmentation, "bladder", volume)
+
+        slicer.dicomDatabase = DicomDatabase(ct_series)
+        slicer_qt.QFileDialog.answers[:] = [str(tmp_path / "rtstruct.dcm")]
+        widget.ui.exportButton.click()
+        assert [kind for kind, _ in app.dialogs] == ["info"] and (tmp_path / "rtstruct.dcm").is_file()
+        import pydicom
+
+        written = pydicom.dcmread(tmp_path / "rtstruct.dcm")
+        assert [roi.ROIName for roi in written.StructureSetROISequence] == ["CTV", "bladder"]
         widget.ui.playButton.click()
         widget.reviewTimer.fire()
         assert "/" in widget.ui.reviewLabel.text or "slice" in widget.ui.reviewLabel.text.lower()
@@ -131,7 +149,7 @@ def test_a_failing_and_a_cancelled_prediction(release, mrml_scene, ct_series, tm
         widget.cleanup()
 
 
-def test_the_terminology_loads_at_startup_no_red_view_stops_playback_and_reload_reloads_logic(mrml_scene, ct_series, tmp_path):
+def test_the_terminology_loads_at_startup_no_red_view_stops_playback_and_reload_reloads_logic(mrml_scene, tmp_path):
     with module_in_slicer("5.8", mrml_scene, tmp_path) as (module, app):
         from slicer_app import ModuleParent
 
@@ -175,3 +193,37 @@ def test_a_name_slicer_lacks_is_refused(mrml_scene, tmp_path):
             slicer_qt.Widget("QPushButton", "b").currentPath  # noqa: B018
         with pytest.raises(ValueError):
             slicer_qt.Widget("QPushButton", "b").connect("currentPathChanged(QString)", print)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_install_dependencies_asks_runs_in_a_process_and_says_once_how_it_went(release, mrml_scene, tmp_path,
+                                                                                slicer_lib):
+    from packaging.requirements import Requirement
+    from test_slicer_dependencies import fake_python
+
+    with module_in_slicer(release, mrml_scene, tmp_path) as (module, app):
+        panel, widget = _panel(module)
+        widget.setup()
+        installed = {"numpy": "1.26.4"}
+        python, log = fake_python(tmp_path)
+        widget.dependencies.logic = slicer_lib.DependencyLogic(
+            [Requirement("safetensors>=0.4")], versionOf=installed.get, distributions=lambda: dict(installed),
+            python=python)
+        widget.dependencies.show()
+        assert widget.ui.installDependenciesButton.enabled and not widget.ui.dependenciesCollapsibleButton.collapsed
+        app.confirm_answers.append(False)
+        widget.ui.installDependenciesButton.click()  # declined: nothing runs
+        assert not log.exists() and widget.dependencies.installation is None
+        app.confirm_answers.append(True)
+        widget.ui.installDependenciesButton.click()
+        assert widget.ui.installDependenciesButton.text == "Cancel installation"
+        installed["safetensors"] = "0.4.5"  # what the real pip will have installed when the process ends
+        deadline = time.monotonic() + 30
+        while widget.dependencies.timer.isActive():
+            assert time.monotonic() < deadline
+            widget.dependencies.timer.fire()
+            time.sleep(0.02)
+        assert [kind for kind, _ in app.dialogs] == ["confirm", "confirm", "info"]
+        assert "safetensors>=0.4" in app.dialogs[1][1] and app.dialogs[2][1] == "Dependencies installed."
+        assert not widget.ui.installDependenciesButton.enabled and app.pip_calls == []
+        widget.cleanup()

@@ -24,5 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 SETUP_EXTRAS=test,slicer,review bash scripts/setup.sh
+# ctv_core once more in an environment pinned to Slicer 5.10's bundled numpy, pydicom and SimpleITK.
+bash scripts/test_slicer510.sh
 # loadgroup: the tests of one running review station (xdist_group) stay on one worker.
 exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"

@@ -1,34 +1,44 @@
 """The Python packages the module needs in Slicer's Python: checked, and installed only with consent.
 
 The needs are data (``Resources/requirements.txt``, plus torch). ``DependencyLogic.check`` says
-for each one whether it is there at a suitable version; ``plan`` lists what would be installed
-(only what is *missing*) and what conflicts (installed at another version: never replaced,
-since Slicer's own modules may rely on it; the message says what to do instead). ``install``
-asks ``confirm`` first, then installs through a ``PackageInstaller`` with a constraints file
-that pins every installed distribution to its present version, so pip cannot upgrade or
-downgrade one of them as a dependency of a new package. torch goes through the PyTorch
-extension (``PyTorchUtils``), which picks the build for the computer's GPU, when it is present.
+for each one whether it is there at a suitable version, from the installed distributions'
+metadata (torch is never imported into Slicer's own process); ``plan`` lists what would be
+installed (only what is *missing*) and what conflicts (installed at another version: never
+replaced, since Slicer's own modules may rely on it; the message says what to do instead).
+
+``startInstall`` returns an :class:`InstallJob`: pip runs in a process of its own (Slicer's
+``PythonSlicer``, like the prediction), one command after another, so Slicer never freezes; the
+widget polls it from a timer, shows pip's last line and can cancel it (the whole process group
+is stopped). Every command carries a constraints file pinning each installed distribution,
+Slicer's bundled numpy, pydicom and SimpleITK included, to its present version, so pip cannot
+upgrade or downgrade one of them as a dependency of a new package; it fails instead, and the
+message says so. torch is installed with light-the-torch (the tool the PyTorch extension uses),
+which picks the build for the computer's GPU, in the same process: not through the PyTorch
+extension's ``installTorch``, which runs on Slicer's main thread, adds torchvision and imports
+torch into Slicer. This works the same on Slicer 5.8, 5.10 and 5.12 (whose ``pip_install``
+arguments differ: ``constraints``, ``blocking`` and callbacks exist from 5.12 only).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
 import logging
-import shlex
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from .PredictionProcess import ProcessRunner, SubprocessRunner, pythonExecutable
 
 logger = logging.getLogger(__name__)
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 TORCH_REQUIREMENT = "torch>=2.1"
+#: light-the-torch picks the torch build (CUDA version or CPU) for the computer, as the PyTorch extension does.
+LIGHT_THE_TORCH = "light-the-torch>=0.7"
 
 
 @dataclass(frozen=True)
@@ -65,19 +75,6 @@ class InstallPlan:
         return not self.packages and self.torch is None
 
 
-class PackageInstaller(Protocol):
-    """How packages get into Slicer's Python (a fake in tests)."""
-
-    def pipInstall(self, requirements: list[str], constraints: Path, done: Callable[[int], None]) -> None:
-        """Install ``requirements`` under ``constraints``; call ``done(returnCode)`` when finished."""
-
-    def installTorch(self, requirement: str, constraints: Path, done: Callable[[int], None]) -> None:
-        """Install torch; call ``done(returnCode)`` when finished."""
-
-    def torchHelper(self) -> str:
-        """Which way torch would be installed, for the confirmation text."""
-
-
 def installedVersion(name: str) -> str | None:
     """The installed version of distribution ``name``, or None."""
     try:
@@ -107,18 +104,18 @@ class DependencyLogic:
 
     Parameters
     ----------
-    installer
-        The installer (``SlicerPackageInstaller`` in the application).
     requirements
         Default: ``Resources/requirements.txt`` and torch.
     versionOf, distributions
         How installed versions are looked up (replaceable in tests).
+    python
+        The interpreter pip runs in (default: ``PythonSlicer`` in Slicer, see ``pythonExecutable``).
     """
 
-    def __init__(self, installer: PackageInstaller | None = None, requirements: Iterable[Requirement] | None = None,
+    def __init__(self, requirements: Iterable[Requirement] | None = None,
                  versionOf: Callable[[str], str | None] = installedVersion,
-                 distributions: Callable[[], dict[str, str]] = installedDistributions):
-        self.installer = installer
+                 distributions: Callable[[], dict[str, str]] = installedDistributions, python: str | None = None):
+        self.python = python
         self.requirements = list(requirements) if requirements is not None else [
             *readRequirements(), Requirement(TORCH_REQUIREMENT)]
         self.versionOf = versionOf
@@ -142,8 +139,8 @@ class DependencyLogic:
         if plan.packages:
             lines.append("Install into Slicer's Python: " + ", ".join(plan.packages) + ".")
         if plan.torch:
-            helper = self.installer.torchHelper() if self.installer else ""
-            lines.append(f"Install {plan.torch} {helper}".rstrip() + ".")
+            lines.append(f"Install {plan.torch} (without torchvision) with {LIGHT_THE_TORCH}, which picks the build "
+                         "for this computer's GPU, or the CPU build when there is none.")
         if not plan.empty:
             lines.append("Packages already installed, Slicer's own included, are kept at their versions.")
         for conflict in plan.conflicts:
@@ -160,90 +157,103 @@ class DependencyLogic:
                         encoding="utf-8")
         return path
 
-    def install(self, confirm: Callable[[str], bool], done: Callable[[bool, str], None]) -> InstallPlan:
-        """Ask ``confirm(text)``; if granted, install what is missing, then call ``done(ok, message)``.
+    def commands(self, plan: InstallPlan, constraints: Path, python: str) -> list[list[str]]:
+        """The command lines that carry out ``plan`` with ``python``: light-the-torch and torch first
+        (when torch is missing), then the other packages; each under ``constraints``."""
+        pip = [python, "-m", "pip", "install", "--constraint", str(constraints)]
+        steps = []
+        if plan.torch:
+            steps.append([*pip, LIGHT_THE_TORCH])
+            steps.append([python, "-m", "light_the_torch", "install", "--constraint", str(constraints), plan.torch])
+        if plan.packages:
+            steps.append([*pip, *plan.packages])
+        return steps
 
-        Nothing is installed without consent, and nothing installed is replaced. Returns the plan.
-        """
-        plan = self.plan()
-        if plan.empty:
-            done(not plan.conflicts, self.describe(plan))
-            return plan
-        if not confirm(self.describe(plan)):
-            done(False, "Nothing was installed.")
-            return plan
+    def startInstall(self, plan: InstallPlan,
+                     runnerFactory: Callable[[], ProcessRunner] = SubprocessRunner) -> InstallJob:
+        """Start installing what ``plan`` lists (after the user agreed to ``describe(plan)``); return the job."""
         folder = Path(tempfile.mkdtemp(prefix="CTVDelineation-pip-"))
-        constraints = self.writeConstraints(folder)
-        steps = ([lambda finish: self.installer.installTorch(plan.torch, constraints, finish)] if plan.torch else []) \
-            + ([lambda finish: self.installer.pipInstall(plan.packages, constraints, finish)] if plan.packages else [])
+        job = InstallJob(self.commands(plan, self.writeConstraints(folder), self.python or pythonExecutable()),
+                         runnerFactory)
+        job.start()
+        return job
 
-        def runStep(index: int, code: int) -> None:
-            if code != 0:
-                done(False, f"The installation failed (pip returned {code}); the details are in Slicer's log. "
-                            "Nothing installed before was changed.")
-                return
-            if index == len(steps):
-                still = [s for s in self.check() if not s.satisfied]
-                done(not still, "Dependencies installed." if not still else
-                     "Still missing or unsuitable after installing: "
-                     + ", ".join(f"{s.requirement} (installed: {s.installed or 'none'})" for s in still)
-                     + ". Restart Slicer and check again.")
-                return
-            steps[index](lambda returnCode: runStep(index + 1, returnCode))
+    def outcome(self, job: InstallJob) -> tuple[bool, str]:
+        """``(ok, message)`` for the user once ``job`` has ended."""
+        if job.cancelled:
+            return False, ("The installation was cancelled. Packages installed before were not changed; run it again "
+                           "to finish.")
+        if job.returnCode != 0:
+            return False, (f"The installation failed (pip returned {job.returnCode}): {job.lastLine or 'no output'}. "
+                           "Nothing installed before was changed: a package Slicer ships is never replaced, so a "
+                           "requirement that would need another version of one fails here. The details are in "
+                           "Slicer's log.")
+        still = [s for s in self.check() if not s.satisfied]
+        if still:
+            return False, ("Still missing or unsuitable after installing: "
+                           + ", ".join(f"{s.requirement} (installed: {s.installed or 'none'})" for s in still)
+                           + ". Restart Slicer and check again.")
+        return True, "Dependencies installed."
 
-        runStep(0, 0)
-        return plan
 
+class InstallJob:
+    """Commands run one after another in a process of their own; every call returns at once.
 
-class SlicerPackageInstaller:
-    """``PackageInstaller`` inside Slicer: ``slicer.util.pip_install`` (non-blocking where the Slicer
-    release supports it) and the PyTorch extension's installer for torch."""
+    ``poll`` (from the widget's timer) returns True while a command runs; ``lastLine`` is pip's
+    latest output line (the progress to show), ``returnCode`` the first non-zero exit status or 0.
+    """
 
-    @staticmethod
-    def _pytorchLogic():
-        try:
-            import PyTorchUtils  # the PyTorch extension
-        except ImportError:
-            return None
-        return PyTorchUtils.PyTorchUtilsLogic()
+    def __init__(self, commands: Sequence[Sequence[str]],
+                 runnerFactory: Callable[[], ProcessRunner] = SubprocessRunner):
+        self.commands = [list(c) for c in commands]
+        self.runnerFactory = runnerFactory
+        self.lastLine = ""
+        self.returnCode: int | None = None
+        self.cancelled = False
+        self._index = -1
+        self._runner: ProcessRunner | None = None
 
-    def torchHelper(self) -> str:
-        if self._pytorchLogic() is not None:
-            return "through the PyTorch extension (it picks the build for this computer's GPU)"
-        return ("from PyPI (no PyTorch extension found: install it from the Extensions Manager to get the build "
-                "for this computer's GPU)")
+    def start(self) -> None:
+        self._next()
 
-    def pipInstall(self, requirements: list[str], constraints: Path, done: Callable[[int], None]) -> None:
-        import slicer
-
-        parameters = inspect.signature(slicer.util.pip_install).parameters
-        arguments = " ".join(shlex.quote(r) for r in requirements)
-        if "constraints" in parameters:
-            extra = {"constraints": str(constraints)}
-        else:
-            arguments += f" -c {shlex.quote(str(constraints))}"
-            extra = {}
-        if "blocking" in parameters:  # Slicer >= 5.11: the user interface keeps running
-            slicer.util.pip_install(arguments, blocking=False, completedCallback=done, **extra)
+    def _next(self) -> None:
+        self._index += 1
+        if self._index == len(self.commands):
+            self.returnCode = 0
+            self._runner = None
             return
+        logger.info("Installing: %s", " ".join(self.commands[self._index]))
+        self._runner = self.runnerFactory()
         try:
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(arguments, **extra)
-        except Exception:  # noqa: BLE001 - pip's failure is reported to the user through done()
-            logger.exception("pip install %s failed", arguments)
-            done(1)
-            return
-        done(0)
+            self._runner.start(self.commands[self._index])
+        except OSError as error:
+            self.lastLine = f"cannot start {self.commands[self._index][0]}: {error}"
+            self.returnCode, self._runner = 1, None
 
-    def installTorch(self, requirement: str, constraints: Path, done: Callable[[int], None]) -> None:
-        logic = self._pytorchLogic()
-        if logic is None:
-            self.pipInstall([requirement], constraints, done)
-            return
-        specifier = str(Requirement(requirement).specifier)
-        try:
-            torch = logic.installTorch(askConfirmation=False, torchVersionRequirement=specifier)
-        except Exception:  # noqa: BLE001 - reported through done()
-            logger.exception("The PyTorch extension could not install torch")
-            torch = None
-        done(0 if torch is not None else 1)
+    @property
+    def running(self) -> bool:
+        return self.returnCode is None
+
+    def poll(self) -> bool:
+        if self._runner is None:
+            return False
+        for line in self._runner.readLines():
+            if line.strip():
+                self.lastLine = line.strip()
+                logger.info("pip: %s", self.lastLine)
+        code = self._runner.exitCode()
+        if code is None:
+            return True
+        if code != 0 or self.cancelled:
+            for line in self._runner.errorOutput().splitlines()[-3:]:
+                logger.warning("pip: %s", line)
+            self.returnCode, self._runner = code or 1, None
+            return False
+        self._next()
+        return self._runner is not None
+
+    def cancel(self) -> None:
+        """Stop the running command (its whole process group) and run no further one."""
+        if self._runner is not None:
+            self.cancelled = True
+            self._runner.terminate()

@@ -24,7 +24,7 @@ Frames: MRML speaks RAS, ctv_core LPS; only :mod:`.PatientFrame` converts.
 from ctv_core.errors import CTVError
 
 from .CTVDelineationLogic import CTVDelineationLogic, PredictionResult, deviceStatus
-from .Dependencies import DependencyLogic, SlicerPackageInstaller
+from .Dependencies import DependencyLogic, InstallJob
 from .Errors import BusyError, InstallationError, PredictionProcessError, SceneInputError, userMessage
 from .ModelInfo import ModelDescription, describeModel
 from .PredictionJob import PredictionOptions
@@ -36,6 +36,6 @@ from .Signal import Signal
 __all__ = [
     "AUTOPLAY_INTERVAL_MS", "BusyError", "CTVDelineationLogic", "CTVError", "DependencyLogic", "ExportResult",
     "InstallationError", "ModelDescription", "PredictionOptions", "PredictionProcessError", "PredictionResult",
-    "ProcessRunner", "ReviewPlayer", "SceneInputError", "Signal", "SlicerPackageInstaller", "SubprocessRunner",
+    "ProcessRunner", "ReviewPlayer", "SceneInputError", "Signal", "InstallJob", "SubprocessRunner",
     "describeModel", "deviceStatus", "segmentSliceOffsets", "sliceOffsets", "userMessage",
 ]
