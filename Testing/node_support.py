@@ -25,7 +25,9 @@ CEILING_S = 1800.0
 
 
 class Node:
-    """``ctv node`` as a process."""
+    """``ctv node`` as a process; every node started is stopped when its test ends (``nodes_stopped``)."""
+
+    running: list[Node] = []
 
     def __init__(self, data: Path, port: int, *args: str) -> None:
         self.data, self.port, self.args = data, port, args
@@ -37,6 +39,8 @@ class Node:
                                          "--data", str(self.data), "--series-timeout", "1", "--device", "cpu",
                                          *self.args], stdout=subprocess.PIPE, stderr=open(self.data.parent /
                                          f"{self.data.name}.stderr", "ab"), text=True)
+        if self not in Node.running:
+            Node.running.append(self)
         line = self.process.stdout.readline()
         assert "listening" in line, (line, (self.data.parent / f"{self.data.name}.stderr").read_text()[-2000:])
         return self
@@ -111,6 +115,15 @@ class Node:
         """The PACS's RTSTRUCT series, once it holds ``count`` of them (see :meth:`wait_working`)."""
         return self.wait_working(lambda: found if len(found := pacs.series_of_modality("RTSTRUCT")) >= count
                                  else None, f"{count} RTSTRUCT series in the PACS")
+
+
+@pytest.fixture(autouse=True)
+def nodes_stopped():
+    """Stops, after each test of a module that imports this fixture, every node the test started, passed or failed:
+    a node left running outlives pytest (its parent is gone, it keeps its port and its data folder open)."""
+    yield
+    while Node.running:
+        Node.running.pop().stop()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from conftest import ctv_command, require_tool
-from node_support import NODE_AE, pacs_and_node  # noqa: F401 - a fixture
+from node_support import NODE_AE, nodes_stopped, pacs_and_node  # noqa: F401 - two fixtures
 from orthanc import Orthanc, http_error
 
 from ctv_core import load_ct_series, read_rtstruct

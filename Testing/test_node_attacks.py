@@ -27,7 +27,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from conftest import ctv_command
-from node_support import Node, Peer, pacs_and_node, wait_for  # noqa: F401 - pacs_and_node is a fixture
+from node_support import Node, Peer, nodes_stopped, pacs_and_node, wait_for  # noqa: F401 - two fixtures
 from orthanc import free_port
 from pydicom.uid import generate_uid
 
