@@ -2,7 +2,8 @@
 
 This file is the module's shell (metadata, parameter node, widget, self-test); the work is in
 ``Logic/`` (loaded under the package name ``CTVDelineationLib``, see :func:`loadLogicPackage`)
-over ctv_core, which ships with the module.
+over ctv_core, which ships with the module (its ``ctv_core.scene`` holds the MRML conversions,
+the RTSTRUCT export and the terminology, shared with the review station).
 """
 
 import importlib.util
@@ -31,6 +32,8 @@ MODULE_DIR = Path(__file__).resolve().parent
 #: The name the ``Logic/`` folder is imported under: Slicer shares one ``sys.path`` among all
 #: module folders, so a bare ``Logic`` could be another extension's.
 LOGIC_PACKAGE = "CTVDelineationLib"
+#: What Developer Reload imports anew: the module's logic and the part of ctv_core it is developed with.
+RELOADED_PACKAGES = (LOGIC_PACKAGE, "ctv_core.scene")
 
 
 def _loadPackage(name: str, folder: Path):
@@ -46,26 +49,33 @@ def _loadPackage(name: str, folder: Path):
     return package
 
 
-def loadLogicPackage():
-    """The ``Logic/`` package as ``CTVDelineationLib``, with the ctv_core shipped beside the module.
+def loadCtvCore() -> None:
+    """Import the ctv_core shipped with the module, unless one is imported already.
 
     ctv_core is the copy installed with the extension (next to this file) or, in a source
     checkout added with "Add module path", the one in the repository beside this folder.
     """
-    if LOGIC_PACKAGE in sys.modules:
-        return sys.modules[LOGIC_PACKAGE]
     if "ctv_core" not in sys.modules:
         for folder in (MODULE_DIR / "ctv_core", MODULE_DIR.parent / "ctv_core"):
             if (folder / "__init__.py").is_file():
                 _loadPackage("ctv_core", folder)
                 break
+
+
+def loadLogicPackage():
+    """The ``Logic/`` package as ``CTVDelineationLib``, with the ctv_core shipped beside the module."""
+    if LOGIC_PACKAGE in sys.modules:
+        return sys.modules[LOGIC_PACKAGE]
+    loadCtvCore()
     return _loadPackage(LOGIC_PACKAGE, MODULE_DIR / "Logic")
 
 
 def registerTerminology() -> None:
-    """Load the module's terminology file (the CTV's coded type) into Slicer's terminologies logic."""
-    terminologyFile = MODULE_DIR / "Resources" / "CTVDelineation.term.json"
-    slicer.modules.terminologies.logic().LoadTerminologyFromFile(str(terminologyFile))
+    """Load ctv_core's terminology file (the CTV's coded type) into Slicer's terminologies logic."""
+    loadCtvCore()
+    from ctv_core.scene.terminology import TERMINOLOGY_FILE
+
+    slicer.modules.terminologies.logic().LoadTerminologyFromFile(str(TERMINOLOGY_FILE))
 
 
 class CTVDelineation(ScriptedLoadableModule):
@@ -172,8 +182,9 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.dependencies.show()
 
     def onReload(self):
-        """Developer Reload: the ``Logic/`` package (CTVDelineationLib and its modules) is imported anew too."""
-        for name in [n for n in sys.modules if n == LOGIC_PACKAGE or n.startswith(LOGIC_PACKAGE + ".")]:
+        """Developer Reload: the ``Logic/`` package (CTVDelineationLib and its modules) and ``ctv_core.scene``
+        (the MRML side of ctv_core) are imported anew too."""
+        for name in [n for n in sys.modules if any(n == p or n.startswith(p + ".") for p in RELOADED_PACKAGES)]:
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
 
@@ -350,7 +361,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not path:
             return
         ctFolder = None
-        if not lib.RTStructExport.instanceUIDs(volume):
+        if not lib.instanceUIDs(volume):
             ctFolder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
                                                            "Folder of the CT's DICOM files (the CT was not loaded "
                                                            "through the DICOM module)")

@@ -1,5 +1,6 @@
-"""The shape of ctv_core: stage folders importing only downward, the CLI alone parsing and printing,
-small modules that say what they own, and imports that cost only what is used."""
+"""The shape of ctv_core: stage folders importing only downward, never the Slicer module, Slicer itself only in
+``scene/`` and the review station, the CLI alone parsing and printing, small modules that say what they own, and
+imports that cost only what is used."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ctv_core"
 
 #: Stage -> the stages it may import (besides itself and the top level: errors, geometry, ...).
-#: ``evaluation`` sits below ``training`` so that validation uses the metrics' one Dice.
+#: ``evaluation`` sits below ``training`` so that validation uses the metrics' one Dice; ``scene`` (MRML beside
+#: ctv_core, for the Slicer module and the review station) sits below ``service``.
 ALLOWED = {
     "dicom": set(),
     "structures": {"dicom"},
@@ -24,8 +26,10 @@ ALLOWED = {
     "evaluation": {"dicom", "structures"},
     "training": {"dicom", "structures", "model", "inference", "dataset", "evaluation"},
     "phantom": {"dicom", "structures"},
-    "service": {"dicom", "structures", "model", "inference"},
-    "cli": {"dicom", "structures", "model", "inference", "dataset", "evaluation", "training", "phantom", "service"},
+    "scene": {"dicom", "structures", "model"},
+    "service": {"dicom", "structures", "model", "inference", "scene"},
+    "cli": {"dicom", "structures", "model", "inference", "dataset", "evaluation", "training", "phantom", "scene",
+            "service"},
 }
 #: Top-level modules every stage may import; they import no stage.
 FOUNDATION = {"errors", "geometry", "atomic_files", "output_folder", "strict_config", "noise_fields", "_version"}
@@ -111,6 +115,102 @@ def test_the_direction_test_can_fail(tmp_path):
                                                '    import ctv_core.service.store\n')
     assert _upward_imports(copy) == ["dicom/planted.py:5 (dicom) imports service",
                                      "inference/planted.py:2 (inference) imports training"]
+
+
+MODULE_DIR = PACKAGE.parent / "CTVDelineation"
+#: The Slicer module's top-level import names: its scripts (``CTVDelineation``, ``CTVDelineationDependencies``,
+#: ...) and its ``Logic/`` package as the module loads it (``CTVDelineation.LOGIC_PACKAGE``).
+SLICER_MODULE_NAMES = {p.stem for p in MODULE_DIR.glob("*.py")} | {"CTVDelineationLib"}
+#: Calls that import a module named by a string (their arguments are scanned), and ``sys.modules`` lookups.
+IMPORT_CALLS = {"import_module", "__import__", "find_spec", "spec_from_file_location", "reload"}
+
+
+def _names_the_slicer_module(value: object) -> bool:
+    """True for a string naming the Slicer module or a module inside it (``CTVDelineationLib.Review``), or a path
+    into its folder (``.../CTVDelineation/Logic/__init__.py``)."""
+    return isinstance(value, str) and (value.split(".")[0] in SLICER_MODULE_NAMES
+                                       or "CTVDelineation/" in value.replace("\\", "/"))
+
+
+def _slicer_module_imports(root: Path = PACKAGE) -> list[str]:
+    """Every place in ctv_core that imports the Slicer module: ``import``/``from`` statements (lazy ones
+    included), import calls naming it in a string (``importlib.import_module("CTVDelineationLib")``,
+    ``__import__``, ``find_spec``, ``spec_from_file_location``) and ``sys.modules`` lookups of it."""
+    found = []
+    for path in _modules(root):
+        where = f"{path.relative_to(root)}"
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found += [f"{where}:{node.lineno} imports {a.name}" for a in node.names
+                          if _names_the_slicer_module(a.name)]
+            elif isinstance(node, ast.ImportFrom) and not node.level and _names_the_slicer_module(node.module or ""):
+                found.append(f"{where}:{node.lineno} imports {node.module}")
+            elif isinstance(node, ast.Call):
+                function = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                lookup = (function == "get" and isinstance(node.func, ast.Attribute)
+                          and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "modules")
+                if function in IMPORT_CALLS or lookup:
+                    arguments = [*node.args, *(k.value for k in node.keywords)]
+                    found += [f"{where}:{node.lineno} imports {a.value} through {function}()" for a in arguments
+                              if isinstance(a, ast.Constant) and _names_the_slicer_module(a.value)]
+            elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute)
+                  and node.value.attr == "modules"):
+                if isinstance(node.slice, ast.Constant) and _names_the_slicer_module(node.slice.value):
+                    found.append(f"{where}:{node.lineno} looks up sys.modules[{node.slice.value!r}]")
+    return sorted(found)
+
+
+def test_ctv_core_never_imports_the_slicer_module():
+    """ctv_core is below the Slicer module: the module (and the review station) reach Slicer's MRML through
+    ``ctv_core.scene``, never the other way round, so the import graph has no hidden circle."""
+    assert "CTVDelineation" in SLICER_MODULE_NAMES and "CTVDelineationLib" in SLICER_MODULE_NAMES
+    wrong = _slicer_module_imports()
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("planted", [
+    'import importlib\n\n\ndef f():\n    return importlib.import_module("CTVDelineationLib")\n',
+    'from importlib import import_module\n\n\ndef f():\n    return import_module("CTVDelineationLib.Review")\n',
+    'def f():\n    return __import__("CTVDelineation")\n',
+    'import importlib.util\n\n\ndef f():\n'
+    '    return importlib.util.spec_from_file_location("x", location="/opt/CTVDelineation/Logic/__init__.py")\n',
+    'import sys\n\n\ndef f():\n    return sys.modules["CTVDelineationLib"]\n',
+    'import sys\n\n\ndef f():\n    return sys.modules.get("CTVDelineationLib")\n',
+    'def f():\n    from CTVDelineationLib.SceneConversion import importMask\n    return importMask\n',
+    'import CTVDelineationDependencies\n',
+])
+def test_the_slicer_module_import_test_can_fail(tmp_path, planted):
+    copy = _copy_of_the_package(tmp_path)
+    assert _slicer_module_imports(copy) == []
+    (copy / "service" / "review" / "planted.py").write_text(f'"""Reaches into the Slicer module."""\n{planted}')
+    (found,) = _slicer_module_imports(copy)
+    assert found.startswith("service/review/planted.py:"), found
+
+
+#: Modules of Slicer's application (or of the slicer-core wheel) and of the review station's web stack.
+SLICER_LIBRARIES = {"slicer", "vtk", "vtkmodules", "qt", "ctk", "trame", "trame_slicer", "trame_server", "trame_rca",
+                    "trame_vuetify", "wslink"}
+
+
+def _slicer_library_imports(root: Path = PACKAGE) -> list[str]:
+    """Imports of Slicer's libraries outside ``scene/`` and ``service/review/``."""
+    wrong = []
+    for path in _modules(root):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "scene" or rel.parts[:2] == ("service", "review"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            wrong += [f"{rel}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in SLICER_LIBRARIES]
+    return wrong
+
+
+def test_slicer_is_imported_only_by_the_scene_and_the_review_station(tmp_path):
+    assert _slicer_library_imports() == []
+    copy = _copy_of_the_package(tmp_path)
+    (copy / "inference" / "planted.py").write_text('"""Reaches for Slicer."""\n\n\ndef f():\n    import vtk\n')
+    assert _slicer_library_imports(copy) == ["inference/planted.py:5 imports vtk"]
 
 
 def _private_names_of_other_modules(root: Path = PACKAGE) -> list[str]:
@@ -224,6 +324,10 @@ def _loaded_after(code: str) -> list[str]:
 
 def test_import_ctv_core_and_building_the_cli_load_no_heavy_library():
     assert _loaded_after("import ctv_core") == []
+    done = subprocess.run([sys.executable, "-c", "import sys, ctv_core.scene; print(sorted({m.split('.')[0] for m in "
+                           "sys.modules} & {'slicer', 'vtk', 'vtkmodules', 'SimpleITK', 'numpy'}))"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"  # ctv_core.scene's __init__ costs no Slicer: its modules import it
     assert _loaded_after("from ctv_core.cli import build_parser; build_parser()") == []
     assert _loaded_after("import ctv_core; ctv_core.CTVError; ctv_core.__version__") == []
 

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     CorruptDicomError, CTVError, DatasetError, DeviceError, DicomInputError, DuplicateSliceError, EvaluationError,
-    FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InsufficientCoverageError,
-    MissingDependencyError, MissingSlicesError, OutputFolderError, PeerError, StoreError,
+    FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InstallationError,
+    InsufficientCoverageError, MissingDependencyError, MissingSlicesError, OutputFolderError, PeerError, StoreError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
-    PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError, TrainingError,
+    PreprocessingError, ROINotFoundError, SceneInputError, SeriesNotFoundError, StructureSetError, TrainingError,
     UnsupportedDicomError, UploadError, UploadTooCostlyError, UploadTooLargeError,
 )
 
@@ -69,10 +69,10 @@ __all__ = [
     # errors
     "CTVError", "CorruptDicomError", "DatasetError", "DeviceError", "DicomInputError", "DuplicateSliceError",
     "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
-    "InsufficientCoverageError", "MissingDependencyError", "MissingSlicesError", "ModelPackageError", "MultipleSeriesError",
-    "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError", "PhantomError", "PredictionCancelled",
-    "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError", "StoreError", "StructureSetError",
-    "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooCostlyError", "UploadTooLargeError",
+    "InstallationError", "InsufficientCoverageError", "MissingDependencyError", "MissingSlicesError",
+    "ModelPackageError", "MultipleSeriesError", "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError", "PhantomError", "PredictionCancelled",
+    "PreprocessingError", "ROINotFoundError", "SceneInputError", "SeriesNotFoundError", "StoreError",
+    "StructureSetError", "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooCostlyError", "UploadTooLargeError",
 ]
 
 

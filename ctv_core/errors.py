@@ -80,6 +80,14 @@ class ModelPackageError(CTVError):
     """A model package is missing, corrupt, or does not match its manifest."""
 
 
+class SceneInputError(CTVError):
+    """A MRML node given to ctv_core.scene cannot be used as it is (missing, empty, transformed, not a CT)."""
+
+
+class InstallationError(CTVError):
+    """A file of ctv_core or of the extension itself is missing or damaged; reinstalling fixes it."""
+
+
 class PredictionCancelled(CTVError):
     """The user cancelled a running prediction."""
 

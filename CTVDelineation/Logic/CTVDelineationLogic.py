@@ -1,9 +1,12 @@
 """``CTVDelineationLogic``: a CT volume node in, a CTV segment on its voxels out, and an RTSTRUCT on its
-DICOM series; usable without the widget (scripts, tests, the review station).
+DICOM series; usable without the widget (scripts, tests).
 
-A prediction runs in ctv_core's worker process (:mod:`.PredictionJob`): ``start`` returns at
-once, ``poll`` (the widget calls it from a timer) reports progress and, at the end, imports the
-mask and emits ``finished``; ``run`` is the same path, waiting. The scene is changed only when a
+The MRML conversions, the RTSTRUCT export and the terminology are ctv_core's
+(:mod:`ctv_core.scene`, shared with the review station); this logic adds what needs the
+application: Slicer's DICOM database, the prediction process, the signals. A prediction runs in
+ctv_core's worker process (:mod:`.PredictionJob`): ``start`` returns at once, ``poll`` (the
+widget calls it from a timer) reports progress and, at the end, imports the mask and emits
+``finished``; ``run`` is the same path, waiting. The scene is changed only when a
 run has succeeded: a failed or cancelled run leaves it as it was. The logic reports through
 plain-Python signals and never touches a widget:
 
@@ -26,15 +29,17 @@ import SimpleITK as sitk
 import slicer
 
 from ctv_core.errors import CTVError, PredictionCancelled
+from ctv_core.scene.conversion import (importMask, requireCT, requireSegmentationOnCT, requireUntransformed,
+                                      volumeToImage)
+from ctv_core.scene.patient_frame import gridOfVolume
+from ctv_core.scene.rtstruct_export import DicomFileSource, ExportResult, exportRTStruct, seriesInstanceUID
+from ctv_core.scene.terminology import CTVTerminology
 
+from .DicomDatabase import SlicerDicomDatabase
 from .Errors import BusyError, PredictionProcessError, userMessage
-from .PatientFrame import gridOfVolume
 from .PredictionJob import DeviceProbe, Outcome, PredictionJob, PredictionOptions
 from .PredictionProcess import ProcessRunner, SubprocessRunner
-from .RTStructExport import DicomFileSource, ExportResult, exportRTStruct, seriesInstanceUID
-from .SceneConversion import importMask, requireCT, requireSegmentationOnCT, requireUntransformed, volumeToImage
 from .Signal import Signal
-from .Terminology import CTVTerminology
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +89,8 @@ class CTVDelineationLogic:
     runnerFactory
         Makes the process runner of each run (a fake in tests).
     dicomFiles
-        Where ``export_rtstruct`` finds the CT's DICOM files (Slicer's DICOM database by default).
+        Where ``export_rtstruct`` finds the CT's DICOM files (Slicer's DICOM database by default,
+        :class:`.DicomDatabase.SlicerDicomDatabase`).
     terminologyLogic
         Slicer's terminologies logic, when there is one.
     temporaryDirectory
@@ -98,7 +104,7 @@ class CTVDelineationLogic:
                  temporaryDirectory: str | None = None, python: str | None = None):
         self.scene = scene if scene is not None else slicer.mrmlScene
         self.runnerFactory = runnerFactory
-        self.dicomFiles = dicomFiles
+        self.dicomFiles = dicomFiles if dicomFiles is not None else SlicerDicomDatabase()
         self.terminology = CTVTerminology(terminologyLogic)
         self.temporaryDirectory = temporaryDirectory
         self.python = python

@@ -1,8 +1,9 @@
 """The errors the Slicer module raises itself, beside ctv_core's (every one a ``ctv_core.CTVError``).
 
 The widget shows the message of any ``CTVError`` as it is: each says what was wrong and what to
-do. ctv_core's own types are reused where they fit (``GridMismatchError`` for a segmentation on
-another CT, ``StructureSetError`` for an export that cannot reference the CT,
+do. ctv_core's own types are reused where they fit (``SceneInputError`` for a node that cannot be
+used, ``GridMismatchError`` for a segmentation on another CT, ``StructureSetError`` for an export
+that cannot reference the CT, ``InstallationError`` for a damaged installation,
 ``PredictionCancelled``).
 """
 
@@ -11,20 +12,12 @@ from __future__ import annotations
 from ctv_core.errors import CTVError
 
 
-class SceneInputError(CTVError):
-    """A node given to the logic cannot be used as it is (missing, empty, transformed, not a CT)."""
-
-
 class PredictionProcessError(CTVError):
     """The prediction process reported an error, or stopped without a result."""
 
 
 class BusyError(CTVError):
     """A prediction is already running; cancel it or wait for it."""
-
-
-class InstallationError(CTVError):
-    """A file of the extension itself is missing or damaged; reinstalling the extension fixes it."""
 
 
 def userMessage(error: BaseException) -> str:

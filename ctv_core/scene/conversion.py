@@ -3,8 +3,8 @@
 ``volumeToImage`` gives ctv_core the CT exactly as ``load_ct_series`` would (HU, LPS geometry), and
 ``imageToVolume`` makes a volume node of such an image; ``importMask`` puts a mask computed on
 that image into a segment on the CT's own voxels; ``segmentMask`` reads what a segment holds now
-(after editing) onto a given grid. Geometry goes through :mod:`.PatientFrame` (RAS/LPS) and
-:mod:`.Lattice` (exact voxel correspondence): a mask is never interpolated, and one that does not
+(after editing) onto a given grid. Geometry goes through :mod:`.patient_frame` (RAS/LPS) and
+:mod:`.lattice` (exact voxel correspondence): a mask is never interpolated, and one that does not
 sit on the CT's voxels is refused.
 """
 
@@ -19,14 +19,12 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ctv_core.errors import GridMismatchError
-from ctv_core.geometry import Grid
-from ctv_core.structures.catalogue import structure_for
-
-from .Errors import SceneInputError
-from .Lattice import copyOntoGrid, latticeMap
-from .PatientFrame import arrayToMatrix, gridOfOrientedImage, gridOfVolume, ijkToRasOfGrid
-from .Terminology import setSegmentTerminology
+from ..errors import GridMismatchError, SceneInputError
+from ..geometry import Grid
+from ..structures.catalogue import structure_for
+from .lattice import copyOntoGrid, latticeMap
+from .patient_frame import arrayToMatrix, gridOfOrientedImage, gridOfVolume, ijkToRasOfGrid
+from .terminology import setSegmentTerminology
 
 LABELMAP = "Binary labelmap"
 #: Segment tags the module writes (provenance of an automatic CTV).
@@ -75,7 +73,7 @@ def volumeToImage(volumeNode) -> sitk.Image:
     """The CT of a scalar volume node as a SimpleITK image in HU, on its own voxels, LPS geometry.
 
     Voxel values and type are the node's (Slicer's DICOM reader stores HU); the geometry is the
-    node's IJK-to-RAS matrix turned into LPS (:func:`.PatientFrame.gridOfVolume`). For a CT
+    node's IJK-to-RAS matrix turned into LPS (:func:`.patient_frame.gridOfVolume`). For a CT
     loaded from DICOM this equals ``ctv_core.load_ct_series(folder).image``.
     """
     requireCT(volumeNode)
@@ -88,7 +86,7 @@ def imageToVolume(scene, image: sitk.Image, name: str = "CT"):
     """A new scalar volume node holding a ctv_core image (HU, LPS geometry) on its own voxels: the inverse of
     :func:`volumeToImage` (the review station builds the CT it shows from ``load_ct_series``).
 
-    The voxels are copied with their type; the geometry goes through :func:`.PatientFrame.ijkToRasOfGrid`.
+    The voxels are copied with their type; the geometry goes through :func:`.patient_frame.ijkToRasOfGrid`.
     """
     volumeNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     slicer.util.updateVolumeFromArray(volumeNode, sitk.GetArrayViewFromImage(image))
@@ -144,7 +142,7 @@ def importMask(volumeNode, mask: sitk.Image, segmentationNode=None, name: str = 
     A new segmentation node is made when ``segmentationNode`` is None. An existing segment of
     that name is replaced in place (same ID and position); every other segment is left as it
     was. The segment gets the structure catalogue's colour for ``name`` and, when ``name`` is the
-    CTV (or an alias) and ``terminology`` (:class:`.Terminology.CTVTerminology`) is given, the
+    CTV (or an alias) and ``terminology`` (:class:`.terminology.CTVTerminology`) is given, the
     CTV's coded type; ``tags`` are stored as segment
     tags (prefixed ``CTVDelineation.``) with the mask's fingerprint.
 

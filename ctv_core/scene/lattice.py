@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctv_core.geometry import Grid
+from ..geometry import Grid
 
 #: Voxel centres of the two grids must coincide within this fraction of a voxel.
 TOLERANCE_VOXELS = 0.01

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import vtk
 
-from ctv_core.geometry import Grid
+from ..geometry import Grid
 
 #: RAS -> LPS (and LPS -> RAS: the matrix is its own inverse).
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])

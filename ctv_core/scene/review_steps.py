@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import vtk
 
-from .PatientFrame import gridOfVolume, matrixToArray
-from .SceneConversion import segmentMask
+from .conversion import segmentMask
+from .patient_frame import gridOfVolume, matrixToArray
 
 #: Autoplay interval of the original review system, ms per slice.
 AUTOPLAY_INTERVAL_MS = 250

@@ -1,8 +1,9 @@
 """RTSTRUCT export of a segmentation onto the CT's own DICOM series, as the clinician left it.
 
 The structure set references the CT the clinician contoured on, never a copy with new UIDs:
-the CT's DICOM files come from a folder the user names, or from Slicer's DICOM database through
-the volume's ``DICOM.instanceUIDs`` attribute, and are loaded with ctv_core's loader. Before
+the CT's DICOM files come from a folder the user names, or from a :class:`DicomFileSource` (Slicer's
+DICOM database, which the module's Logic hands in) through the volume's ``DICOM.instanceUIDs``
+attribute, and are loaded with ctv_core's loader. Before
 anything is written the export checks that this series is the volume in the scene (same
 instances, same voxels) and that every segment lies on its voxels; then every non-empty segment
 is written with ctv_core's writer from its current labelmap (edits included), segments whose
@@ -23,12 +24,11 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 
-from ctv_core.dicom.ct_series import CTSeries
-from ctv_core.errors import GridMismatchError, SeriesNotFoundError, StructureSetError
-
-from .Lattice import copyOntoGrid, isSameLattice, latticeMap
-from .PatientFrame import gridOfVolume
-from .SceneConversion import maskFingerprint, requireUntransformed, segmentMask, segmentTag, volumeToImage
+from ..dicom.ct_series import CTSeries
+from ..errors import GridMismatchError, SeriesNotFoundError, StructureSetError
+from .conversion import maskFingerprint, requireUntransformed, segmentMask, segmentTag, volumeToImage
+from .lattice import copyOntoGrid, isSameLattice, latticeMap
+from .patient_frame import gridOfVolume
 
 #: Label and description of the exported structure set (the planning system shows them).
 LABEL = "CTV_SLICER"
@@ -36,20 +36,11 @@ DESCRIPTION = "CTV delineation exported from 3D Slicer (unapproved)"
 
 
 class DicomFileSource(Protocol):
-    """Where the CT's DICOM files are: Slicer's DICOM database in the application."""
+    """Where the CT's DICOM files are, by SOPInstanceUID: Slicer's DICOM database in the application (the
+    module's ``Logic/DicomDatabase.py``); a folder's files in tests."""
 
     def fileForInstance(self, sopInstanceUID: str) -> str:
         """The file of a DICOM instance ('' when unknown)."""
-
-
-class SlicerDicomDatabase:
-    """``DicomFileSource`` over ``slicer.dicomDatabase`` (absent outside the application)."""
-
-    def fileForInstance(self, sopInstanceUID: str) -> str:
-        database = getattr(slicer, "dicomDatabase", None)
-        if database is None or not database.isOpen:
-            return ""
-        return database.fileForInstance(sopInstanceUID) or ""
 
 
 @dataclass(frozen=True)
@@ -95,9 +86,13 @@ def markDicomSeries(volumeNode, seriesInstanceUID: str, sopInstanceUIDs) -> None
     hierarchy.SetItemUID(item, "DICOM", seriesInstanceUID)
 
 
-def _loadFromDatabase(volumeNode, uids: list[str], files: DicomFileSource) -> CTSeries:
-    from ctv_core.dicom.series import load_ct_series
+def _loadFromDatabase(volumeNode, uids: list[str], files: DicomFileSource | None) -> CTSeries:
+    from ..dicom.series import load_ct_series
 
+    if files is None:
+        raise StructureSetError(
+            f"No DICOM database is at hand to find the files of '{volumeNode.GetName()}'. Choose the folder that "
+            "holds its DICOM files.")
     paths = [files.fileForInstance(uid) for uid in uids]
     missing = [uid for uid, path in zip(uids, paths) if not path or not os.path.isfile(path)]
     if missing:
@@ -118,7 +113,7 @@ def _loadFromDatabase(volumeNode, uids: list[str], files: DicomFileSource) -> CT
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource) -> CTSeries:
+def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource | None) -> CTSeries:
     """The CT series of ``volumeNode`` loaded from DICOM, checked to be the very image in the scene.
 
     Raises
@@ -129,7 +124,7 @@ def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource)
     GridMismatchError
         The series and the volume do not have the same voxels.
     """
-    from ctv_core.dicom.series import load_ct_series  # pydicom: imported when needed, so that the module
+    from ..dicom.series import load_ct_series  # pydicom: imported when needed, so that the module
     # loads (and can offer to install its dependencies) in a Slicer whose pydicom is missing or old
 
     uids = instanceUIDs(volumeNode)
@@ -184,7 +179,7 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
     segmentation = segmentationNode.GetSegmentation()
     if segmentation.GetNumberOfSegments() == 0:
         raise StructureSetError(f"The segmentation '{segmentationNode.GetName()}' has no segment to export.")
-    ct = loadDicomCT(volumeNode, ctFolder, files or SlicerDicomDatabase())
+    ct = loadDicomCT(volumeNode, ctFolder, files)
     volumeGrid = gridOfVolume(volumeNode)
     toCT = latticeMap(volumeGrid, ct.grid)
 
@@ -214,7 +209,7 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
         raise StructureSetError(f"Every segment of '{segmentationNode.GetName()}' is empty; there is nothing to "
                                 "export.")
     algorithm = automatic.pop() if len(automatic) == 1 and "" not in automatic else None
-    from ctv_core.structures.rtstruct import write_rtstruct
+    from ..structures.rtstruct import write_rtstruct
 
     written = write_rtstruct(ct, masks, path, algorithm=algorithm, label=label, series_description=description,
                              interpreted_types=types)

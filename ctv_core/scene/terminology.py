@@ -1,11 +1,12 @@
-"""The CTV's coded meaning in Slicer: the module's terminology file and the segment's terminology entry.
+"""The CTV's coded meaning in Slicer: ctv_core's terminology file and the segment's terminology entry.
 
-``Resources/CTVDelineation.term.json`` holds one category and type, taken from ctv_core's
-structure catalogue (DCM "RT Target" / SCT 228792002 "Clinical target volume", magenta): the
-slicer-core wheel and older Slicer installations do not ship a terminology with it, so the
-module brings what it uses. Segments carry the entry as Slicer serialises it
-(``context~category~type~modifier~anatomic context~region~region modifier``); the export
-recognises a CTV by this code whatever the clinician renamed it to.
+``CTVDelineation.term.json`` (beside this module) holds one category and type, taken from
+ctv_core's structure catalogue (DCM "RT Target" / SCT 228792002 "Clinical target volume",
+magenta): the slicer-core wheel and older Slicer installations do not ship a terminology with it,
+so ctv_core brings what it uses, for the Slicer module and the review station alike. Segments
+carry the entry as Slicer serialises it (``context~category~type~modifier~anatomic
+context~region~region modifier``); the export recognises a CTV by this code whatever the
+clinician renamed it to.
 """
 
 from __future__ import annotations
@@ -15,19 +16,11 @@ from pathlib import Path
 import slicer
 import vtk
 
-from ctv_core.structures.catalogue import structure_for
+from ..errors import InstallationError
+from ..structures.catalogue import structure_for
 
-from .Errors import InstallationError
-
-def _terminologyFile() -> Path:
-    """The module's ``Resources/`` beside this folder (Slicer, a source checkout), else the copy an
-    installed ``CTVDelineationLib`` wheel carries in its own ``Resources/`` (setup.py)."""
-    here = Path(__file__).resolve().parent
-    inModule = here.parent / "Resources" / "CTVDelineation.term.json"
-    return inModule if inModule.is_file() else here / "Resources" / inModule.name
-
-
-TERMINOLOGY_FILE = _terminologyFile()
+#: The terminology file, beside this module wherever ctv_core is (a source checkout, a wheel, the extension).
+TERMINOLOGY_FILE = Path(__file__).resolve().parent / "CTVDelineation.term.json"
 #: The type's ``3dSlicerLabel`` in the terminology file.
 CTV_LABEL = "CTV"
 
@@ -65,7 +58,7 @@ class CTVTerminology:
         if not self.contextName or not self.logic.FindTypeInTerminologyBy3dSlicerLabel(
                 self.contextName, CTV_LABEL, entry):
             raise InstallationError(f"The terminology file {TERMINOLOGY_FILE} is missing or damaged; reinstall the "
-                               "CTVDelineation extension.")
+                                    "CTVDelineation extension (or ctv_core).")
         self.entry = self.logic.SerializeTerminologyEntry(entry)
         ctv = structure_for("CTV")
         self.code = (ctv.property_type.scheme, ctv.property_type.value)

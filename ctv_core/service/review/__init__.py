@@ -10,9 +10,10 @@ scene of the open case), :mod:`.autoplay` (stepping through the CTV's slices), :
 state and actions) and :mod:`.server` (starting it all in one process).
 
 May import: what :mod:`ctv_core.service` may import (the top level, :mod:`ctv_core.dicom`,
-:mod:`ctv_core.structures`, :mod:`ctv_core.model`, :mod:`ctv_core.inference`), the rest of
-:mod:`ctv_core.service`, and, in the modules that need Slicer (scene, autoplay, versions, app,
-page, server) and only when they run, the ``review`` extra: trame, trame-slicer, slicer-core and
-the Slicer module's logic (``CTVDelineationLib``). :mod:`.config`, :mod:`.uploads`, :mod:`.desk`,
+:mod:`ctv_core.structures`, :mod:`ctv_core.model`, :mod:`ctv_core.inference`,
+:mod:`ctv_core.scene`), the rest of :mod:`ctv_core.service`, and, in the modules that need Slicer
+(scene, autoplay, versions, app, page, server) and only when they run, the ``review`` extra:
+trame, trame-slicer, slicer-core, and :mod:`ctv_core.scene` (the MRML conversions the Slicer
+module uses too). Never the Slicer module itself. :mod:`.config`, :mod:`.uploads`, :mod:`.desk`,
 :mod:`.access` and :mod:`.api` import no Slicer.
 """

@@ -1,8 +1,8 @@
 """Autoplay through the CTV's axial slices, as the thesis' web system reviewed its contours (250 ms a slice).
 
-The slices come from the Slicer module's own stepping (``CTVDelineationLib.Review``: the offsets
-of the CT planes holding the segment, edits included, along the axial view's normal); this
-module moves trame-slicer's axial view along them, one step at a time or on a timer in the
+The slices come from the stepping the Slicer module uses too (:mod:`ctv_core.scene.review_steps`:
+the offsets of the CT planes holding the segment, edits included, along the axial view's
+normal); this module moves trame-slicer's axial view along them, one step at a time or on a timer in the
 server's event loop, at 0.5x to 4x the original pace. The list is made again when the segment
 changes.
 """
@@ -35,7 +35,7 @@ class Autoplay:
     """
 
     def __init__(self, scene: CaseScene, on_position: Callable[[str], None]) -> None:
-        from CTVDelineationLib.Review import AUTOPLAY_INTERVAL_MS
+        from ...scene.review_steps import AUTOPLAY_INTERVAL_MS
 
         self.scene = scene
         self.on_position = on_position
@@ -125,7 +125,7 @@ class Autoplay:
                 self._release_other_views()
 
     def _ensure_player(self):
-        from CTVDelineationLib.Review import ReviewPlayer
+        from ...scene.review_steps import ReviewPlayer
 
         case = self.scene.open
         if case is None or case.segmentation is None:

@@ -1,9 +1,9 @@
 """The MRML scene of the case open in the station: its CT as a volume node, one version's CTV as a segment.
 
 One scene per station process, shared by every browser connected to it (the page says which case
-and version it shows). The conversions are the Slicer module's own (``CTVDelineationLib``): the
-CT comes from ``load_ct_series`` and becomes a volume node through ``imageToVolume`` (RAS meets
-LPS in :mod:`CTVDelineationLib.PatientFrame` only), recorded as that DICOM series
+and version it shows). The conversions are the ones the Slicer module uses (:mod:`ctv_core.scene`):
+the CT comes from ``load_ct_series`` and becomes a volume node through ``imageToVolume`` (RAS
+meets LPS in :mod:`ctv_core.scene.patient_frame` only), recorded as that DICOM series
 (``markDicomSeries``) so that the RTSTRUCT export checks it against the case's files; a
 version's CTV (its ``ctv.nii.gz``, or the RTSTRUCT read onto the CT for a DICOM node's versions)
 goes in through ``importMask`` with the CTV's terminology and the model's tags, exactly as Apply
@@ -55,7 +55,7 @@ class CaseScene:
     """
 
     def __init__(self, slicer_app, editor_logic) -> None:
-        from CTVDelineationLib.Terminology import CTVTerminology
+        from ...scene.terminology import CTVTerminology
 
         self.app = slicer_app
         self.editor_logic = editor_logic
@@ -70,8 +70,8 @@ class CaseScene:
 
     def show_ct(self, case_id: str, ct: CTSeries) -> OpenCase:
         """Clear the scene and show the case's CT (soft-tissue window) in every view."""
-        from CTVDelineationLib.RTStructExport import markDicomSeries
-        from CTVDelineationLib.SceneConversion import imageToVolume
+        from ...scene.conversion import imageToVolume
+        from ...scene.rtstruct_export import markDicomSeries
 
         self.app.segmentation_editor.deactivate_effect()
         self.scene.Clear()  # the editor drops its segmentation and undo history with it
@@ -86,7 +86,7 @@ class CaseScene:
 
     def show_version(self, number: int, kind: str, folder: Path, report: dict) -> None:
         """Put version ``number`` (its folder and report) of the open case into the CTV segment."""
-        from CTVDelineationLib.SceneConversion import importMask
+        from ...scene.conversion import importMask
 
         case = self.open
         mask = self._version_mask(folder, case.ct)
@@ -134,8 +134,8 @@ class CaseScene:
     def has_unsaved_edit(self) -> bool:
         """True when the CTV segment differs from the version it was loaded from (checked voxel by voxel when
         the editor reported a change)."""
-        from CTVDelineationLib.PatientFrame import gridOfVolume
-        from CTVDelineationLib.SceneConversion import maskFingerprint, segmentMask, segmentTag
+        from ...scene.conversion import maskFingerprint, segmentMask, segmentTag
+        from ...scene.patient_frame import gridOfVolume
 
         case = self.open
         if case is None or not case.edited or case.segmentation is None:

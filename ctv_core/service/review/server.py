@@ -34,7 +34,7 @@ STILL_QUALITY = 90
 def _require_review_extra() -> None:
     import importlib.util
 
-    missing = [name for name in ("trame_slicer", "slicer", "CTVDelineationLib")
+    missing = [name for name in ("trame_slicer", "slicer")
                if importlib.util.find_spec(name) is None]
     if missing:
         raise CTVError(f"The review station needs the 'review' extra ({', '.join(missing)} missing): "
@@ -43,7 +43,7 @@ def _require_review_extra() -> None:
 
 def model_choices(config: StationConfig) -> dict[str, str]:
     """The station's models for the page: 'name version' -> package path ('' for the bundled model)."""
-    from CTVDelineationLib.ModelInfo import describeModel
+    from ...scene.model_description import describeModel
 
     choices: dict[str, str] = {}
     for path in config.models:

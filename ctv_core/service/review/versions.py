@@ -52,7 +52,7 @@ def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "", w
         Nothing to save (no CTV segment, every segment empty), the CT's files disagree with the
         scene, the folder cannot be written; nothing is recorded then.
     """
-    from CTVDelineationLib.RTStructExport import exportRTStruct
+    from ...scene.rtstruct_export import exportRTStruct
 
     case = scene.open
     if case is None or case.segmentation is None:
@@ -105,7 +105,7 @@ def _ctv_name(scene: CaseScene) -> str:
 
 def _segment_masks(scene: CaseScene) -> dict[str, sitk.Image]:
     """Every non-empty segment, by name, as a mask on the CT's grid (the grid the volume was built from)."""
-    from CTVDelineationLib.SceneConversion import segmentMask
+    from ...scene.conversion import segmentMask
 
     case = scene.open
     segmentation = case.segmentation.GetSegmentation()
