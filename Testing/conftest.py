@@ -97,6 +97,22 @@ def slicer_lib():
     return logic_package()
 
 
+@pytest.fixture(scope="session")
+def ctv_scene():
+    """ctv_core's MRML side (:mod:`ctv_core.scene`): its modules by name, imported once slicer-core is there."""
+    from types import SimpleNamespace
+
+    from slicer_support import require_slicer
+
+    require_slicer()
+    from ctv_core.scene import conversion, lattice, model_description, patient_frame, review_steps, rtstruct_export
+    from ctv_core.scene import terminology
+
+    return SimpleNamespace(conversion=conversion, lattice=lattice, model_description=model_description,
+                           patient_frame=patient_frame, review_steps=review_steps, rtstruct_export=rtstruct_export,
+                           terminology=terminology)
+
+
 @pytest.fixture
 def mrml_scene(slicer_lib):
     """A fresh MRML scene with the application's logics set on it."""

@@ -17,14 +17,14 @@ from ctv_core import GridMismatchError, StructureSetError, load_ct_series, read_
 
 
 @pytest.fixture
-def case(slicer_lib, mrml_scene, pelvis_phantom):
+def case(ctv_scene, slicer_lib, mrml_scene, pelvis_phantom):
     """The phantom CT as the DICOM module loads it, with the truth CTV and bladder as segments."""
     ct = load_ct_series(pelvis_phantom.ct_dir)
     volume = load_dicom_volume(mrml_scene, pelvis_phantom.ct_dir)
     logic = slicer_lib.CTVDelineationLogic(mrml_scene, dicomFiles=FolderDicomDatabase(pelvis_phantom.ct_dir))
     truth = {name: sitk.ReadImage(str(pelvis_phantom.masks[name])) for name in ("CTV", "Bladder")}
-    node, _ = slicer_lib.SceneConversion.importMask(volume, truth["CTV"], None, "CTV", terminology=logic.terminology,
-                                                    tags={"ModelId": "test-model 1.0"})
+    node, _ = ctv_scene.conversion.importMask(volume, truth["CTV"], None, "CTV", terminology=logic.terminology,
+                                              tags={"ModelId": "test-model 1.0"})
     logic.import_mask(volume, truth["Bladder"], node, name="Bladder")
     return logic, ct, volume, node, {k: sitk.GetArrayFromImage(v) for k, v in truth.items()}
 

@@ -102,8 +102,8 @@ def test_import_mask_puts_the_segment_on_the_same_patient_points(slicer_lib, mrm
     assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume) != 0, mask != 0)
 
 
-def test_patient_frame_round_trip_and_sign_convention(slicer_lib):
-    frame = slicer_lib.PatientFrame
+def test_patient_frame_round_trip_and_sign_convention(ctv_scene, slicer_lib):
+    frame = ctv_scene.patient_frame
     rng = np.random.default_rng(3)
     for _ in range(20):
         q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
@@ -121,8 +121,8 @@ def test_patient_frame_round_trip_and_sign_convention(slicer_lib):
     assert grid.origin == (-10.0, -20.0, 30.0) and np.allclose(grid.direction_matrix, np.diag([-1, -1, 1]))
 
 
-def test_lattice_copies_exactly_across_flipped_and_swapped_axes_and_refuses_other_lattices(slicer_lib):
-    lattice = slicer_lib.Lattice
+def test_lattice_copies_exactly_across_flipped_and_swapped_axes_and_refuses_other_lattices(ctv_scene, slicer_lib):
+    lattice = ctv_scene.lattice
     source = axial_grid("HFP", size=(9, 7, 5), spacing=(1.1, 0.9, 2.5), oblique_deg=12.0)
     rng = np.random.default_rng(1)
     array = (rng.random(source.shape) > 0.5).astype(np.uint8)
@@ -150,7 +150,7 @@ def test_lattice_copies_exactly_across_flipped_and_swapped_axes_and_refuses_othe
     assert lattice.latticeMap(source, finer) is None
 
 
-def test_replacing_the_ctv_keeps_every_other_segment(slicer_lib, mrml_scene, series):
+def test_replacing_the_ctv_keeps_every_other_segment(ctv_scene, slicer_lib, mrml_scene, series):
     folder, ct = series["HFS"]
     volume = load_dicom_volume(mrml_scene, folder)
     logic = slicer_lib.CTVDelineationLogic(mrml_scene)
@@ -162,7 +162,7 @@ def test_replacing_the_ctv_keeps_every_other_segment(slicer_lib, mrml_scene, ser
     logic.import_mask(volume, ct.grid.image(bladder), node, name="Bladder")
     rectum = np.zeros(ct.grid.shape, np.uint8)
     rectum[0:3, 30:38, 2:8] = 1
-    node, rectum_id = slicer_lib.SceneConversion.importMask(volume, ct.grid.image(rectum), node, "Rectum")
+    node, rectum_id = ctv_scene.conversion.importMask(volume, ct.grid.image(rectum), node, "Rectum")
     node.GetSegmentation().CollapseBinaryLabelmaps(False)  # as the Segment Editor shares layers
     ids_before = [node.GetSegmentation().GetNthSegmentID(n) for n in range(3)]
     second = np.zeros(ct.grid.shape, np.uint8)
@@ -170,9 +170,9 @@ def test_replacing_the_ctv_keeps_every_other_segment(slicer_lib, mrml_scene, ser
     logic.import_mask(volume, ct.grid.image(second), node)
     segmentation = node.GetSegmentation()
     assert [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())] == ids_before
-    grid = slicer_lib.PatientFrame.gridOfVolume(volume)
+    grid = ctv_scene.patient_frame.gridOfVolume(volume)
     for name, expected in (("CTV", second), ("Bladder", bladder), ("Rectum", rectum)):
-        got = slicer_lib.SceneConversion.segmentMask(node, segmentation.GetSegmentIdBySegmentName(name), grid).array
+        got = ctv_scene.conversion.segmentMask(node, segmentation.GetSegmentIdBySegmentName(name), grid).array
         assert np.array_equal(got, expected), name
 
 

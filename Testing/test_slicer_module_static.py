@@ -81,8 +81,9 @@ def test_cmake_lists_every_module_file_and_nothing_else():
                 "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS",
                 "find_package(Slicer REQUIRED)", "add_subdirectory(CTVDelineation)", "Slicer_EXTENSION_CPACK"):
         assert key in top, key
-    # ctv_core ships with the extension: every Python file of it and the bundled model
+    # ctv_core ships with the extension: every Python file of it, the bundled model and the CTV's terminology
     assert "ctv_core/*.py" in top and "ctv_core/model/demo/*" in top and "ctkMacroCompilePythonScript" in top
+    assert "ctv_core/scene/*.term.json" in top and (REPO / "ctv_core" / "scene" / "CTVDelineation.term.json").is_file()
     for url in re.findall(r"raw/main/(\S+?)\"", top):
         assert (REPO / url).is_file(), url
 
@@ -125,7 +126,7 @@ def test_logic_modules_stay_small_and_say_what_they_own():
 def test_icon_and_terminology():
     icon = Image.open(MODULE_DIR / "Resources" / "Icons" / "CTVDelineation.png")
     assert icon.size == (128, 128)
-    term = json.loads((MODULE_DIR / "Resources" / "CTVDelineation.term.json").read_text())
+    term = json.loads((REPO / "ctv_core" / "scene" / "CTVDelineation.term.json").read_text())
     category = term["SegmentationCodes"]["Category"][0]
     kind = category["Type"][0]
     ctv = structure_for("CTV")  # the terminology says what the catalogue says
@@ -135,8 +136,8 @@ def test_icon_and_terminology():
     assert tuple(kind["recommendedDisplayRGBValue"]) == ctv.colour and kind["3dSlicerLabel"] == "CTV"
 
 
-def test_terminology_file_loads_in_slicers_terminology_logic(slicer_lib):
-    terminology = slicer_lib.Terminology.CTVTerminology()
+def test_terminology_file_loads_in_slicers_terminology_logic(ctv_scene, slicer_lib):
+    terminology = ctv_scene.terminology.CTVTerminology()
     assert "SCT^228792002^Clinical target volume" in terminology.entry
     assert terminology.describes("CTV_45") and not terminology.describes("Bladder")
 

@@ -113,7 +113,8 @@ def _nodes(scene):
     return sorted(scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes()))
 
 
-def test_a_run_reports_progress_and_adds_the_ctv_with_its_provenance(slicer_lib, mrml_scene, ct_volume, tmp_path):
+def test_a_run_reports_progress_and_adds_the_ctv_with_its_provenance(ctv_scene, slicer_lib, mrml_scene, ct_volume,
+                                                                      tmp_path):
     process = FakeProcess(DONE, write_mask=_box)
     logic, seen = _logic(slicer_lib, mrml_scene, process, tmp_path)
     logic.start(ct_volume, options=slicer_lib.PredictionOptions(device="cpu", passes=1, testTimeFlips=True,
@@ -129,9 +130,9 @@ def test_a_run_reports_progress_and_adds_the_ctv_with_its_provenance(slicer_lib,
     # the image handed over was the CT, complete before "go"
     image = process.image_ready_at_go
     assert np.array_equal(sitk.GetArrayFromImage(image),
-                          sitk.GetArrayFromImage(slicer_lib.SceneConversion.volumeToImage(ct_volume)))
+                          sitk.GetArrayFromImage(ctv_scene.conversion.volumeToImage(ct_volume)))
     segment = result.segmentationNode.GetSegmentation().GetSegment(result.segmentId)
-    tag = slicer_lib.SceneConversion.segmentTag
+    tag = ctv_scene.conversion.segmentTag
     assert (tag(segment, "ModelName"), tag(segment, "ModelVersion"), tag(segment, "ModelSHA256")) == ("fake", "1",
                                                                                                       "ab" * 32)
     assert tag(segment, "SeriesInstanceUID") and logic.terminology.isCTV(segment)
@@ -183,11 +184,12 @@ def test_cancel_asks_then_terminates_then_kills_and_changes_nothing(slicer_lib, 
     assert _nodes(mrml_scene) == before and not list(tmp_path.iterdir())
 
 
-def test_inputs_are_checked_before_any_process_starts(slicer_lib, mrml_scene, ct_volume, tmp_path, series_elsewhere):
+def test_inputs_are_checked_before_any_process_starts(ctv_scene, slicer_lib, mrml_scene, ct_volume, tmp_path,
+                                                      series_elsewhere):
     process = FakeProcess(DONE, write_mask=_box)
     logic, _ = _logic(slicer_lib, mrml_scene, process, tmp_path)
     other = load_dicom_volume(mrml_scene, series_elsewhere, "Other CT")
-    other_segmentation = logic.import_mask(other, slicer_lib.SceneConversion.volumeToImage(other) > 100)
+    other_segmentation = logic.import_mask(other, ctv_scene.conversion.volumeToImage(other) > 100)
     with pytest.raises(Exception, match="made on another image than the CT"):
         logic.start(ct_volume, other_segmentation)
     assert process.command is None
@@ -213,8 +215,8 @@ def series_elsewhere(tmp_path_factory):
 
 # --- the real prediction process ---------------------------------------------------------------
 
-def test_apply_through_the_real_process_gives_the_predictors_mask(slicer_lib, mrml_scene, ct_volume, pelvis_phantom,
-                                                                  tmp_path):
+def test_apply_through_the_real_process_gives_the_predictors_mask(ctv_scene, slicer_lib, mrml_scene, ct_volume,
+                                                                  pelvis_phantom, tmp_path):
     slicer = require_slicer()
     logic = slicer_lib.CTVDelineationLogic(mrml_scene, temporaryDirectory=str(tmp_path))
     node = logic.run(ct_volume, device="cpu")
@@ -229,7 +231,7 @@ def test_apply_through_the_real_process_gives_the_predictors_mask(slicer_lib, mr
     assert 2 * (got & truth).sum() / (got.sum() + truth.sum()) > 0.75
     assert result.model["sha256"] == load_model_package(None).sha256
     segment = node.GetSegmentation().GetSegment(result.segmentId)
-    assert slicer_lib.SceneConversion.segmentTag(segment, "SeriesInstanceUID") == ct.reference.series_instance_uid
+    assert ctv_scene.conversion.segmentTag(segment, "SeriesInstanceUID") == ct.reference.series_instance_uid
     assert result.volumeCC == pytest.approx(expected.sum() * np.prod(ct.image.GetSpacing()) / 1000, rel=1e-3)
     assert not list(tmp_path.iterdir())
 

@@ -168,12 +168,14 @@ def test_the_terminology_loads_at_startup_no_red_view_stops_playback_and_reload_
         app.layout.logics.clear()
         widget.onStepSlice(1)
         assert "No Red slice view" in widget.ui.reviewLabel.text
-        lib_names = [n for n in sys.modules if n.startswith("CTVDelineationLib")]
-        saved = {n: sys.modules[n] for n in lib_names}
+        reloaded = ("CTVDelineationLib", "ctv_core.scene")
+        saved = {n: sys.modules[n] for n in sys.modules if n.startswith(reloaded)}
+        assert "ctv_core.scene.conversion" in saved and "CTVDelineationLib.CTVDelineationLogic" in saved
         try:
             widget.onReload()
             assert app.reloaded == ["CTVDelineation"]
-            assert not [n for n in sys.modules if n.startswith("CTVDelineationLib")]
+            assert not [n for n in sys.modules if n.startswith(reloaded)]
+            assert "ctv_core.errors" in sys.modules  # the rest of ctv_core stays: its error types keep their identity
         finally:
             sys.modules.update(saved)
         widget.cleanup()

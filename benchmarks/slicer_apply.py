@@ -77,9 +77,10 @@ def main() -> None:
         runs = [apply_once(lib, scene, volume, args.device, work) for _ in range(args.repeats)]
 
         from ctv_core import CTVPredictor
+        from ctv_core.scene.conversion import volumeToImage
 
         predictor = CTVPredictor(None, device=args.device)
-        image = lib.SceneConversion.volumeToImage(volume)
+        image = volumeToImage(volume)
         started = time.perf_counter()
         predictor.run(image)
         in_process = time.perf_counter() - started

@@ -12,8 +12,9 @@ The public API (kept stable for the Slicer module, the command line and outside 
 
 and the error types (every one a :class:`CTVError`). The stages live in subpackages, each
 importing only the ones before it: ``dicom`` → ``structures`` → ``model`` → ``inference`` →
-``dataset`` / ``evaluation`` → ``training``; ``phantom`` (test patients) and ``cli`` (the ``ctv``
-command) on top. Importing ``ctv_core`` imports none of them: each name above is loaded on first
+``dataset`` / ``evaluation`` → ``training``; ``scene`` (MRML beside ctv_core, for the Slicer
+module and the review station) → ``service``; ``phantom`` (test patients) and ``cli`` (the ``ctv``
+command) on top. ctv_core never imports the Slicer module. Importing ``ctv_core`` imports none of them: each name above is loaded on first
 use, so ``import ctv_core`` costs no torch, SimpleITK, pydicom, highdicom, h5py or matplotlib.
 """
 

@@ -51,9 +51,12 @@ def main() -> None:
         print(f"Apply: CTV {result.volumeCC:.0f} cc in {time.perf_counter() - started:.1f} s on {result.device}")
         node.CreateClosedSurfaceRepresentation()
 
-        mask = lib.SceneConversion.segmentMask(node, result.segmentId, lib.PatientFrame.gridOfVolume(volume)).array
+        from ctv_core.scene.conversion import segmentMask
+        from ctv_core.scene.patient_frame import gridOfVolume, ijkToRasOfGrid
+
+        mask = segmentMask(node, result.segmentId, gridOfVolume(volume)).array
         k, j, i = np.argwhere(mask).mean(axis=0)
-        ijk_to_ras = lib.PatientFrame.ijkToRasOfGrid(lib.PatientFrame.gridOfVolume(volume))
+        ijk_to_ras = ijkToRasOfGrid(gridOfVolume(volume))
         centre = (ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
         panels = [("Axial", render_slice(scene, volume, "Axial", offset=centre[2], size=(512, 512))),
                   ("Coronal", render_slice(scene, volume, "Coronal", offset=centre[1], size=(512, 512))),

@@ -8,7 +8,7 @@ Owns: :mod:`.main` (the parser and ``main``), one module per command or command 
 services' job workers). The only place that parses arguments, prints or owns a progress bar.
 Building the parser imports no library of the field; each handler imports what its command needs.
 
-May import: everything in ctv_core.
+May import: everything in ctv_core. Never the Slicer module.
 """
 
 from .main import build_parser, main

@@ -7,4 +7,5 @@ layout), :mod:`.hdf5_writer` (``DatasetWriter``), :mod:`.hdf5_reader` (``CTVData
 :mod:`.builder` (``build_dataset``: ``ctv dataset build``).
 
 May import: the top level, :mod:`ctv_core.dicom`, :mod:`ctv_core.structures`.
+Never :mod:`ctv_core.scene` (Slicer's MRML) or the Slicer module.
 """

@@ -10,4 +10,5 @@ reference the CT), :mod:`.ct_writer` (writing a CT Image Storage series, the pha
 whole series).
 
 May import: the top level of ctv_core (errors, geometry, atomic files, version) and libraries.
+Never :mod:`ctv_core.scene` (Slicer's MRML) or the Slicer module.
 """

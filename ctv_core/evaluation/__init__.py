@@ -6,4 +6,5 @@ Owns: :mod:`.metrics` (Dice, HD95, mean surface distance, surface Dice, volumes)
 case), :mod:`.evaluate` (``evaluate_folder``: ``ctv evaluate``).
 
 May import: the top level, :mod:`ctv_core.dicom`, :mod:`ctv_core.structures`.
+Never :mod:`ctv_core.scene` (Slicer's MRML) or the Slicer module.
 """

@@ -8,4 +8,5 @@ write the output set and ``report.json``), :mod:`.qa_image` (``qa.png``).
 May import: the top level, :mod:`ctv_core.dicom`, :mod:`ctv_core.structures`,
 :mod:`ctv_core.model`. Never :mod:`ctv_core.dataset` or :mod:`ctv_core.training`: the Slicer
 module and the services import inference alone.
+Never :mod:`ctv_core.scene` (Slicer's MRML) or the Slicer module.
 """

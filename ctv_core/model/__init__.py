@@ -7,4 +7,5 @@ in ``demo/``), :mod:`.qa_models` (the geometric QA model), :mod:`.runtime` (devi
 threads, autocast, batch-norm folding, inference preparation).
 
 May import: the top level (no DICOM, no structures: a model knows arrays, not files of patients).
+Never :mod:`ctv_core.scene` (Slicer's MRML) or the Slicer module.
 """

@@ -7,6 +7,7 @@ view); ``ctv phantom`` is their command line.
 
 May import: the top level, :mod:`ctv_core.dicom` (the CT writer and loader) and
 :mod:`ctv_core.structures` (the truth as RTSTRUCT and masks).
+Never :mod:`ctv_core.scene` (Slicer's MRML) or the Slicer module.
 """
 
 from .scan import Phantom, ScanSettings, make_phantom, plan_scan

@@ -11,6 +11,7 @@ within bounds), :mod:`.dicom_io` (pynetdicom Storage SCP and C-STORE sender), :m
 (``ctv node``).
 
 May import: the top level, :mod:`ctv_core.dicom`, :mod:`ctv_core.structures`,
-:mod:`ctv_core.model`, :mod:`ctv_core.inference` (predictions run as ``ctv predict`` processes).
-Never :mod:`ctv_core.training` or :mod:`ctv_core.dataset`.
+:mod:`ctv_core.model`, :mod:`ctv_core.inference` (predictions run as ``ctv predict`` processes),
+:mod:`ctv_core.scene` (the review station's MRML). Never :mod:`ctv_core.training` or
+:mod:`ctv_core.dataset`, never the Slicer module.
 """

@@ -8,4 +8,5 @@ label maps with their legend, for appearance-randomised training), :mod:`.writer
 writer checks first), :mod:`.convert` (``convert_structures``).
 
 May import: the top level and :mod:`ctv_core.dicom`.
+Never :mod:`ctv_core.scene` (Slicer's MRML) or the Slicer module.
 """

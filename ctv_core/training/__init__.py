@@ -17,4 +17,5 @@ from a run, the network only).
 May import: the top level, :mod:`ctv_core.dicom`, :mod:`ctv_core.structures`,
 :mod:`ctv_core.model`, :mod:`ctv_core.inference`, :mod:`ctv_core.dataset` (the reader) and
 :mod:`ctv_core.evaluation` (its Dice, so validation and evaluation count alike).
+Never :mod:`ctv_core.scene` (Slicer's MRML) or the Slicer module.
 """
