@@ -27,7 +27,8 @@ from .patient_frame import arrayToMatrix, gridOfOrientedImage, gridOfVolume, ijk
 from .terminology import setSegmentTerminology
 
 LABELMAP = "Binary labelmap"
-#: Segment tags the module writes (provenance of an automatic CTV).
+#: Prefix of the segment tags ctv_core writes (provenance of an automatic CTV; the Slicer module's name, kept so
+#: that scenes saved before stay readable).
 TAG_PREFIX = "CTVDelineation."
 
 
@@ -96,7 +97,7 @@ def imageToVolume(scene, image: sitk.Image, name: str = "CT"):
 
 
 def segmentTag(segment, key: str) -> str:
-    """The value of the module's tag ``key`` on a vtkSegment ('' when absent)."""
+    """The value of the tag ``TAG_PREFIX + key`` on a vtkSegment ('' when absent)."""
     value = vtk.reference("")
     return str(value) if segment.GetTag(TAG_PREFIX + key, value) else ""
 

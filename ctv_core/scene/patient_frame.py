@@ -5,8 +5,8 @@ DICOM describe the same voxel in patient coordinates LPS (left, posterior, super
 ``Grid`` (size, spacing, origin and direction, SimpleITK's convention; see
 ``ctv_core.geometry``). The two frames differ by a half turn about the superior axis, so
 ``LPS = diag(-1, -1, 1) @ RAS`` and the same matrix takes LPS back to RAS. Every conversion in
-the module goes through :func:`gridFromIjkToRas` and its inverse :func:`ijkToRasOfGrid`;
-``volume_to_image`` and ``import_mask`` are the public doors.
+the Slicer module and the review station goes through :func:`gridFromIjkToRas` and its inverse
+:func:`ijkToRasOfGrid`; the module's ``volume_to_image`` and ``import_mask`` are the public doors.
 
 Axis order: IJK is Slicer's (i along a row, j down the columns, k across slices) and equals
 ctv_core's (i, j, k); NumPy arrays of both are indexed ``[k, j, i]``.

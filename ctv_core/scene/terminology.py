@@ -42,7 +42,7 @@ def setSegmentTerminology(segment, entry: str) -> None:
 
 
 class CTVTerminology:
-    """The CTV's terminology entry, from the module's terminology file.
+    """The CTV's terminology entry, from ctv_core's terminology file (:data:`TERMINOLOGY_FILE`).
 
     Parameters
     ----------
