@@ -181,9 +181,10 @@ def test_only_the_cli_parses_arguments_prints_or_owns_a_progress_bar():
     assert not wrong, "\n".join(wrong)
 
 
-#: The one function outside cli/ that writes to stdout: the Slicer module's prediction process talks to
-#: its caller through stdout (a JSON object per line), so that stream is its protocol, not a print.
-STDOUT_WRITERS = {("inference/worker.py", "write_protocol_line")}
+#: The functions outside cli/ that use stdout: a prediction process talks to its caller through stdout (a JSON
+#: object per line: the prediction-process protocol), so that stream is its protocol, not a print; the worker
+#: hands it to the protocol's writer and sends everything else printed to stderr.
+STDOUT_WRITERS = {("inference/process_protocol.py", "write_event"), ("inference/worker.py", "main")}
 
 
 def test_only_the_worker_protocol_writes_to_stdout():

@@ -78,7 +78,7 @@ DONE = ['{"event": "ready", "device": "cpu", "model": {}}',
         "a library printing something that is not protocol",
         '{"event": "progress", "stage": "network", "fraction": 0.5}',
         '{"event": "progress", "stage": "network", "fraction": 1.0}',
-        '{"event": "done", "result": {result}}']
+        '{"event": "done", "report": {result}}']
 
 
 def _box(image):
@@ -143,7 +143,7 @@ def test_a_run_reports_progress_and_adds_the_ctv_with_its_provenance(slicer_lib,
      "CUDA is not available"),
     (['{"event": "ready"}'], -9, None, "ran out of memory"),
     (["Segmentation fault (core dumped)"], 139, None, "crashed"),
-    (['{"event": "done", "result": {}}'], 0, None, "result cannot be read"),
+    (['{"event": "done", "report": {}}'], 0, None, "result cannot be read"),
     (DONE, 1, _box, "exit status 1"),
 ])
 def test_failures_reach_the_user_as_a_message_and_leave_the_scene_unchanged(

@@ -29,7 +29,7 @@ from .errors import (
     FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InsufficientCoverageError,
     MissingDependencyError, MissingSlicesError, OutputFolderError, PeerError, StoreError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
-    PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError, TrainingError,
+    PredictionProtocolError, PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError, TrainingError,
     UnsupportedDicomError, UploadError, UploadTooCostlyError, UploadTooLargeError,
 )
 
@@ -71,7 +71,7 @@ __all__ = [
     "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
     "InsufficientCoverageError", "MissingDependencyError", "MissingSlicesError", "ModelPackageError", "MultipleSeriesError",
     "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError", "PhantomError", "PredictionCancelled",
-    "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError", "StoreError", "StructureSetError",
+    "PredictionProtocolError", "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError", "StoreError", "StructureSetError",
     "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooCostlyError", "UploadTooLargeError",
 ]
 
