@@ -222,7 +222,7 @@ class JobWorkers:
         if cancelled:
             shutil.rmtree(self.store.version_dir(job.case_id, job.version), ignore_errors=True)
             self.store.fail_job(job, "Cancelled by the user; nothing was written.")
-            self.audit("job-cancelled", f"job {job.id} case {job.case_id}")
+            self.audit("job-cancelled", f"job {job.id} case {job.case_id} (exit status {process.returncode})")
         elif refused is None and ending.state == "done":
             self.on_done(job, ending.report)
         elif self._stop.is_set():
