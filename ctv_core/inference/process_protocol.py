@@ -294,7 +294,8 @@ def conclude(final: dict[str, Any] | None, code: int, stderr: str = "", details:
 
     Done needs both a ``done`` event and exit status 0. An ``error`` event gives its own message, a
     ``cancelled`` event a cancellation; anything else is a failure saying what the exit status
-    means (:func:`failure_message`).
+    means (:func:`failure_message`), exit status 3 without a ``cancelled`` event included: nobody knows
+    what the process left behind.
     """
     kind = final["event"] if final is not None else None
     if kind == "done" and code == EXIT_DONE:
@@ -303,6 +304,4 @@ def conclude(final: dict[str, Any] | None, code: int, stderr: str = "", details:
         return Ending("failed", str(final["message"]))
     if kind == "cancelled":
         return Ending("cancelled", str(final.get("message") or "Prediction cancelled; nothing was written."))
-    if code == EXIT_CANCELLED:
-        return Ending("cancelled", "Prediction cancelled; nothing was written.")
     return Ending("failed", failure_message(code, stderr, details))
