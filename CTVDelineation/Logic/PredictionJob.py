@@ -31,9 +31,10 @@ logger = logging.getLogger(__name__)
 
 #: (start %, end %) of each worker stage on the Apply progress bar; the rest is ours.
 STAGES = {"ready": (5, 15), "preprocessing": (15, 20), "network": (20, 90), "resampling to the CT": (90, 93),
-          "post-processing": (93, 97), "done": (97, 97)}
+          "post-processing": (93, 97), "checking the anatomy": (97, 97), "done": (97, 97)}
 STAGE_TEXT = {"preprocessing": "Preparing the CT for the network", "network": "Running the network",
               "resampling to the CT": "Resampling the CTV onto the CT", "post-processing": "Cleaning up the CTV",
+              "checking the anatomy": "Checking the CTV's anatomy",
               "done": "Reading the CTV"}
 #: Where the details of a failed run are, for the user.
 DETAILS = "Slicer's log (Help > Report a bug shows it)"

@@ -103,9 +103,10 @@ def command_line(command: str, payload: Any = None) -> str:
 class Commands:
     """The caller's commands, read from ``stream`` (the process's stdin) on a thread of its own.
 
-    ``go`` is set by the first ``go`` (its JSON payload, if any, in :attr:`payload`); ``cancel`` by
-    ``cancel``, and, when ``eof_cancels``, by the end of the stream (the caller is gone); ``cancel``
-    also sets ``go``, so nothing waits for a ``go`` that will not come. Other lines are ignored.
+    :attr:`cancel` is set by ``cancel``, and, when ``eof_cancels``, by the end of the stream (the
+    caller is gone). :attr:`go` is set by the first ``go`` (its JSON payload, if any, in
+    :attr:`payload`) and also by a cancel or the end of the stream, so nothing waits for a ``go``
+    that will not come (:meth:`wait_for_go` tells them apart). Other lines are ignored.
     """
 
     def __init__(self, stream: IO[str], eof_cancels: bool = True) -> None:
@@ -113,6 +114,7 @@ class Commands:
         self.cancel = threading.Event()
         self.payload: Any = None
         self.eof_cancels = eof_cancels
+        self._went = False
         self._stream = stream
         threading.Thread(target=self._read, name="ctv-process-stdin", daemon=True).start()
 
@@ -121,28 +123,30 @@ class Commands:
             self._follow()
         except (OSError, ValueError):  # no readable stdin (closed, or none at all): as its end
             pass
-        if self.eof_cancels or not self.go.is_set():
+        if self.eof_cancels:
             self.cancel.set()
         self.go.set()
 
     def _follow(self) -> None:
         for line in self._stream:
             command, _, payload = line.strip().partition(" ")
-            if command.lower() == GO and not self.go.is_set():
+            if command.lower() == GO and not self._went:
                 try:
                     self.payload = json.loads(payload) if payload else None
                 except ValueError:
                     logger.warning("'go' with a payload that is not JSON ignored: %.80s", payload)
                     continue
+                self._went = True
                 self.go.set()
             elif command.lower() == CANCEL:
                 self.cancel.set()
                 return
 
     def wait_for_go(self) -> Any:
-        """Block until ``go``; returns its payload. Raises ``PredictionCancelled`` when cancelled first."""
+        """Block until ``go``; returns its payload. Raises ``PredictionCancelled`` when the run was
+        cancelled, or the stream ended, before a ``go``."""
         self.go.wait()
-        if self.cancel.is_set():
+        if self.cancel.is_set() or not self._went:
             raise PredictionCancelled("Prediction cancelled before it started; nothing was written.")
         return self.payload
 
