@@ -229,6 +229,12 @@ def test_import_ctv_core_and_building_the_cli_load_no_heavy_library():
     assert _loaded_after("import ctv_core; ctv_core.CTVError; ctv_core.__version__") == []
 
 
+def test_what_the_slicer_module_reads_before_torch_is_installed_loads_no_heavy_library():
+    """The prediction-process protocol and the manifest's reading: the module imports them before its
+    dependencies (torch among them) are installed."""
+    assert _loaded_after("import ctv_core.inference.process_protocol, ctv_core.model.manifest") == []
+
+
 def test_predict_loads_what_its_run_needs_and_no_more():
     loaded = _loaded_after("import ctv_core.inference.predict_job")
     assert {"torch", "SimpleITK", "pydicom", "matplotlib"} <= set(loaded)

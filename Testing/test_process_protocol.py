@@ -185,7 +185,8 @@ def test_the_slicer_runner_reads_progress_and_done_from_the_real_worker(slicer_l
         stages = [e["stage"] for e in job._reader.events if e["event"] == "progress"]
         assert "network" in stages and stages.index("preprocessing") < stages.index("network")
         assert job.outcome.state == "done" and runner.exitCode() == protocol.EXIT_DONE
-        assert job.outcome.result == job._reader.final["report"] and job.outcome.mask.GetSize() == phantom_image.GetSize()
+        assert job.outcome.result == job._reader.final["report"]
+        assert job.outcome.mask.GetSize() == phantom_image.GetSize()
         assert [u.percent for u in updates] == sorted(u.percent for u in updates)
     finally:
         job.close()
@@ -303,7 +304,10 @@ def test_a_manifest_the_module_once_read_loosely_is_refused_with_the_strict_mess
 
 
 def test_the_module_and_the_loader_describe_the_bundled_model_alike(slicer_lib):
-    from ctv_core.model.package import load_model_package
+    from ctv_core.model.manifest import ARCHITECTURE_NAMES
+    from ctv_core.model.package import ARCHITECTURES, load_model_package
+
+    assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES  # the manifest's reading knows what the loader builds
 
     described, loaded = slicer_lib.describeModel(None), load_model_package(None)
     assert (described.name, described.version, described.sha256) == (loaded.name, loaded.version,

@@ -29,8 +29,8 @@ from .errors import (
     FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InsufficientCoverageError,
     MissingDependencyError, MissingSlicesError, OutputFolderError, PeerError, StoreError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
-    PredictionProtocolError, PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError, TrainingError,
-    UnsupportedDicomError, UploadError, UploadTooCostlyError, UploadTooLargeError,
+    PredictionProtocolError, PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError,
+    TrainingError, UnsupportedDicomError, UploadError, UploadTooCostlyError, UploadTooLargeError,
 )
 
 if TYPE_CHECKING:
@@ -71,8 +71,8 @@ __all__ = [
     "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
     "InsufficientCoverageError", "MissingDependencyError", "MissingSlicesError", "ModelPackageError", "MultipleSeriesError",
     "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError", "PhantomError", "PredictionCancelled",
-    "PredictionProtocolError", "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError", "StoreError", "StructureSetError",
-    "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooCostlyError", "UploadTooLargeError",
+    "PredictionProtocolError", "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError", "StoreError",
+    "StructureSetError", "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooCostlyError", "UploadTooLargeError",
 ]
 
 

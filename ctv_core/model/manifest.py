@@ -50,6 +50,7 @@ def package_error(path: Path, what: str) -> ModelPackageError:
 
 
 def sha256_of(path: Path) -> str:
+    """SHA-256 (hex) of the file at ``path``, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -87,7 +88,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         if file.is_symlink() or not file.is_file():
             raise package_error(path, f"{MANIFEST} is missing or not a regular file; choose the folder that holds "
-                                       f"{MANIFEST} and {WEIGHTS} (made by 'ctv export')")
+                                      f"{MANIFEST} and {WEIGHTS} (made by 'ctv export')")
         if file.stat().st_size > MAX_MANIFEST_BYTES:
             raise package_error(path, f"{MANIFEST} is {file.stat().st_size} bytes; a manifest is far smaller")
         text = file.read_text(encoding="utf-8")
@@ -114,16 +115,16 @@ def read_manifest(path: Path) -> dict[str, Any]:
     for key, value in manifest.items():
         if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
             raise package_error(path, f"{MANIFEST} field '{key}' must be a JSON {_json_type(_KEYS[key])}, not "
-                              f"{json.dumps(value)[:40]}")
+                                      f"{json.dumps(value)[:40]}")
     if manifest["format"] != FORMAT or manifest["format_version"] not in READABLE_VERSIONS:
         raise package_error(path, f"format {manifest['format']!r} version {manifest['format_version']!r} is not "
-                          f"{FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))}; this ctv_core "
-                          f"{__version__} cannot read it")
+                                  f"{FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))}; this ctv_core "
+                                  f"{__version__} cannot read it")
     weights = manifest["weights"]
     for key, kind in _WEIGHT_KEYS.items():
         if not isinstance(weights.get(key), kind) or isinstance(weights.get(key), bool):
             raise package_error(path, f"{MANIFEST} field 'weights.{key}' must be a JSON {_json_type(kind)}, not "
-                              f"{json.dumps(weights.get(key))[:40]}")
+                                      f"{json.dumps(weights.get(key))[:40]}")
     extra = sorted(set(weights) - set(_WEIGHT_KEYS))
     if extra:
         raise package_error(path, f"{MANIFEST} field 'weights' has unknown key(s) {', '.join(extra)}")
@@ -137,8 +138,8 @@ def _json_type(kind: type | tuple[type, ...]) -> str:
 def weights_file(path: Path, name: str) -> Path:
     """The weights file: a plain name of a regular file directly in the package, never a link or a path out."""
     if not name or "/" in name or "\\" in name or Path(name).is_absolute() or name.startswith("."):
-        raise package_error(path, f"the weights file {name!r} must be a plain file name inside the package (no folders, no "
-                          "'..', no absolute path)")
+        raise package_error(path, f"the weights file {name!r} must be a plain file name inside the package (no "
+                                  "folders, no '..', no absolute path)")
     file = path / name
     if file.is_symlink():
         raise package_error(path, f"the weights file {name!r} is a symbolic link; a package holds its own weights")

@@ -158,7 +158,7 @@ def _check_fits(path: Path, network_config: Any, settings: ModelSettings) -> Non
     for where, shape in shapes:
         if any(int(s) % divisor for s in shape):
             raise package_error(path, f"{where} {tuple(shape)} must be multiples of {divisor}, which the network's "
-                              "resolution levels need")
+                                      "resolution levels need")
 
 
 def load_model_package(path: str | Path | None = None) -> ModelPackage:

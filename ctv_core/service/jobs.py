@@ -58,7 +58,7 @@ Arguments = Callable[[Job], Sequence[str]]
 @dataclass(frozen=True)
 class Program:
     """How a worker runs ``ctv``: the command line of ``ctv`` itself (the job's arguments follow), and of a
-    ``ctv`` started before its arguments are known, which reads them as one JSON line on stdin
+    ``ctv`` started before its arguments are known, which takes them from the protocol's ``go`` line
     (:mod:`ctv_core.cli.prestarted`; None: every job starts its process cold)."""
 
     ctv: tuple[str, ...] = tuple(process_command(sys.executable, "ctv_core.cli.main"))
