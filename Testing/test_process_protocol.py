@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from ctv_core.errors import PredictionCancelled, PredictionProtocolError
 from ctv_core.inference import process_protocol as protocol
 from ctv_core.service.audit import AuditLog
-from ctv_core.service.jobs import JobWorkers
+from ctv_core.service.jobs import JobWorkers, Program
 from ctv_core.service.records import FAILED
 from ctv_core.service.store import CaseStore
 
@@ -180,12 +180,12 @@ def test_the_slicer_runner_reads_progress_and_done_from_the_real_worker(slicer_l
     try:
         job.start(phantom_image)
         updates = _poll_until_ended(job)
-        kinds = [e["event"] for e in job._reader.events]
+        kinds = [e["event"] for e in job.events]
         assert kinds[0] == "ready" and kinds[-1] == "done" and set(kinds[1:-1]) == {"progress"}
-        stages = [e["stage"] for e in job._reader.events if e["event"] == "progress"]
+        stages = [e["stage"] for e in job.events if e["event"] == "progress"]
         assert "network" in stages and stages.index("preprocessing") < stages.index("network")
         assert job.outcome.state == "done" and runner.exitCode() == protocol.EXIT_DONE
-        assert job.outcome.result == job._reader.final["report"]
+        assert job.outcome.result == job.events[-1]["report"]
         assert job.outcome.mask.GetSize() == phantom_image.GetSize()
         assert [u.percent for u in updates] == sorted(u.percent for u in updates)
     finally:
@@ -199,7 +199,7 @@ def test_cancel_mid_network_stops_the_real_worker_by_itself(slicer_lib, phantom_
 
     def cancel_in_the_network(job):
         if not job.cancelRequested and any(e["event"] == "progress" and e["stage"] == "network" and e["fraction"] < 1
-                                           for e in job._reader.events):
+                                           for e in job.events):
             job.cancel()
 
     try:
@@ -207,7 +207,7 @@ def test_cancel_mid_network_stops_the_real_worker_by_itself(slicer_lib, phantom_
         _poll_until_ended(job, cancel_in_the_network)
         assert job.cancelRequested and job.outcome.state == "cancelled"
         # the worker heard the line and stopped itself: its own event and status, no signal needed
-        assert job._reader.final["event"] == "cancelled" and runner.exitCode() == protocol.EXIT_CANCELLED
+        assert job.events[-1]["event"] == "cancelled" and runner.exitCode() == protocol.EXIT_CANCELLED
         assert runner.terminated == runner.killed == 0
         assert not (job.folder / "ctv.nrrd").exists() and not (job.folder / "result.json").exists()
     finally:
@@ -240,6 +240,31 @@ def test_the_job_workers_cancel_a_real_ctv_predict_mid_network_with_the_same_lin
     assert not store.version_dir(case_id, job.version).exists()
     cancelled = [line for line in audit.read_text().splitlines() if "job-cancelled" in line]
     assert len(cancelled) == 1 and f"(exit status {protocol.EXIT_CANCELLED})" in cancelled[0], cancelled
+
+
+@pytest.mark.parametrize("script,message", [
+    # a breach of the protocol: the worker stops the process at once (it would sleep for ten minutes)
+    ('print(\'{"event": "finished"}\', flush=True); import time; time.sleep(600)', "sent an unknown message"),
+    ('import sys; print(\'{"event": "progress", "stage": "network", "fraction": 0.5}\'); sys.exit(42)',
+     "exit status 42, which a ctv prediction process never gives"),
+])
+def test_the_job_workers_refuse_what_the_protocol_does_not_know(tmp_path, script, message):
+    store = CaseStore(tmp_path / "data")
+    workers = JobWorkers(store, "protocol", lambda job, report: store.finish_job(job, model="x"),
+                         AuditLog(tmp_path / "audit.log"), poll_s=0.05,
+                         program=Program(ctv=(sys.executable, "-c", script), prestarted=None))
+    ct = tmp_path / "data" / "upload"
+    ct.mkdir()
+    (ct / "1.dcm").write_bytes(b"not read by this test")
+    case_id, job = store.open_case("upload", ct, queue="protocol")
+    started = time.monotonic()
+    workers.start()
+    try:
+        _wait_for(lambda: store.job(job.id).status == FAILED, "the job failing", timeout=120)
+    finally:
+        workers.stop()
+    assert message in store.job(job.id).message and time.monotonic() - started < 120
+    assert not store.version_dir(case_id, job.version).exists()
 
 
 def test_ctv_predict_progress_json_speaks_the_protocol(pelvis_phantom, tmp_path):

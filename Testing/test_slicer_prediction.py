@@ -145,6 +145,9 @@ def test_a_run_reports_progress_and_adds_the_ctv_with_its_provenance(slicer_lib,
     (["Segmentation fault (core dumped)"], 139, None, "crashed"),
     (['{"event": "done", "report": {}}'], 0, None, "result cannot be read"),
     (DONE, 1, _box, "exit status 1"),
+    (['{"event": "ready"}', '{"event": "finished", "result": {}}'], 0, None, "sent an unknown message"),
+    (['{"event": "progress", "stage": "network", "fraction": 0.5'], 0, None, "sent a malformed message"),
+    (['{"event": "ready"}'], 42, None, "exit status 42, which a ctv prediction process never gives"),
 ])
 def test_failures_reach_the_user_as_a_message_and_leave_the_scene_unchanged(
         slicer_lib, mrml_scene, ct_volume, tmp_path, lines, exit_code, write, message):

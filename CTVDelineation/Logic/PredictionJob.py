@@ -135,6 +135,11 @@ class PredictionJob:
         self.runner.send(command_line(GO))
 
     @property
+    def events(self) -> list[dict[str, Any]]:
+        """The protocol events read so far, in order (the last is the final one once the worker has ended)."""
+        return list(self._reader.events)
+
+    @property
     def cancelRequested(self) -> bool:
         return self._cancelRequested is not None
 
