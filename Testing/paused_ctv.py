@@ -1,8 +1,8 @@
 """``ctv predict`` that stops at named stages: the prediction process of the job-outcome tests.
 
 ``python paused_ctv.py --sync=DIR -- ARGS...`` runs the ``ctv`` arguments ARGS;
-``python paused_ctv.py --sync=DIR --prestarted`` reads them as one JSON line on stdin first, as
-:mod:`ctv_core.cli.prestarted` does (an empty line or a closed stdin ends it, nothing run).
+``python paused_ctv.py --sync=DIR --prestarted`` reads them from the protocol's ``go`` line on stdin first,
+as :mod:`ctv_core.cli.prestarted` does (a ``cancel`` or a closed stdin ends it, nothing run).
 ARGS are parsed by ``ctv``'s own parser (what ``ctv`` refuses, this refuses), and only
 ``ctv predict --progress json`` is served. The outputs are written the way ``ctv predict`` writes
 them (:mod:`ctv_core.output_folder`): a staging folder inside OUT_DIR from the start; then a commit
@@ -95,10 +95,13 @@ def main(argv: list[str]) -> int:
     if "--hold-stdout" in own:
         return hold_stdout(sync)
     if "--prestarted" in own:
-        line = sys.stdin.readline()
-        if not line.strip():
+        from ctv_core.errors import PredictionCancelled
+        from ctv_core.inference.process_protocol import stdin_commands
+
+        try:
+            rest = stdin_commands().wait_for_go()
+        except PredictionCancelled:
             return 0
-        rest = json.loads(line)
     return predict(sync, own, rest)
 
 

@@ -281,9 +281,10 @@ def test_only_the_cli_parses_arguments_prints_or_owns_a_progress_bar():
     assert not wrong, "\n".join(wrong)
 
 
-#: The one function outside cli/ that writes to stdout: the Slicer module's prediction process talks to
-#: its caller through stdout (a JSON object per line), so that stream is its protocol, not a print.
-STDOUT_WRITERS = {("inference/worker.py", "write_protocol_line")}
+#: The functions outside cli/ that use stdout: a prediction process talks to its caller through stdout (a JSON
+#: object per line: the prediction-process protocol), so that stream is its protocol, not a print; the worker
+#: hands it to the protocol's writer and sends everything else printed to stderr.
+STDOUT_WRITERS = {("inference/process_protocol.py", "write_event"), ("inference/worker.py", "main")}
 
 
 def test_only_the_worker_protocol_writes_to_stdout():
@@ -330,6 +331,12 @@ def test_import_ctv_core_and_building_the_cli_load_no_heavy_library():
     assert done.stdout.strip() == "[]"  # ctv_core.scene's __init__ costs no Slicer: its modules import it
     assert _loaded_after("from ctv_core.cli import build_parser; build_parser()") == []
     assert _loaded_after("import ctv_core; ctv_core.CTVError; ctv_core.__version__") == []
+
+
+def test_what_the_slicer_module_reads_before_torch_is_installed_loads_no_heavy_library():
+    """The prediction-process protocol and the manifest's reading: the module imports them before its
+    dependencies (torch among them) are installed."""
+    assert _loaded_after("import ctv_core.inference.process_protocol, ctv_core.model.manifest") == []
 
 
 def test_predict_loads_what_its_run_needs_and_no_more():

@@ -152,7 +152,7 @@ def test_model_description_for_the_user(slicer_lib, tmp_path):
     cases, dice = manifest["training"]["data"]["cases"], manifest["metrics"]["validation_dice"]
     assert f"{cases} cases of {cases} patients" in text and f"validation dice {dice:.3f}" in text
     assert described.sha256[:16] in text
-    for bad, message in ((tmp_path, "has no manifest.json"), (tmp_path / "missing", "has no manifest.json")):
+    for bad, message in ((tmp_path, "manifest.json is missing"), (tmp_path / "missing", "it is not a folder")):
         try:
             slicer_lib.describeModel(bad)
         except ModelPackageError as error:
@@ -163,7 +163,7 @@ def test_model_description_for_the_user(slicer_lib, tmp_path):
     try:
         slicer_lib.describeModel(tmp_path)
     except ModelPackageError as error:
-        assert "is not a ctv model package" in str(error)
+        assert "is not a usable model package: manifest.json lacks format_version" in str(error)
     else:
         raise AssertionError("a manifest of another format was accepted")
 

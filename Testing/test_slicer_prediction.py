@@ -78,7 +78,7 @@ DONE = ['{"event": "ready", "device": "cpu", "model": {}}',
         "a library printing something that is not protocol",
         '{"event": "progress", "stage": "network", "fraction": 0.5}',
         '{"event": "progress", "stage": "network", "fraction": 1.0}',
-        '{"event": "done", "result": {result}}']
+        '{"event": "done", "report": {result}}']
 
 
 def _box(image):
@@ -144,8 +144,11 @@ def test_a_run_reports_progress_and_adds_the_ctv_with_its_provenance(ctv_scene, 
      "CUDA is not available"),
     (['{"event": "ready"}'], -9, None, "ran out of memory"),
     (["Segmentation fault (core dumped)"], 139, None, "crashed"),
-    (['{"event": "done", "result": {}}'], 0, None, "result cannot be read"),
+    (['{"event": "done", "report": {}}'], 0, None, "result cannot be read"),
     (DONE, 1, _box, "exit status 1"),
+    (['{"event": "ready"}', '{"event": "finished", "result": {}}'], 0, None, "sent an unknown message"),
+    (['{"event": "progress", "stage": "network", "fraction": 0.5'], 0, None, "sent a malformed message"),
+    (['{"event": "ready"}'], 42, None, "exit status 42, which a ctv prediction process never gives"),
 ])
 def test_failures_reach_the_user_as_a_message_and_leave_the_scene_unchanged(
         slicer_lib, mrml_scene, ct_volume, tmp_path, lines, exit_code, write, message):

@@ -13,7 +13,8 @@ from conftest import axial_grid
 from test_prediction import BONE, qa_package
 
 from ctv_core.errors import ModelPackageError, PredictionCancelled
-from ctv_core.inference import worker
+from ctv_core.inference import process_protocol, worker
+from ctv_core.inference.process_protocol import Commands
 from ctv_core.model.package import load_model_package
 
 
@@ -59,7 +60,7 @@ def _bone_ct(path, slices: int = 36):
 def test_prediction_writes_mask_and_result_and_talks_json_lines(tmp_path, qa_model):
     image = _bone_ct(tmp_path / "ct.nrrd")
     code, events = _run(_request(tmp_path, model=str(qa_model)), "go\n")
-    assert code == worker.EXIT_DONE
+    assert code == process_protocol.EXIT_DONE
     kinds = [e["event"] for e in events]
     assert kinds[0] == "ready" and kinds[-1] == "done" and "progress" in kinds
     assert events[0]["model"]["sha256"] == load_model_package(qa_model).sha256
@@ -68,7 +69,7 @@ def test_prediction_writes_mask_and_result_and_talks_json_lines(tmp_path, qa_mod
     assert np.array_equal(sitk.GetArrayFromImage(mask) != 0, (hu >= BONE[0]) & (hu <= BONE[1]))
     assert np.allclose(mask.GetDirection(), image.GetDirection()) and np.allclose(mask.GetOrigin(), image.GetOrigin())
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result == events[-1]["result"]
+    assert result == events[-1]["report"]
     assert result["volume_cc"] > 0 and result["device"] == "cpu" and result["options"]["postprocessing"] is True
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
@@ -76,7 +77,7 @@ def test_prediction_writes_mask_and_result_and_talks_json_lines(tmp_path, qa_mod
 def test_a_ct_too_short_for_a_pelvis_is_refused_before_predicting(tmp_path, qa_model):
     _bone_ct(tmp_path / "ct.nrrd", slices=10)
     code, events = _run(_request(tmp_path, model=str(qa_model)), "go\n")
-    assert code == worker.EXIT_USER_ERROR and events[-1]["event"] == "error"
+    assert code == process_protocol.EXIT_USER_ERROR and events[-1]["event"] == "error"
     assert "10 slice(s) covering 30 mm" in events[-1]["message"] and not (tmp_path / "ctv.nrrd").exists()
 
 
@@ -84,7 +85,7 @@ def test_a_ct_too_short_for_a_pelvis_is_refused_before_predicting(tmp_path, qa_m
 def test_cancel_or_a_vanished_caller_stops_before_writing(tmp_path, qa_model, commands, keep_open):
     _bone_ct(tmp_path / "ct.nrrd")
     code, events = _run(_request(tmp_path, model=str(qa_model)), commands, keep_open)
-    assert code == worker.EXIT_CANCELLED and events[-1]["event"] == "cancelled"
+    assert code == process_protocol.EXIT_CANCELLED and events[-1]["event"] == "cancelled"
     assert not (tmp_path / "ctv.nrrd").exists() and not (tmp_path / "result.json").exists()
 
 
@@ -100,19 +101,19 @@ def test_cancel_or_a_vanished_caller_stops_before_writing(tmp_path, qa_model, co
 def test_bad_requests_are_answered_with_a_message(tmp_path, qa_model, fields, message):
     _bone_ct(tmp_path / "ct.nrrd")
     code, events = _run(_request(tmp_path, **{"model": str(qa_model), **fields}), "go\n")
-    assert code == worker.EXIT_USER_ERROR and events[-1]["event"] == "error"
+    assert code == process_protocol.EXIT_USER_ERROR and events[-1]["event"] == "error"
     assert message in events[-1]["message"] and "Traceback" not in events[-1]["message"]
 
 
 def test_unreadable_image_and_request_file(tmp_path, qa_model):
     (tmp_path / "ct.nrrd").write_text("not an image")
     code, events = _run(_request(tmp_path, model=str(qa_model)), "go\n")
-    assert code == worker.EXIT_USER_ERROR and "cannot be read" in events[-1]["message"]
+    assert code == process_protocol.EXIT_USER_ERROR and "cannot be read" in events[-1]["message"]
     (tmp_path / "broken.json").write_text("{")
     code, events = _run(tmp_path / "broken.json", "")
-    assert code == worker.EXIT_USER_ERROR and "cannot be read" in events[-1]["message"]
+    assert code == process_protocol.EXIT_USER_ERROR and "cannot be read" in events[-1]["message"]
     code, events = _run(tmp_path / "missing.json", "")
-    assert code == worker.EXIT_USER_ERROR
+    assert code == process_protocol.EXIT_USER_ERROR
 
 
 def test_an_unexpected_failure_is_reported_and_logged(tmp_path, qa_model, monkeypatch, capsys):
@@ -124,7 +125,7 @@ def test_an_unexpected_failure_is_reported_and_logged(tmp_path, qa_model, monkey
 
     monkeypatch.setattr(predictor.CTVPredictor, "run", broken)
     code, events = _run(_request(tmp_path, model=str(qa_model)), "go\n")
-    assert code == worker.EXIT_UNEXPECTED and events[-1]["kind"] == "internal"
+    assert code == process_protocol.EXIT_UNEXPECTED and events[-1]["kind"] == "internal"
     assert "simulated bug" in events[-1]["message"] and "Traceback" not in events[-1]["message"]
     assert "Traceback" in capsys.readouterr().err  # for the log
     assert not (tmp_path / "ctv.nrrd").exists()
@@ -153,7 +154,7 @@ def test_options_change_a_copy_of_the_package(qa_model):
 
 def test_the_command_channel_reads_go_and_cancel():
     read_fd, write_fd = os.pipe()
-    commands = worker._Commands(os.fdopen(read_fd))
+    commands = Commands(os.fdopen(read_fd))
     os.write(write_fd, b"noise\ngo\n")
     assert commands.go.wait(5) and not commands.cancel.is_set()
     os.write(write_fd, b"cancel\n")
@@ -163,7 +164,7 @@ def test_the_command_channel_reads_go_and_cancel():
 
 def test_a_closed_command_channel_cancels_a_prediction_not_started():
     read_fd, write_fd = os.pipe()
-    commands = worker._Commands(os.fdopen(read_fd))
+    commands = Commands(os.fdopen(read_fd))
     assert not commands.go.wait(0.05) and not commands.cancel.is_set()  # nothing said yet: it waits
     os.close(write_fd)  # the caller is gone
     assert commands.cancel.wait(5) and commands.go.is_set()

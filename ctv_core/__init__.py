@@ -30,8 +30,8 @@ from .errors import (
     FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InstallationError,
     InsufficientCoverageError, MissingDependencyError, MissingSlicesError, OutputFolderError, PeerError, StoreError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
-    PreprocessingError, ROINotFoundError, SceneInputError, SeriesNotFoundError, StructureSetError, TrainingError,
-    UnsupportedDicomError, UploadError, UploadTooCostlyError, UploadTooLargeError,
+    PredictionProtocolError, PreprocessingError, ROINotFoundError, SceneInputError, SeriesNotFoundError,
+    StructureSetError, TrainingError, UnsupportedDicomError, UploadError, UploadTooCostlyError, UploadTooLargeError,
 )
 
 if TYPE_CHECKING:
@@ -71,8 +71,9 @@ __all__ = [
     "CTVError", "CorruptDicomError", "DatasetError", "DeviceError", "DicomInputError", "DuplicateSliceError",
     "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
     "InstallationError", "InsufficientCoverageError", "MissingDependencyError", "MissingSlicesError",
-    "ModelPackageError", "MultipleSeriesError", "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError", "PhantomError", "PredictionCancelled",
-    "PreprocessingError", "ROINotFoundError", "SceneInputError", "SeriesNotFoundError", "StoreError",
+    "ModelPackageError", "MultipleSeriesError", "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError",
+    "PhantomError", "PredictionCancelled", "PredictionProtocolError", "PreprocessingError", "ROINotFoundError",
+    "SceneInputError", "SeriesNotFoundError", "StoreError",
     "StructureSetError", "TrainingError", "UnsupportedDicomError", "UploadError", "UploadTooCostlyError", "UploadTooLargeError",
 ]
 

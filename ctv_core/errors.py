@@ -92,6 +92,10 @@ class PredictionCancelled(CTVError):
     """The user cancelled a running prediction."""
 
 
+class PredictionProtocolError(CTVError):
+    """A prediction process sent what the prediction-process protocol does not allow (another version's)."""
+
+
 class MissingDependencyError(CTVError):
     """An optional dependency (an extra of ctv_core) is not installed; the message names the extra."""
 

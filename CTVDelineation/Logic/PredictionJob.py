@@ -1,10 +1,12 @@
 """One run of the prediction process: its folder, its request, the conversation and how it ended.
 
-``start`` writes the request, launches the worker (which imports torch and loads the model
-meanwhile), writes the CT image and says ``go``; ``poll`` turns what the worker printed since
-the last call into progress and, once it has ended, into an outcome: done (the mask is read
-back), failed (a message for the user) or cancelled. ``cancel`` asks the worker to stop between
-windows; if it has not stopped after ``gracePeriod`` seconds it is terminated, then killed.
+The conversation is ctv_core's prediction-process protocol
+(``ctv_core.inference.process_protocol``, the services' too): ``start`` writes the request, launches
+the worker (which imports torch and loads the model meanwhile), writes the CT image and says
+``go``; ``poll`` reads what the worker printed since the last call with the protocol's reader into
+progress and, once it has ended, into the protocol's ending: done (the mask is read back), failed
+(a message for the user) or cancelled. ``cancel`` sends ``cancel`` (the worker stops between
+windows); if it has not stopped after ``gracePeriod`` seconds it is terminated, then killed.
 The job's folder (CT image, mask, request, result) is removed when the job is closed.
 """
 
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
+from ctv_core.errors import PredictionProtocolError
+from ctv_core.inference.process_protocol import CANCEL, CANCEL_GRACE_S, GO, EventReader, command_line, conclude
 
 from .PredictionProcess import ProcessRunner, workerCommand
 
@@ -27,14 +31,13 @@ logger = logging.getLogger(__name__)
 
 #: (start %, end %) of each worker stage on the Apply progress bar; the rest is ours.
 STAGES = {"ready": (5, 15), "preprocessing": (15, 20), "network": (20, 90), "resampling to the CT": (90, 93),
-          "post-processing": (93, 97), "done": (97, 97)}
+          "post-processing": (93, 97), "checking the anatomy": (97, 97), "done": (97, 97)}
 STAGE_TEXT = {"preprocessing": "Preparing the CT for the network", "network": "Running the network",
               "resampling to the CT": "Resampling the CTV onto the CT", "post-processing": "Cleaning up the CTV",
+              "checking the anatomy": "Checking the CTV's anatomy",
               "done": "Reading the CTV"}
-#: What exit statuses without a message mean, for the user.
-EXIT_MEANINGS = {-9: "killed, most often because the computer ran out of memory", 137: "killed, most often because "
-                 "the computer ran out of memory", -11: "crashed (segmentation fault)", 139: "crashed (segmentation "
-                 "fault)", -15: "terminated"}
+#: Where the details of a failed run are, for the user.
+DETAILS = "Slicer's log (Help > Report a bug shows it)"
 
 
 @dataclass(frozen=True)
@@ -106,13 +109,14 @@ class PredictionJob:
     """
 
     def __init__(self, runner: ProcessRunner, options: PredictionOptions, temporaryDirectory: str | None = None,
-                 python: str | None = None, gracePeriod: float = 3.0):
+                 python: str | None = None, gracePeriod: float = CANCEL_GRACE_S):
         self.runner = runner
         self.options = options
         self.gracePeriod = gracePeriod
         self.folder = Path(tempfile.mkdtemp(prefix="CTVDelineation-", dir=temporaryDirectory))
         self._python = python
-        self._events: list[dict[str, Any]] = []
+        self._reader = EventReader()
+        self._refused: str | None = None
         self._cancelRequested: float | None = None
         self._terminated = False
         self.ready: dict[str, Any] = {}
@@ -126,9 +130,14 @@ class PredictionJob:
         try:
             sitk.WriteImage(image, str(self.folder / "ct.nrrd"), useCompression=False)
         except BaseException:
-            self.runner.send("cancel")
+            self.runner.send(command_line(CANCEL))
             raise
-        self.runner.send("go")
+        self.runner.send(command_line(GO))
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The protocol events read so far, in order (the last is the final one once the worker has ended)."""
+        return list(self._reader.events)
 
     @property
     def cancelRequested(self) -> bool:
@@ -138,20 +147,19 @@ class PredictionJob:
         """Ask the worker to stop; nothing of this run reaches the scene."""
         if self.outcome is None and self._cancelRequested is None:
             self._cancelRequested = time.monotonic()
-            self.runner.send("cancel")
+            self.runner.send(command_line(CANCEL))
 
     def poll(self) -> list[Progress]:
         """Progress since the last call; sets :attr:`outcome` once the worker has ended."""
         updates = []
         for line in self.runner.readLines():
-            event = self._parse(line)
+            event = self._read(line)
             if event is None:
                 continue
-            self._events.append(event)
-            if event.get("event") == "ready":
+            if event["event"] == "ready":
                 self.ready = event
                 updates.append(Progress(STAGES["ready"][1], f"Model loaded ({event.get('device', '?')})"))
-            elif event.get("event") == "progress":
+            elif event["event"] == "progress":
                 updates.append(self._progress(event))
         if self.outcome is None:
             self._escalateCancel()
@@ -160,20 +168,23 @@ class PredictionJob:
                 self.outcome = self._outcome(code)
         return updates
 
-    @staticmethod
-    def _parse(line: str) -> dict[str, Any] | None:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            logger.info("prediction process: %s", line)  # not protocol (a library printing): for the log
+    def _read(self, line: str) -> dict[str, Any] | None:
+        """The event on ``line`` (None for none); a breach of the protocol stops the worker and fails the run."""
+        if self._refused is not None:
             return None
-        return event if isinstance(event, dict) else None
+        try:
+            return self._reader.read(line)
+        except PredictionProtocolError as exc:
+            logger.error("%s", exc)
+            self._refused = str(exc)
+            self.runner.kill()
+            return None
 
     @staticmethod
     def _progress(event: dict[str, Any]) -> Progress:
-        stage = str(event.get("stage", ""))
+        stage = event["stage"]
         low, high = STAGES.get(stage, (20, 90))
-        fraction = min(max(float(event.get("fraction", 0.0)), 0.0), 1.0)
+        fraction = float(event["fraction"])
         return Progress(int(round(low + (high - low) * fraction)), STAGE_TEXT.get(stage, stage.capitalize()))
 
     def _escalateCancel(self) -> None:
@@ -187,21 +198,18 @@ class PredictionJob:
             self.runner.terminate()
 
     def _outcome(self, code: int) -> Outcome:
-        final = next((e for e in reversed(self._events) if e.get("event") in ("done", "error", "cancelled")), None)
         if self._cancelRequested is not None:
             return Outcome("cancelled", "Prediction cancelled; the scene was not changed.")
-        if final is not None and final["event"] == "error":
-            return Outcome("failed", str(final.get("message", "The prediction failed.")))
-        if final is not None and final["event"] == "cancelled":
-            return Outcome("cancelled", str(final.get("message", "Prediction cancelled.")))
-        if final is None or code != 0:
-            meaning = EXIT_MEANINGS.get(code, f"exit status {code}")
+        if self._refused is not None:
+            return Outcome("failed", self._refused)
+        final = self._reader.final
+        ending = conclude(final, code, self.runner.errorOutput(), details=DETAILS)
+        if ending.state == "done":
+            return self._readResult(ending.report)
+        if final is None or final["event"] != "error":
             logger.warning("prediction process ended with status %s; its last messages:\n%s", code,
                            self.runner.errorOutput())
-            return Outcome("failed", f"The prediction process stopped without a result ({meaning}). The details are "
-                                     "in Slicer's log (Help > Report a bug shows it); try again, or with the CPU "
-                                     "device if a GPU was used.")
-        return self._readResult(final.get("result") or {})
+        return Outcome(ending.state, ending.message)
 
     def _readResult(self, announced: dict[str, Any]) -> Outcome:
         try:
@@ -231,6 +239,7 @@ class DeviceProbe:
         request = self.folder / "probe.json"
         request.write_text(json.dumps({"protocol": 1, "task": "probe"}), encoding="utf-8")
         self.answer: dict[str, Any] | None = None
+        self._reader = EventReader()
         try:
             runner.start(workerCommand(request, python))
         except OSError as exc:
@@ -241,8 +250,11 @@ class DeviceProbe:
         if self.answer is not None:
             return self.answer
         for line in self.runner.readLines():
-            event = PredictionJob._parse(line)
-            if event is not None and event.get("event") in ("probe", "error"):
+            try:
+                event = self._reader.read(line)
+            except PredictionProtocolError as exc:
+                event = {"event": "error", "message": str(exc)}
+            if event is not None and event["event"] in ("probe", "error"):
                 self.answer = event
         if self.answer is None and self.runner.exitCode() is not None:
             self.answer = {"event": "error", "message": "The prediction process ended without answering; the "

@@ -8,7 +8,8 @@ of its own, and stopping it stops the whole group: Slicer's ``PythonSlicer`` is 
 (CTKAppLauncher) that runs the real interpreter as its own child, so signalling the launcher
 alone would leave the interpreter running; tests use a fake runner that plays a
 scripted conversation. ``workerCommand`` is the command line of ctv_core's worker
-(``ctv_core.inference.worker``) for Slicer's Python.
+(``ctv_core.inference.worker``) for Slicer's Python; what is said on it is ctv_core's
+prediction-process protocol (``ctv_core.inference.process_protocol``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-import ctv_core
+from ctv_core.inference.process_protocol import process_command
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +171,6 @@ def pythonExecutable() -> str:
 
 
 def workerCommand(requestPath: Path, python: str | None = None) -> list[str]:
-    """The command line that runs ctv_core's worker on ``requestPath``.
-
-    The folder holding this ``ctv_core`` goes first on the child's ``sys.path``, so the worker
-    runs the same ctv_core as the module whatever else is installed (no ``PYTHONPATH``: Slicer's
-    launcher sets its own).
-    """
-    root = str(Path(ctv_core.__file__).resolve().parent.parent)
-    bootstrap = (f"import sys; sys.path.insert(0, {root!r}); "
-                 "from ctv_core.inference.worker import main; sys.exit(main())")
-    return [python or pythonExecutable(), "-u", "-c", bootstrap, str(requestPath)]
+    """The command line that runs ctv_core's worker on ``requestPath``: the prediction-process protocol's
+    (``ctv_core.inference.process_protocol.process_command``, which runs the module's own ctv_core)."""
+    return process_command(python or pythonExecutable(), "ctv_core.inference.worker", [str(requestPath)])

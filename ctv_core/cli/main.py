@@ -50,6 +50,14 @@ def _interrupt_on_sigterm():
     return signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def user_message(command: str, exc: CTVError | OSError) -> str:
+    """The one paragraph a user is told about ``exc``, an error they or the environment caused while running
+    ``ctv command``."""
+    if isinstance(exc, CTVError):
+        return str(exc)
+    return describe_os_error(exc, f"running ctv {command}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ctv`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -62,11 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _interrupt_on_sigterm()
     try:
         return args.func(args)
-    except CTVError as exc:
-        print(f"ctv {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the environment's (disk, permissions, paths) where no stage named it more precisely
-        print(f"ctv {args.command}: error: {describe_os_error(exc, f'running ctv {args.command}')}", file=sys.stderr)
+    except (CTVError, OSError) as exc:  # OSError: the environment's, where no stage named it more precisely
+        print(f"ctv {args.command}: error: {user_message(args.command, exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ctv {args.command}: interrupted", file=sys.stderr)

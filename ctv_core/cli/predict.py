@@ -22,9 +22,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="an earlier ctv predict folder of the same CT whose RTSTRUCT (and SEG) these replace: they "
                         "continue its series with the next instance number and name it as predecessor")
     p.add_argument("--progress", choices=("bars", "json"), default="bars",
-                   help="progress as bars on stderr (default) or, for programs running ctv predict, as JSON lines "
-                        "on stdout ({\"event\": \"progress\", \"stage\": ..., \"fraction\": ...}, then "
-                        "{\"event\": \"done\", \"report\": ...})")
+                   help="progress as bars on stderr (default) or, for programs running ctv predict, as the "
+                        "prediction-process protocol: JSON lines on stdout ({\"event\": \"progress\", \"stage\": ..., "
+                        "\"fraction\": ...}, then one of {\"event\": \"done\", \"report\": ..., \"files\": ...}, "
+                        "{\"event\": \"error\", ...}, {\"event\": \"cancelled\", ...}); a line 'cancel' on stdin stops "
+                        "it (exit status 3)")
     p.set_defaults(func=run_predict)
 
 
@@ -33,16 +35,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..inference.predict_job import run_predict_job
 
     if args.progress == "json":
-        from ..inference.worker import write_protocol_line
-
-        def report(stage: str, fraction: float) -> None:
-            write_protocol_line({"event": "progress", "stage": stage, "fraction": round(fraction, 4)})
-
-        result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
-                                 series_uid=args.series, formats=args.formats.split(","), progress=report,
-                                 supersedes=args.supersedes)
-        write_protocol_line({"event": "done", "report": result.report})
-        return 0
+        return _run_with_events(args)
     with StageBars(args.quiet) as bars:
         def progress(stage: str, fraction: float) -> None:
             if stage != "done":
@@ -58,4 +51,37 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"  {key:8s} {path}")
     for warning in report["warnings"]:
         print(f"  warning  {warning}")
+    return 0
+
+
+def _run_with_events(args: argparse.Namespace) -> int:
+    """``ctv predict --progress json``: the run speaks the prediction-process protocol on stdout
+    (:mod:`ctv_core.inference.process_protocol`) and stops at a ``cancel`` line on stdin."""
+    import contextlib
+    import sys
+
+    from ..errors import CTVError, PredictionCancelled
+    from ..inference.predict_job import run_predict_job
+    from ..inference.process_protocol import EXIT_CANCELLED, stdin_commands, write_event
+    from .main import user_message
+
+    channel = sys.stdout
+    commands = stdin_commands(eof_cancels=False)  # a script's closed stdin is no cancel
+
+    def report(stage: str, fraction: float) -> None:
+        write_event({"event": "progress", "stage": stage, "fraction": round(fraction, 4)}, channel)
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is the protocol's: anything else printed goes to stderr
+            result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
+                                     series_uid=args.series, formats=args.formats.split(","), progress=report,
+                                     cancelled=commands.cancel.is_set, supersedes=args.supersedes)
+    except PredictionCancelled as exc:
+        write_event({"event": "cancelled", "message": str(exc)}, channel)
+        return EXIT_CANCELLED
+    except (CTVError, OSError) as exc:  # the event for the caller; the ctv command prints it and exits 2 as ever
+        write_event({"event": "error", "kind": type(exc).__name__, "message": user_message("predict", exc)}, channel)
+        raise
+    write_event({"event": "done", "report": result.report,
+                 "files": {key: str(path) for key, path in result.files.items()}}, channel)
     return 0

@@ -101,6 +101,7 @@ class CTVPredictor:
         _stop_if(cancelled)
 
         start = time.perf_counter()
+        report("network", 0.0)  # the stage starts now, also when the volume is one window (reported only when done)
         probability = self._probability(model_input.array, settings.inference, report, cancelled)
         seconds["network"] = time.perf_counter() - start
 

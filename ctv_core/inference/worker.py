@@ -13,30 +13,26 @@ write), ``model`` (a package folder, or null for the bundled model), ``device`` 
 ``test_time_flips`` (null for the model's own) and ``postprocessing`` (false keeps every voxel
 above the threshold).
 
-The conversation, one JSON object per line:
-
-* stdout (this process to the caller): ``{"event": "ready", ...}`` once the model is loaded,
-  ``{"event": "progress", "stage": ..., "fraction": ...}``, and exactly one of
-  ``{"event": "done", "result": {...}}``, ``{"event": "cancelled", "message": ...}`` or
-  ``{"event": "error", "kind": ..., "message": ...}`` (the message says what was wrong and what
-  to do; never a traceback). A probe answers ``{"event": "probe", ...}`` and ends.
-* stdin (the caller to this process): ``go`` once the image file is complete (the caller writes
-  it while this process imports torch and loads the model), ``cancel`` to stop. A closed stdin
-  (the caller quit) also stops the run.
+The conversation is the prediction-process protocol (:mod:`.process_protocol`): ``ready`` once the
+model is loaded, then ``go`` from the caller once the image file is complete (the caller writes it
+while this process imports torch and loads the model), ``progress`` events, and one final event:
+``done`` (``report``: the content of ``result.json``; ``files``: the mask and the result), ``cancelled``
+or ``error``. A probe answers ``probe`` and ends. ``cancel``, or a closed stdin (the caller quit),
+stops the run.
 
 The mask (uint8 0/1 on the input image's grid) and the result (``result.json``: CTV volume,
 warnings, device, seconds per stage, model name/version/SHA-256, options used) are written
 under temporary names and renamed, the result last: a caller that sees ``done`` finds both
-complete, and a stopped run leaves neither. Exit status: 0 done, 2 an error a user can fix,
-3 cancelled, 1 an unexpected failure (its traceback goes to stderr for the log).
+complete, and a stopped run leaves neither. Exit status: the protocol's (0 done, 2 an error a user can
+fix, 3 cancelled, 1 an unexpected failure, whose traceback goes to stderr for the log).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -45,26 +41,15 @@ from typing import IO, Any
 from .._version import __version__
 from ..atomic_files import atomic_file
 from ..errors import CTVError, ModelPackageError, PredictionCancelled, describe_os_error
+from .process_protocol import EXIT_CANCELLED, EXIT_DONE, EXIT_UNEXPECTED, EXIT_USER_ERROR, Commands, write_event
 
+#: The version of the request file's fields.
 PROTOCOL = 1
-EXIT_DONE, EXIT_UNEXPECTED, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
 TASKS = ("predict", "probe")
 
 
 class RequestError(CTVError):
     """The request file cannot be used (missing, not JSON, a wrong field)."""
-
-
-def write_protocol_line(event: dict[str, Any], stream: IO[str] | None = None) -> None:
-    """Send one protocol message to the caller: a JSON object on one line of stdout, flushed.
-
-    The one place in ctv_core outside the command line that writes to stdout: stdout *is* this
-    process's channel to the Slicer module (``Testing/test_architecture.py`` allows exactly this
-    function).
-    """
-    out = stream if stream is not None else sys.stdout
-    out.write(json.dumps(event) + "\n")
-    out.flush()
 
 
 def read_request(path: str | Path) -> dict[str, Any]:
@@ -116,31 +101,6 @@ def with_options(package, passes: int | None, test_time_flips: bool | None, post
     return dataclasses.replace(package, network_config=network_config, settings=settings)
 
 
-class _Commands:
-    """Reads the caller's commands (``go``, ``cancel``) from stdin on a thread of its own."""
-
-    def __init__(self, stream: IO[str]):
-        self.go = threading.Event()
-        self.cancel = threading.Event()
-        thread = threading.Thread(target=self._read, args=(stream,), name="ctv-worker-stdin", daemon=True)
-        thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            command = line.strip().lower()
-            if command == "go":
-                self.go.set()
-            elif command == "cancel":
-                break
-        self.cancel.set()  # "cancel", or stdin closed: the caller is gone or wants us to stop
-        self.go.set()
-
-    def wait_for_go(self) -> None:
-        self.go.wait()
-        if self.cancel.is_set():
-            raise PredictionCancelled("Prediction cancelled before it started; nothing was written.")
-
-
 def _probe() -> dict[str, Any]:
     import torch
 
@@ -163,7 +123,7 @@ def _read_image(path: str):
     return image
 
 
-def _predict(request: dict[str, Any], commands: _Commands, emit) -> dict[str, Any]:
+def _predict(request: dict[str, Any], commands: Commands, emit) -> dict[str, Any]:
     import SimpleITK as sitk
 
     from ..model.package import load_model_package
@@ -211,9 +171,12 @@ def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO
     """Run the request named by ``argv[0]`` (default: ``sys.argv[1:]``); return the exit status."""
     args = sys.argv[1:] if argv is None else argv
 
-    def emit(event: dict[str, Any]) -> None:
-        write_protocol_line(event, stdout)
+    channel = stdout if stdout is not None else sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the protocol's: anything else printed goes to the log
+        return _run(args, stdin if stdin is not None else sys.stdin, lambda event: write_event(event, channel))
 
+
+def _run(args: list[str], stdin: IO[str], emit) -> int:
     try:
         if len(args) != 1:
             raise RequestError("The prediction process takes one argument, the request file (REQUEST.json).")
@@ -221,8 +184,8 @@ def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO
         if request["task"] == "probe":
             emit(_probe())
             return EXIT_DONE
-        commands = _Commands(stdin if stdin is not None else sys.stdin)
-        emit({"event": "done", "result": _predict(request, commands, emit)})
+        result = _predict(request, Commands(stdin, eof_cancels=True), emit)
+        emit({"event": "done", "report": result, "files": {"mask": request["mask"], "result": request["result"]}})
         return EXIT_DONE
     except PredictionCancelled as exc:
         emit({"event": "cancelled", "message": str(exc)})

@@ -23,7 +23,8 @@ known keys and types (no NaN or infinity, bounded size and nesting), every setti
 (:mod:`ctv_core.strict_config`), the weights file a regular file inside the package (no
 absolute path, no ``..``, no symbolic link), of the declared size and SHA-256, tensors only
 (safetensors), fitting the architecture exactly. Any problem raises ``ModelPackageError`` saying
-what and how to fix it.
+what and how to fix it. The manifest is read by :mod:`.manifest` (without torch), as it is for
+describing a package to a user before running it (:func:`.manifest.describe_model_package`).
 
 ``model=None`` everywhere means the bundled package, ``ctv_core/model/demo``.
 """
@@ -31,7 +32,6 @@ what and how to fix it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -47,37 +47,21 @@ from torch import nn
 from .._version import __version__
 from ..atomic_files import atomic_folder
 from ..errors import ModelPackageError
+from .manifest import (BUNDLED, FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, model_fingerprint, package_error,
+                       read_package, sha256_of)
 from .settings import ModelSettings
 from .network_config import NetworkConfig
 from .qa_models import HUWindowConfig, HUWindowModel
 from .unet3d import UNet3D
 
-FORMAT = "ctv-model"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-#: A manifest larger than this, or nested deeper, is not a model's.
-MAX_MANIFEST_BYTES = 4 << 20
-MAX_MANIFEST_DEPTH = 32
-MANIFEST = "manifest.json"
-WEIGHTS = "weights.safetensors"
 #: How a package may store its parameters. "float16" stores the learned weights in half precision
 #: (batch-norm statistics stay float32); loading casts every tensor to the network's float32.
 WEIGHT_DTYPES = ("float32", "float16")
-BUNDLED = Path(__file__).parent / "demo"
-
 #: architecture name -> (configuration parser, network factory)
 ARCHITECTURES: dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Module]]] = {
     "unet3d": (NetworkConfig.from_dict, UNet3D),
     "hu_window": (HUWindowConfig.from_dict, HUWindowModel),
 }
-_REQUIRED = ("format", "format_version", "name", "version", "architecture", "network", "settings", "weights")
-#: Every key a manifest may hold, with the JSON type of its value.
-_KEYS: dict[str, type | tuple[type, ...]] = {
-    "format": str, "format_version": int, "name": str, "version": str, "created": str, "ctv_core_version": str,
-    "description": str, "intended_use": str, "architecture": str, "network": dict, "settings": dict,
-    "weights": dict, "training": dict, "metrics": dict, "fingerprint": str,
-}
-_WEIGHT_KEYS: dict[str, type] = {"file": str, "sha256": str, "bytes": int}
 
 
 @dataclass(frozen=True)
@@ -165,107 +149,6 @@ class ModelPackage:
         return network.eval()
 
 
-def _fail(path: Path, what: str) -> ModelPackageError:
-    return ModelPackageError(f"'{path}' is not a usable model package: {what}.")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def model_fingerprint(manifest: dict[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of what decides a package's output: format, architecture,
-    network, settings and the weights' SHA-256 (of a manifest, or of the same keys in effect).
-    Names, versions, descriptions and records do not enter, so re-labelling a model keeps its
-    fingerprint and changing how it runs does not."""
-    decisive = {"format": manifest["format"], "architecture": manifest["architecture"],
-                "network": manifest["network"], "settings": manifest["settings"],
-                "weights_sha256": manifest["weights"]["sha256"]}
-    text = json.dumps(decisive, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a JSON value, stopping once past ``limit``."""
-    if limit < 0 or not isinstance(value, (dict, list)):
-        return 0
-    children = value.values() if isinstance(value, dict) else value
-    return 1 + max((_depth(v, limit - 1) for v in children), default=0)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number a manifest may hold")
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest as a checked dict: JSON object, known keys of the right types, bounded size and nesting."""
-    file = path / MANIFEST
-    try:
-        if file.is_symlink() or not file.is_file():
-            raise _fail(path, f"{MANIFEST} is missing or not a regular file")
-        if file.stat().st_size > MAX_MANIFEST_BYTES:
-            raise _fail(path, f"{MANIFEST} is {file.stat().st_size} bytes; a manifest is far smaller")
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _fail(path, f"{MANIFEST} cannot be read ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise _fail(path, f"{MANIFEST} is not UTF-8 text ({exc})") from exc
-    try:
-        manifest = json.loads(text, parse_constant=_refuse_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise _fail(path, f"{MANIFEST} is not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise _fail(path, f"{MANIFEST} is nested too deeply to be a manifest") from exc
-    if not isinstance(manifest, dict):
-        raise _fail(path, f"{MANIFEST} does not hold an object")
-    if _depth(manifest, MAX_MANIFEST_DEPTH) > MAX_MANIFEST_DEPTH:
-        raise _fail(path, f"{MANIFEST} is nested more than {MAX_MANIFEST_DEPTH} levels deep")
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing:
-        raise _fail(path, f"{MANIFEST} lacks {', '.join(missing)}")
-    unknown = sorted(set(manifest) - set(_KEYS))
-    if unknown:
-        raise _fail(path, f"{MANIFEST} has unknown field(s) {', '.join(unknown)} (known: {', '.join(_KEYS)})")
-    for key, value in manifest.items():
-        if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
-            raise _fail(path, f"{MANIFEST} field '{key}' must be a JSON {_json_type(_KEYS[key])}, not "
-                              f"{json.dumps(value)[:40]}")
-    if manifest["format"] != FORMAT or manifest["format_version"] not in READABLE_VERSIONS:
-        raise _fail(path, f"format {manifest['format']!r} version {manifest['format_version']!r} is not "
-                          f"{FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))}; this ctv_core "
-                          f"{__version__} cannot read it")
-    weights = manifest["weights"]
-    for key, kind in _WEIGHT_KEYS.items():
-        if not isinstance(weights.get(key), kind) or isinstance(weights.get(key), bool):
-            raise _fail(path, f"{MANIFEST} field 'weights.{key}' must be a JSON {_json_type(kind)}, not "
-                              f"{json.dumps(weights.get(key))[:40]}")
-    extra = sorted(set(weights) - set(_WEIGHT_KEYS))
-    if extra:
-        raise _fail(path, f"{MANIFEST} field 'weights' has unknown key(s) {', '.join(extra)}")
-    return manifest
-
-
-def _json_type(kind: type | tuple[type, ...]) -> str:
-    return {str: "string", int: "integer", dict: "object"}.get(kind, "value")
-
-
-def _weights_file(path: Path, name: str) -> Path:
-    """The weights file: a plain name of a regular file directly in the package, never a link or a path out."""
-    if not name or "/" in name or "\\" in name or Path(name).is_absolute() or name.startswith("."):
-        raise _fail(path, f"the weights file {name!r} must be a plain file name inside the package (no folders, no "
-                          "'..', no absolute path)")
-    file = path / name
-    if file.is_symlink():
-        raise _fail(path, f"the weights file {name!r} is a symbolic link; a package holds its own weights")
-    if not file.is_file():
-        raise _fail(path, f"the weights file {name!r} named in the manifest is missing")
-    return file
-
-
 def _check_fits(path: Path, network_config: Any, settings: ModelSettings) -> None:
     """Sizes the network cannot take are refused before any CT is prepared for them."""
     divisor = int(getattr(network_config, "divisor", 1))
@@ -274,48 +157,37 @@ def _check_fits(path: Path, network_config: Any, settings: ModelSettings) -> Non
         shapes.append(("settings.preprocessing.fixed_shape_zyx", settings.preprocessing.fixed_shape_zyx))
     for where, shape in shapes:
         if any(int(s) % divisor for s in shape):
-            raise _fail(path, f"{where} {tuple(shape)} must be multiples of {divisor}, which the network's "
-                              "resolution levels need")
+            raise package_error(path, f"{where} {tuple(shape)} must be multiples of {divisor}, which the network's "
+                                      "resolution levels need")
 
 
 def load_model_package(path: str | Path | None = None) -> ModelPackage:
-    """Read and validate a model package (``None``: the bundled one); see the module docstring."""
-    if path is None:
-        path = BUNDLED
-        if not (path / MANIFEST).is_file():
-            raise ModelPackageError(
-                "This installation has no bundled model (ctv_core/model/demo). Give a model package with "
-                "--model PKG (model=... in Python)."
-            )
-    path = Path(path)
-    if not path.is_dir():
-        raise _fail(path, "it is not a folder (a package is a folder with manifest.json and weights.safetensors)")
-    manifest = _read_manifest(path)
-    if manifest["architecture"] not in ARCHITECTURES:
-        raise _fail(path, f"unknown architecture {manifest['architecture']!r} (known: {', '.join(ARCHITECTURES)})")
+    """Read and validate a model package (``None``: the bundled one); see the module docstring.
+
+    The manifest is read as :func:`.manifest.describe_model_package` reads it (:func:`.manifest.read_package`),
+    then the network configuration, the fingerprint and the weights' SHA-256 are checked.
+    """
+    path, manifest, settings = read_package(path)
     parse, _ = ARCHITECTURES[manifest["architecture"]]
     try:
         network_config = parse(manifest["network"])
-        settings = ModelSettings.from_dict(manifest["settings"])
     except (ValueError, TypeError, KeyError) as exc:
-        raise _fail(path, f"its manifest has an invalid setting: {exc}") from exc
+        raise package_error(path, f"its manifest has an invalid setting: {exc}") from exc
     _check_fits(path, network_config, settings)
     package = ModelPackage(path=path, manifest=manifest, network_config=network_config, settings=settings)
     if manifest["format_version"] >= 2:
         stated, actual = manifest.get("fingerprint"), package.sha256
         if stated != actual:
-            raise _fail(path, f"its fingerprint {stated!r} does not match its architecture, network, settings and "
-                              "weights: the manifest was edited after export, so it would run another model under "
-                              "the same name. Export it again from its training run (or restore the manifest)")
-    weights = manifest["weights"]
-    file = _weights_file(path, weights["file"])
-    if file.stat().st_size != weights["bytes"]:
-        raise _fail(path, f"{file.name} has {file.stat().st_size} bytes, the manifest says {weights['bytes']} "
-                          "(truncated or replaced)")
+            raise package_error(path, f"its fingerprint {stated!r} does not match its architecture, network, settings "
+                                      "and weights: the manifest was edited after export, so it would run another "
+                                      "model under the same name. Export it again from its training run (or restore "
+                                      "the manifest)")
+    file = path / manifest["weights"]["file"]
     actual = sha256_of(file)
-    if actual != weights["sha256"]:
-        raise _fail(path, f"the SHA-256 of {file.name} is {actual}, the manifest says {weights['sha256']}: "
-                          "the weights are corrupt or were replaced. Reinstall or re-export the package")
+    if actual != manifest["weights"]["sha256"]:
+        raise package_error(path, f"the SHA-256 of {file.name} is {actual}, the manifest says "
+                                  f"{manifest['weights']['sha256']}: the weights are corrupt or were replaced. "
+                                  "Reinstall or re-export the package")
     return package
 
 

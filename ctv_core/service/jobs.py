@@ -2,17 +2,20 @@
 
 One job, one process: ``ctv predict CT_DIR VERSION_DIR --progress json`` (the same job as the
 command line), in a process of its own so a crash or a kill never takes the service down, started
-so that it dies with the service (Linux). Each worker starts its next process while it waits for
-a job (:mod:`ctv_core.cli.prestarted`: the interpreter and its imports are ready when the job
-comes, then it runs exactly that command line), so a job does not wait for Python and torch to
-load. The worker reads its progress lines into the store (the station's progress bar), stops it
-when the user cancels (SIGTERM: the job removes its staging and writes nothing), and records the
+so that it dies with the service (Linux). The conversation is the prediction-process protocol
+(:mod:`ctv_core.inference.process_protocol`, the Slicer module's too). Each worker starts its next
+process while it waits for a job (:mod:`ctv_core.cli.prestarted`: the interpreter and its imports
+are ready when the job comes, then ``go`` hands it exactly that command line), so a job does not wait
+for Python and torch to load. The worker reads its events into the store (the station's progress
+bar), stops it when the user cancels (a ``cancel`` line: the job removes its staging and writes
+nothing; SIGTERM if it has not stopped within the protocol's grace period), and records the
 outcome.
 
 The outcome decides, not the moment: a process that exited 0 with its report is done
 (``on_done(job, report)``, for the service to store the version and, for the node, its outgoing
 files in one transaction), even when the service is shutting down; a job the user cancelled, or
-whose process failed on its own, fails with the one-paragraph message ``ctv predict`` gave; a job
+whose process failed on its own, fails with the one-paragraph message ``ctv predict`` gave (its
+``error`` event, or what its exit status means); a job
 stopped because the service shuts down is queued again, its partial version folder removed, so a
 queued job never leaves files that look like a version. A process is launched and registered
 under the lock that :meth:`JobWorkers.stop` takes to stop, so no process escapes a stop: once
@@ -21,7 +24,6 @@ stop has begun, no job is launched (it is queued again).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import shutil
@@ -33,6 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import PredictionProtocolError
+from ..inference.process_protocol import CANCEL, CANCEL_GRACE_S, GO, EventReader, command_line, conclude, \
+    process_command
 from .audit import AuditLog
 from .records import Job
 from .store import CaseStore
@@ -53,11 +58,11 @@ Arguments = Callable[[Job], Sequence[str]]
 @dataclass(frozen=True)
 class Program:
     """How a worker runs ``ctv``: the command line of ``ctv`` itself (the job's arguments follow), and of a
-    ``ctv`` started before its arguments are known, which reads them as one JSON line on stdin
+    ``ctv`` started before its arguments are known, which takes them from the protocol's ``go`` line
     (:mod:`ctv_core.cli.prestarted`; None: every job starts its process cold)."""
 
-    ctv: tuple[str, ...] = (sys.executable, "-m", "ctv_core")
-    prestarted: tuple[str, ...] | None = (sys.executable, "-m", "ctv_core.cli.prestarted")
+    ctv: tuple[str, ...] = tuple(process_command(sys.executable, "ctv_core.cli.main"))
+    prestarted: tuple[str, ...] | None = tuple(process_command(sys.executable, "ctv_core.cli.prestarted"))
 
 
 def _die_with_parent() -> None:
@@ -82,17 +87,17 @@ def prediction_arguments(store: CaseStore, job: Job, extra: Sequence[str] = ()) 
 
 def _start(command: Sequence[str]) -> subprocess.Popen:
     return subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_die_with_parent)
+                            text=True, encoding="utf-8", errors="replace", preexec_fn=_die_with_parent)
 
 
-def failure_message(stderr: str, code: int) -> str:
-    """The one-paragraph message of a failed ``ctv predict`` (exit 2), or what is known of a crash."""
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    if code == 2 and lines:
-        text = lines[-1]
-        return text.split(": error: ", 1)[1] if ": error: " in text else text
-    tail = " | ".join(lines[-3:]) if lines else "no output"
-    return f"The prediction process ended unexpectedly (exit status {code}): {tail}"
+def _send(process: subprocess.Popen, line: str) -> bool:
+    """Write one protocol command to ``process``'s stdin; False when it has ended (its stdin is closed)."""
+    try:
+        process.stdin.write(line + "\n")
+        process.stdin.flush()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 class JobWorkers:
@@ -190,18 +195,12 @@ class JobWorkers:
             if self._stop.is_set():
                 return None
             process = self._waiting.pop(n, None)
-            if process is not None and process.poll() is None:
-                try:
-                    process.stdin.write(json.dumps(arguments) + "\n")
-                    process.stdin.close()
-                except OSError:  # it died meanwhile
-                    process.kill()
-                    process = None
-            else:
+            if process is not None and (process.poll() is not None or not _send(process, command_line(GO, arguments))):
+                process.kill()  # it died meanwhile
+                process.wait()
                 process = None
             if process is None:
                 process = _start([*self.program.ctv, *arguments])
-                process.stdin.close()
             self._processes[job.id] = process
         return process
 
@@ -215,20 +214,24 @@ class JobWorkers:
             return
         self.audit("job-start", f"job {job.id} case {job.case_id} version {job.version} (attempt {job.attempts})")
         try:
-            report, cancelled, stderr = self._follow(job, process)
+            final, refused, cancelled, stderr = self._follow(job, process)
         finally:
             with self._lock:
                 self._processes.pop(job.id, None)
+        ending = conclude(final, process.returncode, stderr, details="the service's log")
         if cancelled:
             shutil.rmtree(self.store.version_dir(job.case_id, job.version), ignore_errors=True)
             self.store.fail_job(job, "Cancelled by the user; nothing was written.")
-            self.audit("job-cancelled", f"job {job.id} case {job.case_id}")
-        elif process.returncode == 0 and report is not None:
-            self.on_done(job, report)
+            self.audit("job-cancelled", f"job {job.id} case {job.case_id} (exit status {process.returncode})")
+        elif refused is None and ending.state == "done":
+            self.on_done(job, ending.report)
         elif self._stop.is_set():
             self._requeue(job, f"the service stopped it (exit status {process.returncode})")
         else:
-            message = failure_message(stderr, process.returncode)
+            message = refused or ending.message
+            if final is None or final["event"] != "error":
+                logger.warning("job %d: the prediction process ended with status %s; its last messages:\n%s", job.id,
+                               process.returncode, stderr[-2000:])
             self.store.fail_job(job, message)
             self.audit("job-failed", f"job {job.id} case {job.case_id}: {message}")
 
@@ -239,17 +242,20 @@ class JobWorkers:
         self.store.requeue(job)
         self.audit("job-requeued", f"job {job.id} case {job.case_id}: {why}")
 
-    def _follow(self, job: Job, process: subprocess.Popen) -> tuple[dict | None, bool, str]:
-        """Relay progress until the process ends; stop it when the job is cancelled.
+    def _follow(self, job: Job, process: subprocess.Popen) -> tuple[dict | None, str | None, bool, str]:
+        """Relay progress until the process ends; stop it when the job is cancelled (a ``cancel`` line, then
+        SIGTERM after the protocol's grace period) or when it breaks the protocol (SIGTERM at once).
 
-        Returns the report of a finished job (None otherwise), whether it was cancelled, and stderr.
+        Returns its final event (None if none came), the message of a protocol breach (None if none), whether
+        the job was cancelled, and stderr.
         """
         lines: queue.Queue[str | None] = queue.Queue()
         errors: list[str] = []
         threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
         reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
         reader.start()
-        report, cancelled, written, stage = None, False, 0.0, None
+        events, refused = EventReader(), None
+        cancelled_at, terminated, written, stage = None, False, 0.0, None
         while True:
             try:
                 line = lines.get(timeout=self.poll_s)
@@ -257,31 +263,33 @@ class JobWorkers:
                 line = ""
             if line is None:
                 break
-            event = _event(line)
-            if event.get("event") == "progress" and (event.get("stage") != stage or
-                                                     time.monotonic() - written >= PROGRESS_EVERY_S):
-                stage = event.get("stage")
-                self.store.set_progress(job, str(stage or ""), float(event.get("fraction", 0.0)))
-                written = time.monotonic()
-            elif event.get("event") == "done":
-                report = event.get("report")
-            if not cancelled and self.store.cancel_requested(job):
-                cancelled = True
+            try:
+                event = events.read(line) if refused is None else None
+            except PredictionProtocolError as exc:
+                refused, event, terminated = str(exc), None, True
+                logger.error("job %d: %s", job.id, exc)
                 process.terminate()
+            if event is not None and event["event"] == "progress" and (
+                    event["stage"] != stage or time.monotonic() - written >= PROGRESS_EVERY_S):
+                stage = event["stage"]
+                self.store.set_progress(job, stage, float(event["fraction"]))
+                written = time.monotonic()
+            if cancelled_at is None and self.store.cancel_requested(job):
+                cancelled_at = time.monotonic()
+                _send(process, command_line(CANCEL))
+            elif cancelled_at is not None and not terminated and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
+                terminated = True
+                process.terminate()  # it has not stopped by itself (a stage that cannot stop midway)
         process.wait()
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
         reader.join(timeout=5)  # stderr ends with the process, unless a child of it still holds the pipe
-        return report, cancelled, errors[0] if errors else ""
+        return events.final, refused, cancelled_at is not None, errors[0] if errors else ""
 
 
 def _pump(stream, lines: queue.Queue) -> None:
     for line in stream:
         lines.put(line)
     lines.put(None)
-
-
-def _event(line: str) -> dict[str, Any]:
-    try:
-        event = json.loads(line) if line.strip() else {}
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
