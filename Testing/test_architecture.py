@@ -364,3 +364,24 @@ def test_every_error_type_is_a_ctv_error_from_one_module():
         assert getattr(ctv_core, kind.__name__) is kind
     with pytest.raises(AttributeError):
         ctv_core.no_such_name  # noqa: B018
+
+
+def test_the_wheel_holds_ctv_core_with_its_data_files_and_not_the_slicer_module(tmp_path):
+    """What ``pip install`` puts on a computer: ctv_core with the bundled model and the CTV's terminology file
+    (the review station reads it from ctv_core/scene/), and no copy of the Slicer module's Logic (it needs the
+    application). Built from a copy of the distribution's files, so that no build folder lands in the tree."""
+    import zipfile
+
+    source = tmp_path / "source"
+    shutil.copytree(PACKAGE, source / "ctv_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(PACKAGE.parent / name, source / name)
+    assert not (PACKAGE.parent / "setup.py").exists()  # the packages are listed in pyproject.toml alone
+    build = ("import sys; from setuptools import build_meta; "
+             "print(build_meta.build_wheel(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-c", build, str(tmp_path / "dist")], cwd=source, capture_output=True,
+                          text=True, check=True)
+    names = zipfile.ZipFile(tmp_path / "dist" / done.stdout.strip().splitlines()[-1]).namelist()
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"ctv_core"}
+    assert "ctv_core/scene/CTVDelineation.term.json" in names and "ctv_core/model/demo/manifest.json" in names
+    assert "ctv_core/scene/conversion.py" in names

@@ -24,7 +24,6 @@ from ctv_core.errors import CTVError, InstallationError, SceneInputError
 from ctv_core.scene.model_description import ModelDescription, describeModel
 from ctv_core.scene.review_steps import AUTOPLAY_INTERVAL_MS, ReviewPlayer, segmentSliceOffsets, sliceOffsets
 from ctv_core.scene.rtstruct_export import ExportResult, instanceUIDs
-from ctv_core.scene.terminology import TERMINOLOGY_FILE
 
 from .CTVDelineationLogic import CTVDelineationLogic, PredictionResult, deviceStatus
 from .Dependencies import DependencyLogic, InstallJob
@@ -36,6 +35,6 @@ from .Signal import Signal
 __all__ = [
     "AUTOPLAY_INTERVAL_MS", "BusyError", "CTVDelineationLogic", "CTVError", "DependencyLogic", "ExportResult",
     "InstallationError", "ModelDescription", "PredictionOptions", "PredictionProcessError", "PredictionResult",
-    "ProcessRunner", "ReviewPlayer", "SceneInputError", "Signal", "InstallJob", "SubprocessRunner", "TERMINOLOGY_FILE",
+    "ProcessRunner", "ReviewPlayer", "SceneInputError", "Signal", "InstallJob", "SubprocessRunner",
     "describeModel", "deviceStatus", "instanceUIDs", "segmentSliceOffsets", "sliceOffsets", "userMessage",
 ]
