@@ -14,7 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ctv_core"
 
 #: Stage -> the stages it may import (besides itself and the top level: errors, geometry, ...).
-#: ``evaluation`` sits below ``training`` so that validation uses the metrics' one Dice.
+#: ``evaluation`` sits below ``training`` so that validation uses the metrics' one Dice, and below ``service`` so
+#: that an approval's edit figures are the metrics' own.
 ALLOWED = {
     "dicom": set(),
     "structures": {"dicom"},
@@ -24,7 +25,7 @@ ALLOWED = {
     "evaluation": {"dicom", "structures"},
     "training": {"dicom", "structures", "model", "inference", "dataset", "evaluation"},
     "phantom": {"dicom", "structures"},
-    "service": {"dicom", "structures", "model", "inference"},
+    "service": {"dicom", "structures", "model", "inference", "evaluation"},
     "cli": {"dicom", "structures", "model", "inference", "dataset", "evaluation", "training", "phantom", "service"},
 }
 #: Top-level modules every stage may import; they import no stage.

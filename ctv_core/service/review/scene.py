@@ -19,8 +19,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ...dicom.ct_series import CTSeries
-from ...structures.mask_files import read_mask
-from ...structures.rtstruct_reader import read_rtstruct
+from ..approvals import version_mask
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +106,7 @@ class CaseScene:
 
     @staticmethod
     def _version_mask(folder: Path, ct: CTSeries) -> sitk.Image:
-        if (folder / "ctv.nii.gz").is_file():
-            return read_mask(folder / "ctv.nii.gz", ct.grid, name="CTV")
-        masks = read_rtstruct(folder / "rtstruct.dcm", ct, roi="CTV")  # a DICOM node's version: RTSTRUCT only
-        return next(iter(masks.values()))
+        return version_mask(folder, ct)  # the approvals read a version's CTV the same way
 
     def set_window(self, preset: str) -> None:
         """Apply a window preset (see :data:`WINDOWS`) to the open CT."""
