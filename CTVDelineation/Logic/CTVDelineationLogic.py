@@ -27,6 +27,7 @@ import slicer
 
 from ctv_core.errors import CTVError, PredictionCancelled
 
+from .EditRecord import tagPrediction
 from .Errors import BusyError, PredictionProcessError, userMessage
 from .PatientFrame import gridOfVolume
 from .PredictionJob import DeviceProbe, Outcome, PredictionJob, PredictionOptions
@@ -236,6 +237,7 @@ class CTVDelineationLogic:
                 "Software": f"ctv_core {result.get('ctv_core_version', '')}"}
         node, segmentId = importMask(volumeNode, outcome.mask, segmentationNode, "CTV", terminology=self.terminology,
                                      tags=tags)
+        tagPrediction(node, segmentId, volumeNode)  # the AI mask travels with the segment (EditRecord)
         seconds = dict(result.get("seconds", {}))
         seconds["total"] = time.perf_counter() - self._target["started"]
         return PredictionResult(segmentationNode=node, segmentId=segmentId, volumeCC=float(result.get("volume_cc", 0)),

@@ -6,8 +6,10 @@ the volume's ``DICOM.instanceUIDs`` attribute, and are loaded with ctv_core's lo
 anything is written the export checks that this series is the volume in the scene (same
 instances, same voxels) and that every segment lies on its voxels; then every non-empty segment
 is written with ctv_core's writer from its current labelmap (edits included), segments whose
-terminology is the CTV typed CTV. A CT that did not come from DICOM, or a segmentation drawn on
-another image, is refused with a message saying what to do.
+terminology is the CTV typed CTV. A segment that started as a prediction is measured against it
+(:mod:`.EditRecord`): the RTSTRUCT names the model in that ROI, and the record of what was changed
+goes beside it (``X.ai-edits.json``). A CT that did not come from DICOM, a segmentation drawn on
+another image, or a prediction made on another CT is refused with a message saying what to do.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import slicer
 from ctv_core.dicom.ct_series import CTSeries
 from ctv_core.errors import GridMismatchError, SeriesNotFoundError, StructureSetError
 
+from .EditRecord import PredictedSegment, generationOf, measureEdit, predictedSegment, writeEditRecords
 from .Lattice import copyOntoGrid, isSameLattice, latticeMap
 from .PatientFrame import gridOfVolume
+from .PredictionProcess import pythonExecutable
 from .SceneConversion import maskFingerprint, requireUntransformed, segmentMask, segmentTag, volumeToImage
 
 #: Label and description of the exported structure set (the planning system shows them).
@@ -62,12 +66,15 @@ class ExportResult:
     seriesInstanceUID: str
     algorithm: str | None
     warnings: list[str] = field(default_factory=list)
+    #: The records of what was changed in segments that started as predictions (:mod:`.EditRecord`).
+    editRecords: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         """What the user is told after the export."""
         return "\n".join([f"RTSTRUCT written to {self.path}", f"ROIs: {', '.join(self.rois)}",
                           f"On the CT series {self.seriesInstanceUID}",
-                          "Status UNAPPROVED: approve it in the planning system.", *self.warnings])
+                          "Status UNAPPROVED: approve it in the planning system.",
+                          *(f"What was changed in the AI contour: {p}" for p in self.editRecords), *self.warnings])
 
 
 def seriesInstanceUID(volumeNode) -> str:
@@ -192,6 +199,7 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
     types: dict[str, str] = {}
     warnings: list[str] = []
     automatic: set[str] = set()
+    predicted: list[PredictedSegment] = []
     for n in range(segmentation.GetNumberOfSegments()):
         segmentId = segmentation.GetNthSegmentID(n)
         segment = segmentation.GetSegment(segmentId)
@@ -204,6 +212,9 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
             continue
         array, _ = copyOntoGrid(onVolume.array, volumeGrid, ct.grid, toCT)
         masks[onVolume.name] = ct.grid.image(array)
+        fromPrediction = predictedSegment(segment, onVolume.name, array, volumeGrid, ct, toCT)
+        if fromPrediction is not None:
+            predicted.append(fromPrediction)
         if terminology is not None and terminology.isCTV(segment):
             types[onVolume.name] = "CTV"
         if segmentTag(segment, "MaskFingerprint") == maskFingerprint(onVolume.array):
@@ -216,7 +227,13 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
     algorithm = automatic.pop() if len(automatic) == 1 and "" not in automatic else None
     from ctv_core.structures.rtstruct import write_rtstruct
 
+    edits = [(p, measureEdit(p, ct.grid, pythonExecutable())) for p in predicted]  # before anything is written
     written = write_rtstruct(ct, masks, path, algorithm=algorithm, label=label, series_description=description,
-                             interpreted_types=types)
+                             interpreted_types=types, generation={p.name: generationOf(p, f) for p, f in edits})
+    try:
+        records = writeEditRecords(edits, ct, Path(written))
+    except BaseException:
+        Path(written).unlink(missing_ok=True)  # the RTSTRUCT goes out with its record or not at all
+        raise
     return ExportResult(path=Path(written), rois=list(masks), seriesInstanceUID=ct.reference.series_instance_uid,
-                        algorithm=algorithm, warnings=warnings)
+                        algorithm=algorithm, warnings=warnings, editRecords=records)

@@ -219,6 +219,8 @@ def read_edit_record(path: str | Path) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     """A figure as JSON takes it: an infinite distance (one mask empty) as None."""
+    if value is None:
+        return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
