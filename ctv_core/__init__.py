@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
-    CorruptDicomError, CTVError, DatasetError, DeviceError, DicomInputError, DuplicateSliceError, EvaluationError,
-    FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InsufficientCoverageError,
+    CorruptDicomError, CTVError, DatasetError, DeviceError, DicomInputError, DuplicateSliceError, EditRecordError,
+    EvaluationError, FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InsufficientCoverageError,
     MissingDependencyError, MissingSlicesError, OutputFolderError, PeerError, StoreError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
     PreprocessingError, ROINotFoundError, SeriesNotFoundError, StructureSetError, TrainingError,
@@ -68,7 +68,7 @@ __all__ = [
     "write_seg",
     # errors
     "CTVError", "CorruptDicomError", "DatasetError", "DeviceError", "DicomInputError", "DuplicateSliceError",
-    "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
+    "EditRecordError", "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
     "InsufficientCoverageError", "MissingDependencyError", "MissingSlicesError", "ModelPackageError", "MultipleSeriesError",
     "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError", "PhantomError", "PredictionCancelled",
     "PreprocessingError", "ROINotFoundError", "SeriesNotFoundError", "StoreError", "StructureSetError",

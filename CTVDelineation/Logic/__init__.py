@@ -12,7 +12,8 @@ as a bare ``Logic``: ``CTVDelineation.py`` loads it under the package name ``CTV
 * :mod:`.SceneConversion` - volume node to image, mask to segment, segment to mask
 * :mod:`.PredictionProcess` - the process-runner seam and ctv_core's worker command;
   :mod:`.PredictionJob` - one run of the worker, and the device probe
-* :mod:`.RTStructExport` - RTSTRUCT on the CT's own DICOM series
+* :mod:`.RTStructExport` - RTSTRUCT on the CT's own DICOM series; :mod:`.EditRecord` - what was changed in a
+  predicted segment, measured and recorded at export
 * :mod:`.Terminology` - the CTV's coded type; :mod:`.ModelInfo` - a model package's manifest
   for the user; :mod:`.Review` - stepping through the CTV's slices; :mod:`.Dependencies` -
   checking and installing Python packages with consent
