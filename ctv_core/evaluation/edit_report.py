@@ -126,7 +126,7 @@ def _plot(records: Sequence[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     keys = sorted({model_key(r) for r in records})
-    figure = Figure(figsize=(4.0 + 1.2 * len(keys), 7.5), dpi=100)
+    figure = Figure(figsize=(3 * (1.0 + 1.4 * len(keys)), 7.5), dpi=100)
     axes = figure.subplots(2, 3).ravel()
     jitter = np.random.default_rng(0)
     for axis, name in zip(axes, SUMMARISED):
@@ -140,7 +140,7 @@ def _plot(records: Sequence[dict[str, Any]], path: Path) -> None:
                          zorder=3)
         axis.set_title(LABELS[name], fontsize=10)
         axis.set_xticks(range(1, len(keys) + 1))
-        axis.set_xticklabels([_wrapped(k) for k in keys], fontsize=7)
+        axis.set_xticklabels([f"{_wrapped(k)}\nn={sum(model_key(r) == k for r in records)}" for k in keys], fontsize=7)
         axis.set_xlim(0.5, len(keys) + 0.5)
     figure.suptitle(f"What clinicians changed in the AI contour ({len(records)} approvals)", fontsize=11)
     figure.tight_layout()

@@ -23,7 +23,8 @@ import SimpleITK as sitk
 from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
 from ..errors import EditRecordError
-from ..evaluation.edits import AIProvenance, check_same_ct, edit_figures, edit_record, sidecar_path
+from ..evaluation.edits import (AIProvenance, check_same_ct, edit_figures, edit_record, sidecar_path,
+                                write_edit_record)
 from ..inference.predict_job import FILE_NAMES, REPORT
 from ..structures.mask_files import read_mask
 from ..structures.rtstruct_reader import read_rtstruct
@@ -88,8 +89,6 @@ def approval_record(store: CaseStore, case_id: str, version: int, approved_by: s
 
 def write_sidecar(store: CaseStore, case_id: str, version: int, record: dict[str, Any]) -> Path:
     """The record beside the version's RTSTRUCT (written whole or not at all); returns its path."""
-    from ..evaluation.edits import write_edit_record
-
     return write_edit_record(record, store.inside(sidecar_path(store.version_dir(case_id, version) / RTSTRUCT)))
 
 

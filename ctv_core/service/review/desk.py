@@ -34,6 +34,7 @@ from ...dicom.series import load_ct_series
 from ...dicom.uids import uid_problem
 from ...errors import CTVError, SeriesNotFoundError, UploadError
 from ...inference.predict_job import KNOWN_FILES, REPORT
+from ..approvals import approval_record, write_sidecar
 from ..audit import AuditLog
 from ..jobs import JobWorkers
 from ..records import DONE, FAILED, QUEUED, RUNNING, Job
@@ -274,8 +275,6 @@ class ReviewDesk:
             No name given; the version cannot be compared with the prediction it started from
             (another CT, files missing): nothing is approved, released or recorded then.
         """
-        from ..approvals import approval_record, write_sidecar
-
         signed = " ".join(signed.split())
         if not signed:
             raise CTVError("Give your name to approve a version: every approval records who made it.")
