@@ -19,6 +19,7 @@ from test_slicer_prediction import DONE, FakeProcess, _box, _drive
 
 from ctv_core import load_ct_series
 from ctv_core.errors import EditRecordError
+from ctv_core.evaluation.edit_report import read_folder_records, write_edit_report
 from ctv_core.evaluation.edits import read_edit_record
 
 
@@ -76,6 +77,12 @@ def test_an_edited_prediction_exports_semiautomatic_with_its_edit_recorded_besid
     assert errors == [], errors
     theirs = _plastimatch_masks(shutil.which("plastimatch"), written.path, ct.folder, tmp_path / "pm")
     assert np.count_nonzero(sitk.GetArrayFromImage(theirs["CTV"])) == np.count_nonzero(edited)
+
+    # the folder of exports is what ctv report reads: the figures per model version
+    report = write_edit_report(read_folder_records(tmp_path), tmp_path / "report", str(tmp_path))
+    group = report["models"][f"fake 1 ({'ab' * 6})"]
+    assert group["n"] == 1 and group["doors"] == ["slicer-export"]
+    assert group["figures"]["added_cc"]["median"] == pytest.approx(figures["added_cc"], abs=1e-4)
 
 
 def test_an_unedited_prediction_exports_automatic_and_records_no_change(predicted, tmp_path):
