@@ -120,6 +120,18 @@ def measureEdit(predicted: PredictedSegment, grid: Grid, python: str) -> dict[st
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def taggedGeneration(segment, unchanged: bool) -> RoiGeneration | None:
+    """How the RTSTRUCT labels a segment that names its model in its tags but carries no AI mask (the review
+    station's): SEMIAUTOMATIC when its voxels changed since it was loaded or it was loaded as an edit (tag
+    ``Edited``), else AUTOMATIC; None when it names no model."""
+    name = segmentTag(segment, "ModelName")
+    if not name:
+        return None
+    return RoiGeneration.from_prediction(name, segmentTag(segment, "ModelVersion"), segmentTag(segment, "ModelSHA256"),
+                                         segmentTag(segment, "SeriesInstanceUID"),
+                                         edited=not unchanged or segmentTag(segment, "Edited") == "1")
+
+
 def generationOf(predicted: PredictedSegment, figures: dict[str, Any]) -> RoiGeneration:
     """How the RTSTRUCT labels the ROI: AUTOMATIC as predicted, SEMIAUTOMATIC once edited, the model named."""
     ai = predicted.provenance

@@ -27,8 +27,10 @@ import slicer
 
 from ctv_core.dicom.ct_series import CTSeries
 from ctv_core.errors import GridMismatchError, SeriesNotFoundError, StructureSetError
+from ctv_core.structures.roi_generation import RoiGeneration
 
-from .EditRecord import PredictedSegment, generationOf, measureEdit, predictedSegment, writeEditRecords
+from .EditRecord import (PredictedSegment, generationOf, measureEdit, predictedSegment, taggedGeneration,
+                         writeEditRecords)
 from .Lattice import copyOntoGrid, isSameLattice, latticeMap
 from .PatientFrame import gridOfVolume
 from .PredictionProcess import pythonExecutable
@@ -200,6 +202,7 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
     warnings: list[str] = []
     automatic: set[str] = set()
     predicted: list[PredictedSegment] = []
+    generation: dict[str, RoiGeneration] = {}
     for n in range(segmentation.GetNumberOfSegments()):
         segmentId = segmentation.GetNthSegmentID(n)
         segment = segmentation.GetSegment(segmentId)
@@ -213,11 +216,14 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
         array, _ = copyOntoGrid(onVolume.array, volumeGrid, ct.grid, toCT)
         masks[onVolume.name] = ct.grid.image(array)
         fromPrediction = predictedSegment(segment, onVolume.name, array, volumeGrid, ct, toCT)
+        unchanged = segmentTag(segment, "MaskFingerprint") == maskFingerprint(onVolume.array)
         if fromPrediction is not None:
             predicted.append(fromPrediction)
+        elif taggedGeneration(segment, unchanged) is not None:
+            generation[onVolume.name] = taggedGeneration(segment, unchanged)
         if terminology is not None and terminology.isCTV(segment):
             types[onVolume.name] = "CTV"
-        if segmentTag(segment, "MaskFingerprint") == maskFingerprint(onVolume.array):
+        if unchanged:
             automatic.add(segmentTag(segment, "ModelId"))
         else:
             automatic.add("")
@@ -229,7 +235,8 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
 
     edits = [(p, measureEdit(p, ct.grid, pythonExecutable())) for p in predicted]  # before anything is written
     written = write_rtstruct(ct, masks, path, algorithm=algorithm, label=label, series_description=description,
-                             interpreted_types=types, generation={p.name: generationOf(p, f) for p, f in edits})
+                             interpreted_types=types,
+                             generation={**generation, **{p.name: generationOf(p, f) for p, f in edits}})
     try:
         records = writeEditRecords(edits, ct, Path(written))
     except BaseException:

@@ -69,12 +69,7 @@ def approval_record(store: CaseStore, case_id: str, version: int, approved_by: s
     """
     ct = ct if ct is not None else load_ct_series(store.ct_dir(case_id))
     approved = _report(store, case_id, version)
-    origin, origin_report = version, approved
-    for _ in range(MAX_DERIVATIONS):
-        if origin_report.get("kind") != "edit":
-            break
-        origin = int((origin_report.get("derives_from") or {}).get("version", 0))
-        origin_report = _report(store, case_id, origin)
+    origin, origin_report = prediction_of(store, case_id, version)
     ai = AIProvenance.from_report(origin_report)
     given = approved.get("input") or {}
     check_same_ct(ai, str(given.get("series_instance_uid", "")), str(given.get("frame_of_reference_uid", "")))
@@ -85,6 +80,24 @@ def approval_record(store: CaseStore, case_id: str, version: int, approved_by: s
     return edit_record(ai, figures, door=DOOR, approved_ct=ct.reference, approved_by=approved_by,
                        context={"case": case_id, "case_source": case.get("source", ""), "version": version,
                                 "ai_version": origin, "rtstruct": RTSTRUCT})
+
+
+def prediction_of(store: CaseStore, case_id: str, version: int) -> tuple[int, dict[str, Any]]:
+    """The prediction a version started from: its number and report (the version itself when it is a prediction,
+    else the root of its ``derives_from`` chain).
+
+    Raises
+    ------
+    EditRecordError
+        A version of the chain is missing or its report unreadable.
+    """
+    number, report = version, _report(store, case_id, version)
+    for _ in range(MAX_DERIVATIONS):
+        if report.get("kind") != "edit":
+            break
+        number = int((report.get("derives_from") or {}).get("version", 0))
+        report = _report(store, case_id, number)
+    return number, report
 
 
 def write_sidecar(store: CaseStore, case_id: str, version: int, record: dict[str, Any]) -> Path:

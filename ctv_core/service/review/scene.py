@@ -42,6 +42,17 @@ class OpenCase:
     warnings: list[str] = field(default_factory=list)
 
 
+def _model_tags(kind: str, report: dict) -> dict[str, str]:
+    """The tags naming the model a version's CTV started from (a prediction's own; an edit's from its report's
+    ``ai``), with ``Edited`` for an edit: the RTSTRUCT export names the model and says SEMIAUTOMATIC once edited."""
+    if kind == "edit":
+        ai = report.get("ai") or {}
+        return {"ModelName": str(ai.get("model_name", "")), "ModelVersion": str(ai.get("model_version", "")),
+                "ModelSHA256": str(ai.get("model_sha256", "")), "Edited": "1"}
+    model = report.get("model") or {}
+    return {"ModelName": str(model.get("name", "")), "ModelVersion": str(model.get("version", ""))}
+
+
 class CaseScene:
     """The station's scene (see the module docstring).
 
@@ -93,6 +104,7 @@ class CaseScene:
         tags = {"ModelId": f"{model['name']} {model['version']}" if kind != "edit" and model else "",
                 "ModelSHA256": model.get("sha256", "") if kind != "edit" else "",
                 "SeriesInstanceUID": case.ct.reference.series_instance_uid, "Version": str(number)}
+        tags.update(_model_tags(kind, report))
         self._importing = True
         try:
             case.segmentation, case.segment_id = importMask(case.volume, mask, case.segmentation, "CTV",
