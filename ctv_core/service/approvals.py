@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
-from ..errors import EditRecordError
+from ..errors import EditRecordError, StoreError, describe_os_error
 from ..evaluation.edits import (AIProvenance, check_same_ct, edit_figures, edit_record, sidecar_path,
                                 write_edit_record)
 from ..inference.predict_job import FILE_NAMES, REPORT
@@ -101,8 +101,19 @@ def prediction_of(store: CaseStore, case_id: str, version: int) -> tuple[int, di
 
 
 def write_sidecar(store: CaseStore, case_id: str, version: int, record: dict[str, Any]) -> Path:
-    """The record beside the version's RTSTRUCT (written whole or not at all); returns its path."""
-    return write_edit_record(record, store.inside(sidecar_path(store.version_dir(case_id, version) / RTSTRUCT)))
+    """The record beside the version's RTSTRUCT (written whole or not at all); returns its path.
+
+    Raises
+    ------
+    StoreError
+        The file cannot be written (disk full, permissions): the approval is not recorded.
+    """
+    path = store.inside(sidecar_path(store.version_dir(case_id, version) / RTSTRUCT))
+    try:
+        return write_edit_record(record, path)
+    except OSError as exc:
+        raise StoreError(describe_os_error(exc, f"writing the approval's record '{path}'") +
+                         " Nothing was approved.") from exc
 
 
 def approved_records(store: CaseStore) -> list[dict[str, Any]]:
