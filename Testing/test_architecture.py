@@ -15,8 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ctv_core"
 
 #: Stage -> the stages it may import (besides itself and the top level: errors, geometry, ...).
-#: ``evaluation`` sits below ``training`` so that validation uses the metrics' one Dice; ``scene`` (MRML beside
-#: ctv_core, for the Slicer module and the review station) sits below ``service``.
+#: ``evaluation`` sits below ``training`` so that validation uses the metrics' one Dice, and below ``scene`` and
+#: ``service`` so that an approval's edit figures are the metrics' own; ``scene`` (MRML beside ctv_core, for the
+#: Slicer module and the review station) sits below ``service``.
 ALLOWED = {
     "dicom": set(),
     "structures": {"dicom"},
@@ -26,8 +27,8 @@ ALLOWED = {
     "evaluation": {"dicom", "structures"},
     "training": {"dicom", "structures", "model", "inference", "dataset", "evaluation"},
     "phantom": {"dicom", "structures"},
-    "scene": {"dicom", "structures", "model"},
-    "service": {"dicom", "structures", "model", "inference", "scene"},
+    "scene": {"dicom", "structures", "model", "evaluation"},
+    "service": {"dicom", "structures", "model", "inference", "evaluation", "scene"},
     "cli": {"dicom", "structures", "model", "inference", "dataset", "evaluation", "training", "phantom", "scene",
             "service"},
 }

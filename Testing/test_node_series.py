@@ -159,8 +159,8 @@ def test_an_index_of_schema_1_is_upgraded_in_place_and_its_files_kept(tmp_path):
     assert series["instances"] == 1 and len(series["folder"]) == 16 and series["opened"] == 100.0
     assert store.recover()["removed_partial_files"] == 0  # the old layout's file is still indexed and kept
     assert store.inbox.series_files("1.2.3") == [tmp_path / "incoming" / "1.2.3" / "1.2.3.1.dcm"]
-    assert sqlite3.connect(tmp_path / "index.sqlite").execute("SELECT value FROM meta").fetchone()[0] == "2"
-    CaseStore(tmp_path)  # opens again as schema 2
+    assert sqlite3.connect(tmp_path / "index.sqlite").execute("SELECT value FROM meta").fetchone()[0] == "3"
+    CaseStore(tmp_path)  # opens again as schema 3 (1 -> 2 -> 3 in one go)
 
 
 def test_paths_outside_the_data_folder_and_foreign_case_ids_are_refused(tmp_path):

@@ -33,6 +33,7 @@ import pytest
 from pydicom.uid import generate_uid
 from review_support import TOKEN, Station, zip_folder
 
+from ctv_core.inference.predict_job import run_predict_job
 from ctv_core.phantom import ScanSettings, make_phantom
 from ctv_core.service.store import CaseStore
 
@@ -84,15 +85,28 @@ def _upgrade(origin: str | None = None, **extra) -> dict:
     return {**headers, **extra}
 
 
-def _a_case(station: Station) -> str:
-    """A case with one finished version, made in the station's store directly."""
+@pytest.fixture(scope="module")
+def prediction(patient, tmp_path_factory) -> Path:
+    """The bundled model's prediction on the patient's CT (what an approval measures the edit against)."""
+    return run_predict_job(patient, tmp_path_factory.mktemp("attack_prediction") / "v", device="cpu",
+                           formats=("rtstruct", "nifti")).out_dir
+
+
+def _a_case(station: Station, ct_dir: Path | None = None, prediction: Path | None = None) -> str:
+    """A case with one finished version, made in the station's store directly: the CT and the prediction given
+    (a case that can be approved), or an empty version."""
     store = CaseStore(station.data)
     case_id = store.new_case("dicom", sender="SCANNER")
     store.queue_job(case_id, queue="node")
     job = store.claim_job("node")
     version = store.version_dir(case_id, job.version)
-    version.mkdir(parents=True)
-    (version / "report.json").write_text("{}")
+    if prediction is not None:
+        for path in ct_dir.iterdir():
+            shutil.copy(path, store.ct_dir(case_id) / path.name)
+        shutil.copytree(prediction, version)
+    else:
+        version.mkdir(parents=True)
+        (version / "report.json").write_text("{}")
     store.finish_job(job, model="m 1", outbox=[("rtstruct.dcm", "TPS@127.0.0.1:1")], hold=True)
     return case_id
 
@@ -102,7 +116,7 @@ def test_a_foreign_page_can_neither_change_nor_connect_and_the_own_pages_can(whi
     station: Station = request.getfixturevalue(which)
     own = f"http://127.0.0.1:{station.port}"
     auth = {"Authorization": f"Bearer {station.token}"} if station.token else {}
-    case_id = _a_case(station)
+    case_id = _a_case(station, request.getfixturevalue("patient"), request.getfixturevalue("prediction"))
     cases_before = sorted(p.name for p in (station.data / "cases").iterdir())
     foreign = [{"Origin": EVIL}, {"Origin": "null"}, {"Origin": f"http://127.0.0.1:{station.port + 1}"},
                {"Origin": f"http://localhost:{station.port}"}, {"Sec-Fetch-Site": "cross-site"},
@@ -171,8 +185,8 @@ def test_the_websocket_secret_is_new_at_every_start_and_the_default_is_refused(w
     assert found[0] != found[1]  # two starts, two secrets
 
 
-def test_the_audit_log_records_who_the_token_says_not_the_name_in_the_body(with_token):
-    case_id = _a_case(with_token)
+def test_the_audit_log_records_who_the_token_says_not_the_name_in_the_body(with_token, patient, prediction):
+    case_id = _a_case(with_token, patient, prediction)
     for token, who in ((ALICE, "alice"), (BOB, "bob"), (TOKEN, "the station token")):
         status, answer, _ = with_token.call("POST", f"/api/cases/{case_id}/approve",
                                             {"version": "latest", "by": "Chief Physicist"}, token=token)

@@ -180,7 +180,9 @@ def _check_the_edit(rtstruct, ct, ct_dir, prediction, painted_at, tmp_path):
     assert ds.FrameOfReferenceUID == ct.reference.frame_of_reference_uid
     assert {i.ReferencedSOPInstanceUID for i in series.ContourImageSequence} == set(ct.reference.sop_instance_uids)
     assert [o.RTROIInterpretedType for o in ds.RTROIObservationsSequence] == ["CTV"]
-    assert ds.ApprovalStatus == "UNAPPROVED" and ds.StructureSetROISequence[0].ROIGenerationAlgorithm == ""
+    roi = ds.StructureSetROISequence[0]  # the model's contour, edited: SEMIAUTOMATIC, the model named
+    assert ds.ApprovalStatus == "UNAPPROVED" and roi.ROIGenerationAlgorithm == "SEMIAUTOMATIC"
+    assert roi.ROIDerivationAlgorithmIdentificationSequence[0].AlgorithmName == "ctv-demo-phantom"
     theirs = _plastimatch_masks(require_tool("plastimatch"), rtstruct, ct_dir, tmp_path / "pm")["CTV"]
     edited = sitk.Resample(theirs, ct.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     edited = sitk.GetArrayFromImage(edited) != 0

@@ -19,6 +19,7 @@ from test_rtstruct import _plastimatch_masks, dice
 
 from ctv_core import load_ct_series
 from ctv_core.phantom import ScanSettings, make_phantom
+from ctv_core.service.approvals import approved_records
 from ctv_core.service.records import DONE, HELD, PENDING
 from ctv_core.service.store import CaseStore
 
@@ -210,6 +211,11 @@ def test_a_series_chosen_among_two_survives_a_restart_mid_prediction_and_a_node_
     (item,) = CaseStore(station.data).outbox.items()
     assert (item.status, item.version, item.destination) == (PENDING, 1, NODE_DESTINATION)
     assert CaseStore(station.data).case(node_case)["approved_version"] == 1
+    (record,) = approved_records(CaseStore(station.data))  # approved as predicted: recorded unchanged
+    assert record["context"]["case"] == node_case and record["context"]["case_source"] == "dicom"
+    assert record["figures"]["unchanged"] is True and record["figures"]["dice"] == 1.0
+    assert record["ai"]["model_name"] == "ctv-demo-phantom" and record["approved_by"] == "dr b"
+    assert (station.data / "cases" / node_case / "versions" / "1" / "rtstruct.ai-edits.json").is_file()
 
 
 def _node_case(store: CaseStore, ct_dir):
@@ -224,6 +230,8 @@ def _node_case(store: CaseStore, ct_dir):
 def _finish_node_job(store: CaseStore, job, prediction) -> None:
     claimed = store.claim_job("node")
     assert claimed.id == job.id
+    for n, path in enumerate(store.inbox.series_files(store.case(claimed.case_id)["series_uid"])):
+        shutil.copy(path, store.ct_dir(claimed.case_id) / f"{n:05d}.dcm")  # as the node links them before predicting
     shutil.copytree(prediction, store.version_dir(claimed.case_id, claimed.version))
     store.finish_job(claimed, model="ctv-demo-phantom 0.2.0", outbox=[("rtstruct.dcm", NODE_DESTINATION)], hold=True)
     assert [i.status for i in store.outbox.items()] == [HELD]

@@ -118,6 +118,14 @@ def test_apply_finishes_exports_edits_shows_and_plays_across_a_deleted_segment(r
 
         written = pydicom.dcmread(tmp_path / "rtstruct.dcm")
         assert [roi.ROIName for roi in written.StructureSetROISequence] == ["CTV", "bladder"]
+        ctv, drawn = written.StructureSetROISequence  # the CTV as predicted names its model; the bladder, drawn, not
+        assert ctv.ROIGenerationAlgorithm == "AUTOMATIC" and drawn.ROIGenerationAlgorithm == ""
+        assert ctv.ROIDerivationAlgorithmIdentificationSequence[0].AlgorithmName == "fake"
+        from ctv_core.evaluation.edits import read_edit_record
+
+        record = read_edit_record(tmp_path / "rtstruct.ai-edits.json")  # what was changed: nothing
+        assert record["door"] == "slicer-export" and record["figures"]["unchanged"] is True
+        assert "rtstruct.ai-edits.json" in app.dialogs[0][1]
         widget.ui.playButton.click()
         widget.reviewTimer.fire()
         assert "/" in widget.ui.reviewLabel.text or "slice" in widget.ui.reviewLabel.text.lower()

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
-    CorruptDicomError, CTVError, DatasetError, DeviceError, DicomInputError, DuplicateSliceError, EvaluationError,
+    CorruptDicomError, CTVError, DatasetError, DeviceError, DicomInputError, DuplicateSliceError, EditRecordError,
+    EvaluationError,
     FrameOfReferenceMismatchError, GridMismatchError, InconsistentSeriesError, InstallationError,
     InsufficientCoverageError, MissingDependencyError, MissingSlicesError, OutputFolderError, PeerError, StoreError,
     ModelPackageError, MultipleSeriesError, NoDicomFoundError, NotCTError, PhantomError, PredictionCancelled,
@@ -69,7 +70,7 @@ __all__ = [
     "write_seg",
     # errors
     "CTVError", "CorruptDicomError", "DatasetError", "DeviceError", "DicomInputError", "DuplicateSliceError",
-    "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
+    "EditRecordError", "EvaluationError", "FrameOfReferenceMismatchError", "GridMismatchError", "InconsistentSeriesError",
     "InstallationError", "InsufficientCoverageError", "MissingDependencyError", "MissingSlicesError",
     "ModelPackageError", "MultipleSeriesError", "NoDicomFoundError", "NotCTError", "OutputFolderError", "PeerError",
     "PhantomError", "PredictionCancelled", "PredictionProtocolError", "PreprocessingError", "ROINotFoundError",

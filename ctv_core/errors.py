@@ -119,6 +119,11 @@ class EvaluationError(CTVError):
     """Masks or evaluation inputs that cannot be compared as given."""
 
 
+class EditRecordError(EvaluationError):
+    """An approved contour that cannot be compared with the AI contour it started from (another CT, another grid,
+    no AI provenance), or edit records that cannot be read or summarised."""
+
+
 class TrainingError(CTVError):
     """Training or export cannot run as asked (bad configuration, data or run folder)."""
 

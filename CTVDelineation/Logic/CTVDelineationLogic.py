@@ -31,6 +31,7 @@ import slicer
 from ctv_core.errors import CTVError, PredictionCancelled
 from ctv_core.scene.conversion import (importMask, requireCT, requireSegmentationOnCT, requireUntransformed,
                                       volumeToImage)
+from ctv_core.scene.edit_record import tagPrediction
 from ctv_core.scene.patient_frame import gridOfVolume
 from ctv_core.scene.rtstruct_export import DicomFileSource, ExportResult, exportRTStruct, seriesInstanceUID
 from ctv_core.scene.terminology import CTVTerminology
@@ -38,7 +39,7 @@ from ctv_core.scene.terminology import CTVTerminology
 from .DicomDatabase import SlicerDicomDatabase
 from .Errors import BusyError, PredictionProcessError, userMessage
 from .PredictionJob import DeviceProbe, Outcome, PredictionJob, PredictionOptions
-from .PredictionProcess import ProcessRunner, SubprocessRunner
+from .PredictionProcess import ProcessRunner, SubprocessRunner, pythonExecutable
 from .Signal import Signal
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class CTVDelineationLogic:
                         ct_folder: str | Path | None = None) -> ExportResult:
         """Write the segmentation, as it is now, as an RTSTRUCT referencing the CT's own DICOM series."""
         return exportRTStruct(segmentation_node, volume_node, path, ct_folder, files=self.dicomFiles,
-                              terminology=self.terminology)
+                              terminology=self.terminology, python=self.python or pythonExecutable())
 
     # --- the non-blocking run ---------------------------------------------------------------------
 
@@ -242,6 +243,7 @@ class CTVDelineationLogic:
                 "Software": f"ctv_core {result.get('ctv_core_version', '')}"}
         node, segmentId = importMask(volumeNode, outcome.mask, segmentationNode, "CTV", terminology=self.terminology,
                                      tags=tags)
+        tagPrediction(node, segmentId, volumeNode)  # the AI mask travels with the segment (scene.edit_record)
         seconds = dict(result.get("seconds", {}))
         seconds["total"] = time.perf_counter() - self._target["started"]
         return PredictionResult(segmentationNode=node, segmentId=segmentId, volumeCC=float(result.get("volume_cc", 0)),

@@ -30,6 +30,7 @@ from ..errors import OutputFolderError, StructureSetError, describe_os_error
 from ..output_folder import output_set
 from ..structures.mask_files import write_mask
 from ..structures.revision import SeriesRevision, revision_of
+from ..structures.roi_generation import RoiGeneration
 from ..structures.rtstruct import write_rtstruct
 from .input_checks import check_pelvic_coverage
 from .predictor import Cancelled, CTVPredictor, Progress
@@ -152,8 +153,10 @@ def _write_outputs(staging: Path, ct: CTSeries, package, prediction, formats: li
         warnings.append("The RTSTRUCT holds the CTV as an ROI without contours.")
     masks = {"CTV": prediction.mask}
     if "rtstruct" in formats:
+        generation = RoiGeneration.from_prediction(package.name, package.version, package.sha256,
+                                                   ct.reference.series_instance_uid, edited=False)
         write_rtstruct(ct, masks, staging / FILE_NAMES["rtstruct"], algorithm=package.model_id,
-                       revision=revisions.get("rtstruct"))
+                       revision=revisions.get("rtstruct"), generation={"CTV": generation})
     if "seg" in formats:
         from ..structures.seg import write_seg  # highdicom only when a SEG is asked for
 

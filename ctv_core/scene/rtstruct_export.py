@@ -7,14 +7,17 @@ attribute, and are loaded with ctv_core's loader. Before
 anything is written the export checks that this series is the volume in the scene (same
 instances, same voxels) and that every segment lies on its voxels; then every non-empty segment
 is written with ctv_core's writer from its current labelmap (edits included), segments whose
-terminology is the CTV typed CTV. A CT that did not come from DICOM, or a segmentation drawn on
-another image, is refused with a message saying what to do.
+terminology is the CTV typed CTV. A segment that started as a prediction is measured against it
+(:mod:`.edit_record`): the RTSTRUCT names the model in that ROI, and the record of what was changed
+goes beside it (``X.ai-edits.json``). A CT that did not come from DICOM, a segmentation drawn on
+another image, or a prediction made on another CT is refused with a message saying what to do.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +29,10 @@ import slicer
 
 from ..dicom.ct_series import CTSeries
 from ..errors import GridMismatchError, SeriesNotFoundError, StructureSetError
+from ..structures.roi_generation import RoiGeneration
 from .conversion import maskFingerprint, requireUntransformed, segmentMask, segmentTag, volumeToImage
+from .edit_record import (PredictedSegment, generationOf, measureEdit, predictedSegment, taggedGeneration,
+                          writeEditRecords)
 from .lattice import copyOntoGrid, isSameLattice, latticeMap
 from .patient_frame import gridOfVolume
 
@@ -53,12 +59,15 @@ class ExportResult:
     seriesInstanceUID: str
     algorithm: str | None
     warnings: list[str] = field(default_factory=list)
+    #: The records of what was changed in segments that started as predictions (:mod:`.edit_record`).
+    editRecords: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         """What the user is told after the export."""
         return "\n".join([f"RTSTRUCT written to {self.path}", f"ROIs: {', '.join(self.rois)}",
                           f"On the CT series {self.seriesInstanceUID}",
-                          "Status UNAPPROVED: approve it in the planning system.", *self.warnings])
+                          "Status UNAPPROVED: approve it in the planning system.",
+                          *(f"What was changed in the AI contour: {p}" for p in self.editRecords), *self.warnings])
 
 
 def seriesInstanceUID(volumeNode) -> str:
@@ -165,12 +174,14 @@ def loadDicomCT(volumeNode, ctFolder: str | Path | None, files: DicomFileSource 
 
 def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str | Path | None = None, *,
                    files: DicomFileSource | None = None, terminology=None, label: str = LABEL,
-                   description: str = DESCRIPTION) -> ExportResult:
+                   description: str = DESCRIPTION, python: str | None = None) -> ExportResult:
     """Write every non-empty segment of ``segmentationNode`` as an RTSTRUCT on ``volumeNode``'s DICOM series.
 
     See the module docstring. The file is written under a temporary name and renamed; nothing
     is written when any check fails. ``label`` and ``description`` are the structure set's label and
     series description (the planning system shows them; the review station names itself there).
+    ``python`` is the interpreter that measures the edit of a predicted segment (default: this
+    process's; in Slicer, ``PythonSlicer``, since Slicer's own executable is not a Python).
     """
     if segmentationNode is None or volumeNode is None:
         raise StructureSetError("Choose the CT and the segmentation to export.")
@@ -187,6 +198,8 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
     types: dict[str, str] = {}
     warnings: list[str] = []
     automatic: set[str] = set()
+    predicted: list[PredictedSegment] = []
+    generation: dict[str, RoiGeneration] = {}
     for n in range(segmentation.GetNumberOfSegments()):
         segmentId = segmentation.GetNthSegmentID(n)
         segment = segmentation.GetSegment(segmentId)
@@ -199,9 +212,15 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
             continue
         array, _ = copyOntoGrid(onVolume.array, volumeGrid, ct.grid, toCT)
         masks[onVolume.name] = ct.grid.image(array)
+        fromPrediction = predictedSegment(segment, onVolume.name, array, volumeGrid, ct, toCT)
+        unchanged = segmentTag(segment, "MaskFingerprint") == maskFingerprint(onVolume.array)
+        if fromPrediction is not None:
+            predicted.append(fromPrediction)
+        elif taggedGeneration(segment, unchanged) is not None:
+            generation[onVolume.name] = taggedGeneration(segment, unchanged)
         if terminology is not None and terminology.isCTV(segment):
             types[onVolume.name] = "CTV"
-        if segmentTag(segment, "MaskFingerprint") == maskFingerprint(onVolume.array):
+        if unchanged:
             automatic.add(segmentTag(segment, "ModelId"))
         else:
             automatic.add("")
@@ -211,7 +230,14 @@ def exportRTStruct(segmentationNode, volumeNode, path: str | Path, ctFolder: str
     algorithm = automatic.pop() if len(automatic) == 1 and "" not in automatic else None
     from ..structures.rtstruct import write_rtstruct
 
+    edits = [(p, measureEdit(p, ct.grid, python or sys.executable)) for p in predicted]  # before anything is written
     written = write_rtstruct(ct, masks, path, algorithm=algorithm, label=label, series_description=description,
-                             interpreted_types=types)
+                             interpreted_types=types,
+                             generation={**generation, **{p.name: generationOf(p, f) for p, f in edits}})
+    try:
+        records = writeEditRecords(edits, ct, Path(written))
+    except BaseException:
+        Path(written).unlink(missing_ok=True)  # the RTSTRUCT goes out with its record or not at all
+        raise
     return ExportResult(path=Path(written), rois=list(masks), seriesInstanceUID=ct.reference.series_instance_uid,
-                        algorithm=algorithm, warnings=warnings)
+                        algorithm=algorithm, warnings=warnings, editRecords=records)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .records import FAILED, HELD, PENDING, SENT, OutboxItem, now_iso
 
@@ -19,16 +20,24 @@ class Outbox:
         self.store = store
 
     def approve(self, case_id: str, version: int, destinations: Sequence[str] | None = None,
-                file: str = "rtstruct.dcm") -> list[tuple[str, str]]:
+                file: str = "rtstruct.dcm", record: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         """Approve a version: its files go out, and files held for the case (of any version) are dropped.
 
         With ``destinations`` None (the review station, which does not know the node's peers) the
         approved version's files go where the held rows were going, each file to its destination;
         otherwise ``file`` goes to each of ``destinations``. Returns the ``(file, destination)``
-        pairs queued to send (none when nothing was held and no destination was given).
+        pairs queued to send (none when nothing was held and no destination was given). ``record``: the approval's
+        edit record (:mod:`.approvals`), kept in the approvals table in the same transaction.
         """
         with self.store.transaction() as db:
             db.execute("UPDATE cases SET approved_version = ? WHERE id = ?", (version, case_id))
+            if record is not None:
+                ai = record["ai"]
+                db.execute("INSERT INTO approvals (case_id, version, approved, approved_by, model, model_sha256, "
+                           "record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (case_id, version, now_iso(), record.get("approved_by", ""),
+                            f"{ai['model_name']} {ai['model_version']}", ai["model_sha256"],
+                            json.dumps(record, allow_nan=False)))
             if destinations is None:
                 pairs = [(r["file"], r["destination"]) for r in db.execute(
                     "SELECT DISTINCT file, destination FROM outbox WHERE case_id = ? AND status = ? ORDER BY id",

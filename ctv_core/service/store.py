@@ -26,8 +26,8 @@ job and a case's status are written in one place each (:class:`.store_transactio
 
 Every path the store hands out for writing is resolved and checked to lie inside the data folder
 (:meth:`CaseStore.inside`); case ids are only ever the store's own (:data:`records.CASE_ID`).
-An index of schema 1 is upgraded in place to schema 2 (series folders, transfer and completeness
-states).
+An index of an earlier schema is upgraded in place, step by step: schema 1 to 2 (series folders,
+transfer and completeness states), 2 to 3 (approvals with their edit records, :mod:`.approvals`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from .outbox import Outbox
 from .records import (CASE_ID, DONE, FAILED, HELD, MAX_JOB_ATTEMPTS, PENDING, QUEUED, RECEIVING, RUNNING,
                       SUPERSEDED, Job, new_case_id, now_iso)
 from .series_records import SeriesRecords
-from .store_schema import SCHEMA, SCHEMA_VERSION, UPGRADE_1_TO_2
+from .store_schema import SCHEMA, SCHEMA_VERSION, UPGRADES
 from .store_transaction import Transaction
 
 class CaseStore(SeriesRecords):
@@ -68,10 +68,10 @@ class CaseStore(SeriesRecords):
             with self.transaction() as db:
                 row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() \
                     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() else None
-                if row is not None and row[0] == "1":
-                    for statement in UPGRADE_1_TO_2:
+                while row is not None and row[0] in UPGRADES:
+                    for statement in UPGRADES[row[0]]:
                         db.execute(statement)
-                    row = ("2",)
+                    row = (str(int(row[0]) + 1),)
             self._connection().executescript(SCHEMA)  # idempotent; executescript commits on its own
             with self.transaction() as db:
                 if row is None:

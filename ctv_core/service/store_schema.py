@@ -7,7 +7,7 @@ began (:mod:`.series_records`).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -39,7 +39,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     file TEXT NOT NULL, destination TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt REAL NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', created TEXT NOT NULL, sent TEXT,
     UNIQUE (case_id, version, file, destination));
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL, version INTEGER NOT NULL, approved TEXT NOT NULL,
+    approved_by TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '', model_sha256 TEXT NOT NULL DEFAULT '',
+    record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE INDEX IF NOT EXISTS approvals_case ON approvals (case_id);
 CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, next_attempt);
 CREATE INDEX IF NOT EXISTS series_state ON series (state);
 CREATE INDEX IF NOT EXISTS instances_series ON instances (series_uid);
@@ -55,3 +60,10 @@ UPGRADE_1_TO_2 = (
     "CREATE INDEX IF NOT EXISTS instances_series ON instances (series_uid)",
     "UPDATE meta SET value = '2' WHERE key = 'schema'",
 )
+#: Schema 2 -> 3: the approvals table (created by :data:`SCHEMA`, which every start runs; an index of schema 2 has
+#: no approval to carry over).
+UPGRADE_2_TO_3 = (
+    "UPDATE meta SET value = '3' WHERE key = 'schema'",
+)
+#: Upgrades by the schema they start from; each leaves the index at the next schema.
+UPGRADES = {"1": UPGRADE_1_TO_2, "2": UPGRADE_2_TO_3}

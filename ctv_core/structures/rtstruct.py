@@ -7,8 +7,9 @@ SOPInstanceUID of the slice it lies on. Contours are CLOSED_PLANAR polygons trac
 voxel edges (see :mod:`ctv_core.structures.contours`), so rasterising them at voxel centres gives back
 the mask voxel for voxel; islands are separate contours and holes are separate contours
 nested inside their island, read by the even-odd (XOR) rule as Slicer, plastimatch
-(``--xor-contours``) and the planning systems read nested contours. ROIs are labelled
-AUTOMATIC with the model named, typed (CTV / ORGAN / EXTERNAL, see
+(``--xor-contours``) and the planning systems read nested contours. ROIs are labelled as
+:mod:`.roi_generation` says (AUTOMATIC with the model named and identified, SEMIAUTOMATIC when a
+clinician edited the model's contour, empty when the origin is unknown), typed (CTV / ORGAN / EXTERNAL, see
 :mod:`ctv_core.structures.catalogue`) and coloured; the structure set is UNAPPROVED so that a clinician
 must approve it in the planning system. The file is written under a temporary name and
 renamed.
@@ -40,6 +41,7 @@ from ..errors import StructureSetError
 from ..geometry import Grid
 from .catalogue import INTERPRETED_TYPES, structure_for
 from .revision import SeriesRevision
+from .roi_generation import ARTIFICIAL_INTELLIGENCE, RoiGeneration
 from .writer_checks import check_writable
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ def write_rtstruct(
     series_description: str = "CTV auto-delineation (unapproved)",
     interpreted_types: Mapping[str, str] | None = None,
     revision: SeriesRevision | None = None,
+    generation: Mapping[str, RoiGeneration] | None = None,
 ) -> Path:
     """Write ``masks`` as one RT Structure Set referencing ``ct``.
 
@@ -109,6 +112,8 @@ def write_rtstruct(
     revision
         When this structure set replaces an earlier one of the same CT (:mod:`.revision`): its
         series, next instance number and predecessor. None: a new series, instance 1.
+    generation
+        ROI name -> how it was made (:mod:`.roi_generation`), overriding ``algorithm`` for that ROI.
 
     Raises
     ------
@@ -136,9 +141,7 @@ def write_rtstruct(
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = ref.frame_of_reference_uid
         roi.ROIName = name
-        roi.ROIGenerationAlgorithm = "AUTOMATIC" if algorithm else ""
-        if algorithm:
-            roi.ROIGenerationDescription = algorithm[:64]
+        _set_generation(roi, (generation or {}).get(name) or RoiGeneration.of_model(algorithm))
         ds.StructureSetROISequence.append(roi)
 
         contour_item = _new_item()
@@ -164,6 +167,24 @@ def write_rtstruct(
     with atomic_file(path) as tmp:
         write_dataset(ds, tmp)
     return Path(path)
+
+
+def _set_generation(roi: Dataset, how: RoiGeneration) -> None:
+    """ROIGenerationAlgorithm, its description and the ROI Derivation Algorithm Identification of an ROI item."""
+    roi.ROIGenerationAlgorithm = how.algorithm
+    if how.description:
+        roi.ROIGenerationDescription = how.description[:64]
+    if not how.model_name:
+        return
+    family = _new_item()
+    family.CodingSchemeDesignator, family.CodeValue, family.CodeMeaning = ARTIFICIAL_INTELLIGENCE
+    identification = _new_item()
+    identification.AlgorithmFamilyCodeSequence = DicomSequence([family])
+    identification.AlgorithmName = how.model_name[:64]
+    identification.AlgorithmVersion = (how.model_version or "unknown")[:64]
+    if how.parameters:
+        identification.AlgorithmParameters = how.parameters
+    roi.ROIDerivationAlgorithmIdentificationSequence = DicomSequence([identification])
 
 
 def _contour_dataset(number: int, points: np.ndarray, slice_ref: tuple[str, str]) -> Dataset:

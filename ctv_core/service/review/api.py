@@ -217,7 +217,7 @@ class StationAPI:
             raise _fail(400, 'Send {"version": n or "latest", "by": "your name"}.')
         number = self._version(case, str(version))
         try:
-            released = self.desk.approve(case["id"], number, signed, identity(request))
+            released = await _in_thread(self.desk.approve, case["id"], number, signed, identity(request))
         except CTVError as exc:
             raise _fail(400, str(exc)) from exc
         return web.json_response({"id": case["id"], "approved_version": number,

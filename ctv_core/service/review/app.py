@@ -154,11 +154,13 @@ class ReviewApp:
         job = self.desk.rerun(self.scene.open.case_id, self.state.ctv_rerun_model, self._who())
         self._say(f"Version {job.version} with {self.state.ctv_rerun_model} is queued.")
 
-    def approve(self, number: int) -> None:
+    async def approve(self, number: int) -> None:
         if self.scene.open is None:
             return
-        try:
-            released = self.desk.approve(self.scene.open.case_id, int(number), self.state.ctv_author, self._who())
+        self._say(f"Approving version {number} (measuring what was changed in the AI contour)...")
+        try:  # reads the CT and both contours: off the event loop
+            released = await asyncio.get_running_loop().run_in_executor(
+                None, self.desk.approve, self.scene.open.case_id, int(number), self.state.ctv_author, self._who())
         except CTVError as exc:
             return self._say(f"Not approved: {exc} (the name field is in the Edit tab)")
         self._say(f"Version {number} approved" + (f"; sent to {', '.join(sorted({d for _, d in released}))}."

@@ -34,6 +34,7 @@ from ...dicom.series import load_ct_series
 from ...dicom.uids import uid_problem
 from ...errors import CTVError, SeriesNotFoundError, UploadError
 from ...inference.predict_job import KNOWN_FILES, REPORT
+from ..approvals import approval_record, write_sidecar
 from ..audit import AuditLog
 from ..jobs import JobWorkers
 from ..records import DONE, FAILED, QUEUED, RUNNING, Job
@@ -264,18 +265,30 @@ class ReviewDesk:
 
         ``signed``: the name the approver gives (required: an approval is someone's); ``who``: the
         authenticated identity of the request (:func:`.access.identity`), which the audit log records
-        as who approved, the given name beside it.
+        as who approved, the given name beside it. What the clinician changed in the AI contour is
+        measured first and recorded with the approval (:mod:`ctv_core.service.approvals`): beside the
+        version's RTSTRUCT and in the index, in the approval's transaction.
 
         Raises
         ------
         CTVError
-            No name given.
+            No name given; the version cannot be compared with the prediction it started from
+            (another CT, files missing): nothing is approved, released or recorded then.
         """
         signed = " ".join(signed.split())
         if not signed:
             raise CTVError("Give your name to approve a version: every approval records who made it.")
-        pairs = self.store.outbox.approve(case_id, version)
-        self.audit("approve", f"case {case_id} version {version} by {who} (signed {signed!r}); released "
+        record = approval_record(self.store, case_id, version, signed)
+        sidecar = write_sidecar(self.store, case_id, version, record)
+        try:
+            pairs = self.store.outbox.approve(case_id, version, record=record)
+        except BaseException:
+            sidecar.unlink(missing_ok=True)
+            raise
+        figures = record["figures"]
+        self.audit("approve", f"case {case_id} version {version} by {who} (signed {signed!r}); AI contour of "
+                              f"version {record['context']['ai_version']}: Dice {figures['dice']}, added "
+                              f"{figures['added_cc']} cc, removed {figures['removed_cc']} cc; released "
                               f"{', '.join(f'{f} to {d}' for f, d in pairs) or 'nothing (no held files)'}")
         return pairs
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ...dicom.ct_series import CTSeries
-from ...structures.mask_files import read_mask
-from ...structures.rtstruct_reader import read_rtstruct
+from ..approvals import version_mask
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +40,17 @@ class OpenCase:
     segment_id: str = ""
     edited: bool = False
     warnings: list[str] = field(default_factory=list)
+
+
+def _model_tags(kind: str, report: dict) -> dict[str, str]:
+    """The tags naming the model a version's CTV started from (a prediction's own; an edit's from its report's
+    ``ai``), with ``Edited`` for an edit: the RTSTRUCT export names the model and says SEMIAUTOMATIC once edited."""
+    if kind == "edit":
+        ai = report.get("ai") or {}
+        return {"ModelName": str(ai.get("model_name", "")), "ModelVersion": str(ai.get("model_version", "")),
+                "ModelSHA256": str(ai.get("model_sha256", "")), "Edited": "1"}
+    model = report.get("model") or {}
+    return {"ModelName": str(model.get("name", "")), "ModelVersion": str(model.get("version", ""))}
 
 
 class CaseScene:
@@ -94,6 +104,7 @@ class CaseScene:
         tags = {"ModelId": f"{model['name']} {model['version']}" if kind != "edit" and model else "",
                 "ModelSHA256": model.get("sha256", "") if kind != "edit" else "",
                 "SeriesInstanceUID": case.ct.reference.series_instance_uid, "Version": str(number)}
+        tags.update(_model_tags(kind, report))
         self._importing = True
         try:
             case.segmentation, case.segment_id = importMask(case.volume, mask, case.segmentation, "CTV",
@@ -107,10 +118,7 @@ class CaseScene:
 
     @staticmethod
     def _version_mask(folder: Path, ct: CTSeries) -> sitk.Image:
-        if (folder / "ctv.nii.gz").is_file():
-            return read_mask(folder / "ctv.nii.gz", ct.grid, name="CTV")
-        masks = read_rtstruct(folder / "rtstruct.dcm", ct, roi="CTV")  # a DICOM node's version: RTSTRUCT only
-        return next(iter(masks.values()))
+        return version_mask(folder, ct)  # the approvals read a version's CTV the same way
 
     def set_window(self, preset: str) -> None:
         """Apply a window preset (see :data:`WINDOWS`) to the open CT."""

@@ -2,8 +2,8 @@
 
 A version folder is written whole or not at all (:func:`ctv_core.output_folder.output_set`): the
 RTSTRUCT through the Slicer module's own export (``exportRTStruct`` on the case's CT folder: every
-non-empty segment on the CT's own UIDs, the CTV typed CTV, UNAPPROVED, no generation algorithm
-for edited contours), the DICOM SEG of the same segments, ``ctv.nii.gz`` (the CTV on the CT's
+non-empty segment on the CT's own UIDs, the CTV typed CTV, UNAPPROVED, an edited CTV SEMIAUTOMATIC
+with the model it started from named), the DICOM SEG of the same segments, ``ctv.nii.gz`` (the CTV on the CT's
 grid, which the viewer reads back), the QA image and ``report.json`` (who, when, what it derives
 from). Its number is reserved before the folder is written and recorded after it is complete; a
 failed save gives the number back and leaves no folder.
@@ -20,12 +20,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..._version import __version__
-from ...errors import StructureSetError
+from ...errors import EditRecordError, StructureSetError
+from ...evaluation.edits import AIProvenance
 from ...inference.predict_job import KNOWN_FILES, REPORT, describe_input
 from ...inference.qa_image import write_qa_image
 from ...output_folder import output_set
 from ...structures.mask_files import write_mask
 from ...structures.seg import write_seg
+from ..approvals import prediction_of
 from .desk import ReviewDesk
 from .scene import CaseScene
 
@@ -84,6 +86,7 @@ def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "", w
                 "created": dt.datetime.now().isoformat(timespec="seconds"),
                 "author": author, "note": note, "case": case.case_id,
                 "derives_from": {"version": case.version, "kind": case.version_kind},
+                **_ai_provenance(desk, case.case_id, case.version),
                 "input": describe_input(case.ct), "ctv": {"volume_cc": round(volume_cc, 1)},
                 "rois": export.rois, "outputs": ["rtstruct.dcm", "seg.dcm", "ctv.nii.gz", "qa.png", REPORT],
                 "warnings": export.warnings}
@@ -96,6 +99,15 @@ def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "", w
     desk.audit("edit", f"case {case.case_id} version {number} by {who} (signed {author!r}) from version "
                        f"{case.version}: {', '.join(export.rois)}; CTV {volume_cc:.1f} cc")
     return SavedEdit(number, report)
+
+
+def _ai_provenance(desk: ReviewDesk, case_id: str, version: int) -> dict:
+    """``{"ai": ...}``: the model and CT of the prediction the edit started from (the RTSTRUCT of an edit of this
+    edit names that model too); {} when that prediction cannot be found (the edit is then of unknown origin)."""
+    try:
+        return {"ai": AIProvenance.from_report(prediction_of(desk.store, case_id, version)[1]).as_dict()}
+    except EditRecordError:
+        return {}
 
 
 def _ctv_name(scene: CaseScene) -> str:
