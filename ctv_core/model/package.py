@@ -5,6 +5,8 @@ Layout::
     PKG/
       manifest.json        what the model is (see below)
       weights.safetensors  the parameters (safetensors: tensors only, no pickled code)
+      network.xml          the network as an OpenVINO IR whose constants point into weights.safetensors
+      network_constants.bin  the graph's few small non-weight constants (:mod:`.graph`)
 
 ``manifest.json`` holds ``format`` ("ctv-model") and ``format_version`` (2; 1 is read too);
 ``name``, ``version``, ``created`` (ISO date), ``ctv_core_version``, ``description``,
@@ -14,7 +16,9 @@ configuration); ``settings`` (preprocessing, inference, post-processing:
 ``sha256``, ``bytes``; the tensors are float32, or float16 where the package was exported with
 half-precision weights, which halves its size: :data:`WEIGHT_DTYPES`); free-form ``training`` and ``metrics`` records; and ``fingerprint``, the
 SHA-256 of everything that decides the model's output (format, architecture, network, settings
-and the weights' SHA-256; :func:`model_fingerprint`). The fingerprint is the model's checksum in
+the weights' SHA-256, and the graph's where there is one; :func:`model_fingerprint`). ``graph`` (optional: packages
+exported before ctv_core 0.4 have none and run on PyTorch only) names the graph files with their sizes and SHA-256,
+the graph's input and output shapes, and the check against PyTorch made at export (:mod:`.graph`). The fingerprint is the model's checksum in
 reports and segment tags: two packages with one fingerprint predict alike, and a manifest edited
 after export (say, another number of passes with the same weights) no longer matches it.
 
@@ -22,7 +26,9 @@ Loading is strict and executes nothing from the package: the manifest must be a 
 known keys and types (no NaN or infinity, bounded size and nesting), every setting within range
 (:mod:`ctv_core.strict_config`), the weights file a regular file inside the package (no
 absolute path, no ``..``, no symbolic link), of the declared size and SHA-256, tensors only
-(safetensors), fitting the architecture exactly. Any problem raises ``ModelPackageError`` saying
+(safetensors), fitting the architecture exactly; the graph files likewise of their declared size and SHA-256,
+and the graph's input and output shapes those of the network (checked when the OpenVINO engine reads it).
+Nothing here imports torch: the OpenVINO engine predicts on the CPU without it. Any problem raises ``ModelPackageError`` saying
 what and how to fix it.
 
 ``model=None`` everywhere means the bundled package, ``ctv_core/model/demo``.
@@ -32,25 +38,27 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-import torch
-from torch import nn
 
 from .._version import __version__
 from ..atomic_files import atomic_folder
 from ..errors import ModelPackageError
+from .graph import CONSTANTS, FILE_KEYS, GRAPH, GRAPH_FORMAT, GRAPH_KEYS, graph_shapes, read_graph
 from .settings import ModelSettings
 from .network_config import NetworkConfig
-from .qa_models import HUWindowConfig, HUWindowModel
-from .unet3d import UNet3D
+from .qa_config import HUWindowConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "ctv-model"
 FORMAT_VERSION = 2
@@ -65,17 +73,17 @@ WEIGHTS = "weights.safetensors"
 WEIGHT_DTYPES = ("float32", "float16")
 BUNDLED = Path(__file__).parent / "demo"
 
-#: architecture name -> (configuration parser, network factory)
-ARCHITECTURES: dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Module]]] = {
-    "unet3d": (NetworkConfig.from_dict, UNet3D),
-    "hu_window": (HUWindowConfig.from_dict, HUWindowModel),
+#: architecture name -> (configuration parser, "module:class" of the PyTorch network, imported when built)
+ARCHITECTURES: dict[str, tuple[Callable[[dict], Any], str]] = {
+    "unet3d": (NetworkConfig.from_dict, "ctv_core.model.unet3d:UNet3D"),
+    "hu_window": (HUWindowConfig.from_dict, "ctv_core.model.qa_models:HUWindowModel"),
 }
 _REQUIRED = ("format", "format_version", "name", "version", "architecture", "network", "settings", "weights")
 #: Every key a manifest may hold, with the JSON type of its value.
 _KEYS: dict[str, type | tuple[type, ...]] = {
     "format": str, "format_version": int, "name": str, "version": str, "created": str, "ctv_core_version": str,
     "description": str, "intended_use": str, "architecture": str, "network": dict, "settings": dict,
-    "weights": dict, "training": dict, "metrics": dict, "fingerprint": str,
+    "weights": dict, "graph": dict, "training": dict, "metrics": dict, "fingerprint": str,
 }
 _WEIGHT_KEYS: dict[str, type] = {"file": str, "sha256": str, "bytes": int}
 
@@ -118,7 +126,7 @@ class ModelPackage:
         """
         return model_fingerprint({"format": FORMAT, "architecture": self.manifest["architecture"],
                                   "network": self.network_config.to_dict(), "settings": self.settings.to_dict(),
-                                  "weights": {"sha256": self.weights_sha256}})
+                                  "weights": {"sha256": self.weights_sha256}, "graph": self.manifest.get("graph")})
 
     @property
     def weights_sha256(self) -> str:
@@ -145,10 +153,35 @@ class ModelPackage:
         """Input sizes the network accepts are multiples of this."""
         return int(self.network_config.divisor)
 
+    @property
+    def has_graph(self) -> bool:
+        """Whether the package carries its network as a graph (the OpenVINO engine's input) that computes the
+        network in effect: a package whose network was changed in memory (another number of passes) has none."""
+        in_effect = json.dumps(self.network_config.to_dict(), sort_keys=True)
+        return "graph" in self.manifest and in_effect == json.dumps(self.manifest["network"], sort_keys=True)
+
+    @property
+    def channels(self) -> tuple[int, int]:
+        """The network's input and output channels."""
+        config = self.network_config
+        return int(getattr(config, "in_channels", 1)), int(getattr(config, "out_channels", 1))
+
+    def read_graph(self):
+        """The package's network as an ``openvino.Model`` (not compiled; see :func:`~.graph.read_graph`)."""
+        if "graph" not in self.manifest:
+            raise ModelPackageError(f"The model package '{self.path}' has no graph (it was exported before ctv_core "
+                                    "0.4); run it with --engine torch, or export it again to add one.")
+        if not self.has_graph:
+            raise ModelPackageError(f"The graph of '{self.path}' computes the network of its manifest, not the one "
+                                    "asked for (another number of passes); run it with --engine torch.")
+        return read_graph(self.path, self.manifest["graph"], self.path / self.manifest["weights"]["file"],
+                          *self.channels)
+
     def build_network(self) -> nn.Module:
-        """The network with the package's weights (CPU, eval mode)."""
-        _, factory = ARCHITECTURES[self.manifest["architecture"]]
-        network = factory(self.network_config)
+        """The PyTorch network with the package's weights (CPU, eval mode); needs torch."""
+        from safetensors.torch import load_file
+
+        network = network_factory(self.manifest["architecture"])(self.network_config)
         try:
             state = load_file(str(self.path / self.manifest["weights"]["file"]))
         except (SafetensorError, OSError) as exc:
@@ -163,6 +196,12 @@ class ModelPackage:
                 "weights come from different models; export the package again from its training run."
             ) from exc
         return network.eval()
+
+
+def network_factory(architecture: str) -> Callable[[Any], nn.Module]:
+    """The PyTorch network class of ``architecture`` (imports torch)."""
+    module, name = ARCHITECTURES[architecture][1].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _fail(path: Path, what: str) -> ModelPackageError:
@@ -185,6 +224,8 @@ def model_fingerprint(manifest: dict[str, Any]) -> str:
     decisive = {"format": manifest["format"], "architecture": manifest["architecture"],
                 "network": manifest["network"], "settings": manifest["settings"],
                 "weights_sha256": manifest["weights"]["sha256"]}
+    if manifest.get("graph") is not None:  # packages without a graph keep the fingerprint they were exported with
+        decisive["graph_sha256"] = [manifest["graph"]["sha256"], manifest["graph"]["constants"]["sha256"]]
     text = json.dumps(decisive, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -238,32 +279,55 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise _fail(path, f"format {manifest['format']!r} version {manifest['format_version']!r} is not "
                           f"{FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))}; this ctv_core "
                           f"{__version__} cannot read it")
-    weights = manifest["weights"]
-    for key, kind in _WEIGHT_KEYS.items():
-        if not isinstance(weights.get(key), kind) or isinstance(weights.get(key), bool):
-            raise _fail(path, f"{MANIFEST} field 'weights.{key}' must be a JSON {_json_type(kind)}, not "
-                              f"{json.dumps(weights.get(key))[:40]}")
-    extra = sorted(set(weights) - set(_WEIGHT_KEYS))
-    if extra:
-        raise _fail(path, f"{MANIFEST} field 'weights' has unknown key(s) {', '.join(extra)}")
+    _check_record(path, manifest["weights"], _WEIGHT_KEYS, "weights")
+    if "graph" in manifest:
+        graph = manifest["graph"]
+        _check_record(path, graph, GRAPH_KEYS, "graph")
+        _check_record(path, graph["constants"], FILE_KEYS, "graph.constants")
+        if graph["format"] != GRAPH_FORMAT:
+            raise _fail(path, f"its graph is of format {graph['format']!r}; this ctv_core {__version__} reads "
+                              f"{GRAPH_FORMAT!r}")
     return manifest
 
 
+def _check_record(path: Path, record: dict[str, Any], keys: dict[str, type], where: str) -> None:
+    """Every key of ``keys`` present in ``record`` with its JSON type, and no other."""
+    for key, kind in keys.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            raise _fail(path, f"{MANIFEST} field '{where}.{key}' must be a JSON {_json_type(kind)}, not "
+                              f"{json.dumps(record.get(key))[:40]}")
+    extra = sorted(set(record) - set(keys))
+    if extra:
+        raise _fail(path, f"{MANIFEST} field '{where}' has unknown key(s) {', '.join(extra)}")
+
+
 def _json_type(kind: type | tuple[type, ...]) -> str:
-    return {str: "string", int: "integer", dict: "object"}.get(kind, "value")
+    return {str: "string", int: "integer", dict: "object", list: "array"}.get(kind, "value")
 
 
-def _weights_file(path: Path, name: str) -> Path:
-    """The weights file: a plain name of a regular file directly in the package, never a link or a path out."""
+def _package_file(path: Path, name: str, what: str) -> Path:
+    """A file of the package: a plain name of a regular file directly in the package, never a link or a path out."""
     if not name or "/" in name or "\\" in name or Path(name).is_absolute() or name.startswith("."):
-        raise _fail(path, f"the weights file {name!r} must be a plain file name inside the package (no folders, no "
+        raise _fail(path, f"the {what} file {name!r} must be a plain file name inside the package (no folders, no "
                           "'..', no absolute path)")
     file = path / name
     if file.is_symlink():
-        raise _fail(path, f"the weights file {name!r} is a symbolic link; a package holds its own weights")
+        raise _fail(path, f"the {what} file {name!r} is a symbolic link; a package holds its own files")
     if not file.is_file():
-        raise _fail(path, f"the weights file {name!r} named in the manifest is missing")
+        raise _fail(path, f"the {what} file {name!r} named in the manifest is missing")
     return file
+
+
+def _check_file(path: Path, record: dict[str, Any], what: str) -> None:
+    """The file named by ``record`` (``file``, ``bytes``, ``sha256``) exists in the package with that size and hash."""
+    file = _package_file(path, record["file"], what)
+    if file.stat().st_size != record["bytes"]:
+        raise _fail(path, f"{file.name} has {file.stat().st_size} bytes, the manifest says {record['bytes']} "
+                          "(truncated or replaced)")
+    actual = sha256_of(file)
+    if actual != record["sha256"]:
+        raise _fail(path, f"the SHA-256 of {file.name} is {actual}, the manifest says {record['sha256']}: "
+                          f"the {what} file is corrupt or was replaced. Reinstall or re-export the package")
 
 
 def _check_fits(path: Path, network_config: Any, settings: ModelSettings) -> None:
@@ -307,16 +371,21 @@ def load_model_package(path: str | Path | None = None) -> ModelPackage:
             raise _fail(path, f"its fingerprint {stated!r} does not match its architecture, network, settings and "
                               "weights: the manifest was edited after export, so it would run another model under "
                               "the same name. Export it again from its training run (or restore the manifest)")
-    weights = manifest["weights"]
-    file = _weights_file(path, weights["file"])
-    if file.stat().st_size != weights["bytes"]:
-        raise _fail(path, f"{file.name} has {file.stat().st_size} bytes, the manifest says {weights['bytes']} "
-                          "(truncated or replaced)")
-    actual = sha256_of(file)
-    if actual != weights["sha256"]:
-        raise _fail(path, f"the SHA-256 of {file.name} is {actual}, the manifest says {weights['sha256']}: "
-                          "the weights are corrupt or were replaced. Reinstall or re-export the package")
+    _check_file(path, manifest["weights"], "weights")
+    if "graph" in manifest:
+        _check_graph_shapes(path, manifest["graph"], *package.channels)
+        _check_file(path, manifest["graph"], "graph")
+        _check_file(path, manifest["graph"]["constants"], "graph constants")
     return package
+
+
+def _check_graph_shapes(path: Path, graph: dict[str, Any], in_channels: int, out_channels: int) -> None:
+    """The graph's recorded input and output shapes are the network's (the engine checks the IR itself too)."""
+    expected = graph_shapes(in_channels, out_channels)
+    if [graph["input_shape"], graph["output_shape"]] != list(expected):
+        raise _fail(path, f"its graph takes {graph['input_shape']} and gives {graph['output_shape']}, but the network "
+                          f"takes {expected[0]} and gives {expected[1]} (batch, channels, z, y, x): the graph belongs "
+                          "to another model. Export the package again")
 
 
 def stored_state(network: nn.Module, weights_dtype: str = "float32") -> dict[str, torch.Tensor]:
@@ -325,6 +394,8 @@ def stored_state(network: nn.Module, weights_dtype: str = "float32") -> dict[str
     statistics keep float32: a variance can be smaller than half precision resolves."""
     if weights_dtype not in WEIGHT_DTYPES:
         raise ModelPackageError(f"weights dtype must be one of {', '.join(WEIGHT_DTYPES)}, not {weights_dtype!r}.")
+    import torch
+
     dtype = getattr(torch, weights_dtype)
     state = {}
     for key, value in network.state_dict().items():
@@ -350,10 +421,13 @@ def save_model_package(
     metrics: dict[str, Any] | None = None,
     extra_files: dict[str, Path] | None = None,
     weights_dtype: str = "float32",
+    graph: bool = True,
 ) -> ModelPackage:
     """Write a model package folder (atomically) and return it, validated by loading it back.
 
-    ``weights_dtype`` is one of :data:`WEIGHT_DTYPES`.
+    ``weights_dtype`` is one of :data:`WEIGHT_DTYPES`. ``graph``: also write the network as an
+    OpenVINO IR sharing the weights file (:mod:`.graph_export`), checked against the PyTorch
+    network on a test input of up to ``4 * divisor`` voxels a side; needs torch and openvino.
 
     ``extra_files`` (name in the package -> source file) are copied beside the manifest, e.g.
     the training log and curves; loading ignores them.
@@ -363,6 +437,8 @@ def save_model_package(
     path = Path(path)
     if path.exists() and any(path.iterdir()):
         raise ModelPackageError(f"'{path}' exists and is not empty; choose a new folder for the package.")
+    from safetensors.torch import save_file
+
     with atomic_folder(path) as staging:
         save_file(stored_state(network, weights_dtype), str(staging / WEIGHTS))
         manifest = {
@@ -382,10 +458,23 @@ def save_model_package(
             "training": training or {},
             "metrics": metrics or {},
         }
+        if graph:
+            manifest["graph"] = _export_graph(staging, architecture, network_config, settings)
         manifest["fingerprint"] = model_fingerprint(manifest)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         for target, source in (extra_files or {}).items():
-            if target in (MANIFEST, WEIGHTS) or "/" in target:
+            if target in (MANIFEST, WEIGHTS, GRAPH, CONSTANTS) or "/" in target:
                 raise ModelPackageError(f"Extra file name {target!r} is not allowed in a package.")
             shutil.copyfile(source, staging / target)
     return load_model_package(path)
+
+
+def _export_graph(staging: Path, architecture: str, network_config: Any, settings: ModelSettings) -> dict[str, Any]:
+    """Write the graph of the network stored in ``staging``'s weights file; its manifest record."""
+    from .graph_export import write_graph
+
+    staged = ModelPackage(path=staging, manifest={"architecture": architecture, "weights": {"file": WEIGHTS}},
+                          network_config=network_config, settings=settings)
+    divisor = int(getattr(network_config, "divisor", 1))
+    check_zyx = tuple(min(int(p), 4 * divisor) for p in settings.inference.patch_zyx)
+    return write_graph(staged.build_network(), *staged.channels, divisor, check_zyx, staging, staging / WEIGHTS)
