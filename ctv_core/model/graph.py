@@ -84,10 +84,11 @@ def read_graph(package_path: Path, record: dict[str, Any], weights_file: Path, i
     try:
         model = ov.Core().read_model(xml, ov.Tensor(buffer))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__  # OpenVINO's last line says what; the first, where
         raise ModelPackageError(f"'{package_path}' is not a usable model package: its graph {record['file']} cannot "
-                                f"be read by OpenVINO {ov.__version__} ({first}). Export the package again, or choose "
-                                "--engine torch.") from exc
+                                f"be read by OpenVINO {ov.__version__.split('-')[0]} ({reason}). Export the package "
+                                "again, or choose --engine torch.") from exc
     expected = graph_shapes(in_channels, out_channels)
     found = ([_shape_list(p.get_partial_shape()) for p in model.inputs],
              [_shape_list(p.get_partial_shape()) for p in model.outputs])
