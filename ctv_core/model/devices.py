@@ -22,7 +22,10 @@ NVIDIA_DRIVER_FILES = (Path("/proc/driver/nvidia/version"), Path("/dev/dxg"),
 
 def torch_installed() -> bool:
     """Whether torch can be imported here (looked up without importing it)."""
-    return importlib.util.find_spec("torch") is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken installation, or an import hook refusing it
+        return False
 
 
 def cuda_usable() -> bool:

@@ -37,7 +37,6 @@ what and how to fix it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib
 import json
 import shutil
@@ -51,7 +50,9 @@ from safetensors import SafetensorError
 from .._version import __version__
 from ..atomic_files import atomic_folder
 from ..errors import ModelPackageError
-from .graph import CONSTANTS, FILE_KEYS, GRAPH, GRAPH_FORMAT, GRAPH_KEYS, graph_shapes, read_graph
+from .graph import CONSTANTS, GRAPH, graph_shapes, read_graph
+from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, check_file, fail, model_fingerprint,
+                       read_manifest, sha256_of)
 from .settings import ModelSettings
 from .network_config import NetworkConfig
 from .qa_config import HUWindowConfig
@@ -60,14 +61,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-FORMAT = "ctv-model"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-#: A manifest larger than this, or nested deeper, is not a model's.
-MAX_MANIFEST_BYTES = 4 << 20
-MAX_MANIFEST_DEPTH = 32
-MANIFEST = "manifest.json"
-WEIGHTS = "weights.safetensors"
 #: How a package may store its parameters. "float16" stores the learned weights in half precision
 #: (batch-norm statistics stay float32); loading casts every tensor to the network's float32.
 WEIGHT_DTYPES = ("float32", "float16")
@@ -78,16 +71,6 @@ ARCHITECTURES: dict[str, tuple[Callable[[dict], Any], str]] = {
     "unet3d": (NetworkConfig.from_dict, "ctv_core.model.unet3d:UNet3D"),
     "hu_window": (HUWindowConfig.from_dict, "ctv_core.model.qa_models:HUWindowModel"),
 }
-_REQUIRED = ("format", "format_version", "name", "version", "architecture", "network", "settings", "weights")
-#: Every key a manifest may hold, with the JSON type of its value.
-_KEYS: dict[str, type | tuple[type, ...]] = {
-    "format": str, "format_version": int, "name": str, "version": str, "created": str, "ctv_core_version": str,
-    "description": str, "intended_use": str, "architecture": str, "network": dict, "settings": dict,
-    "weights": dict, "graph": dict, "training": dict, "metrics": dict, "fingerprint": str,
-}
-_WEIGHT_KEYS: dict[str, type] = {"file": str, "sha256": str, "bytes": int}
-
-
 @dataclass(frozen=True)
 class ModelPackage:
     """A validated model package (weights checked, not yet loaded into a network).
@@ -204,132 +187,6 @@ def network_factory(architecture: str) -> Callable[[Any], nn.Module]:
     return getattr(importlib.import_module(module), name)
 
 
-def _fail(path: Path, what: str) -> ModelPackageError:
-    return ModelPackageError(f"'{path}' is not a usable model package: {what}.")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def model_fingerprint(manifest: dict[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of what decides a package's output: format, architecture,
-    network, settings and the weights' SHA-256 (of a manifest, or of the same keys in effect).
-    Names, versions, descriptions and records do not enter, so re-labelling a model keeps its
-    fingerprint and changing how it runs does not."""
-    decisive = {"format": manifest["format"], "architecture": manifest["architecture"],
-                "network": manifest["network"], "settings": manifest["settings"],
-                "weights_sha256": manifest["weights"]["sha256"]}
-    if manifest.get("graph") is not None:  # packages without a graph keep the fingerprint they were exported with
-        decisive["graph_sha256"] = [manifest["graph"]["sha256"], manifest["graph"]["constants"]["sha256"]]
-    text = json.dumps(decisive, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a JSON value, stopping once past ``limit``."""
-    if limit < 0 or not isinstance(value, (dict, list)):
-        return 0
-    children = value.values() if isinstance(value, dict) else value
-    return 1 + max((_depth(v, limit - 1) for v in children), default=0)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number a manifest may hold")
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest as a checked dict: JSON object, known keys of the right types, bounded size and nesting."""
-    file = path / MANIFEST
-    try:
-        if file.is_symlink() or not file.is_file():
-            raise _fail(path, f"{MANIFEST} is missing or not a regular file")
-        if file.stat().st_size > MAX_MANIFEST_BYTES:
-            raise _fail(path, f"{MANIFEST} is {file.stat().st_size} bytes; a manifest is far smaller")
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _fail(path, f"{MANIFEST} cannot be read ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise _fail(path, f"{MANIFEST} is not UTF-8 text ({exc})") from exc
-    try:
-        manifest = json.loads(text, parse_constant=_refuse_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise _fail(path, f"{MANIFEST} is not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise _fail(path, f"{MANIFEST} is nested too deeply to be a manifest") from exc
-    if not isinstance(manifest, dict):
-        raise _fail(path, f"{MANIFEST} does not hold an object")
-    if _depth(manifest, MAX_MANIFEST_DEPTH) > MAX_MANIFEST_DEPTH:
-        raise _fail(path, f"{MANIFEST} is nested more than {MAX_MANIFEST_DEPTH} levels deep")
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing:
-        raise _fail(path, f"{MANIFEST} lacks {', '.join(missing)}")
-    unknown = sorted(set(manifest) - set(_KEYS))
-    if unknown:
-        raise _fail(path, f"{MANIFEST} has unknown field(s) {', '.join(unknown)} (known: {', '.join(_KEYS)})")
-    for key, value in manifest.items():
-        if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
-            raise _fail(path, f"{MANIFEST} field '{key}' must be a JSON {_json_type(_KEYS[key])}, not "
-                              f"{json.dumps(value)[:40]}")
-    if manifest["format"] != FORMAT or manifest["format_version"] not in READABLE_VERSIONS:
-        raise _fail(path, f"format {manifest['format']!r} version {manifest['format_version']!r} is not "
-                          f"{FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))}; this ctv_core "
-                          f"{__version__} cannot read it")
-    _check_record(path, manifest["weights"], _WEIGHT_KEYS, "weights")
-    if "graph" in manifest:
-        graph = manifest["graph"]
-        _check_record(path, graph, GRAPH_KEYS, "graph")
-        _check_record(path, graph["constants"], FILE_KEYS, "graph.constants")
-        if graph["format"] != GRAPH_FORMAT:
-            raise _fail(path, f"its graph is of format {graph['format']!r}; this ctv_core {__version__} reads "
-                              f"{GRAPH_FORMAT!r}")
-    return manifest
-
-
-def _check_record(path: Path, record: dict[str, Any], keys: dict[str, type], where: str) -> None:
-    """Every key of ``keys`` present in ``record`` with its JSON type, and no other."""
-    for key, kind in keys.items():
-        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-            raise _fail(path, f"{MANIFEST} field '{where}.{key}' must be a JSON {_json_type(kind)}, not "
-                              f"{json.dumps(record.get(key))[:40]}")
-    extra = sorted(set(record) - set(keys))
-    if extra:
-        raise _fail(path, f"{MANIFEST} field '{where}' has unknown key(s) {', '.join(extra)}")
-
-
-def _json_type(kind: type | tuple[type, ...]) -> str:
-    return {str: "string", int: "integer", dict: "object", list: "array"}.get(kind, "value")
-
-
-def _package_file(path: Path, name: str, what: str) -> Path:
-    """A file of the package: a plain name of a regular file directly in the package, never a link or a path out."""
-    if not name or "/" in name or "\\" in name or Path(name).is_absolute() or name.startswith("."):
-        raise _fail(path, f"the {what} file {name!r} must be a plain file name inside the package (no folders, no "
-                          "'..', no absolute path)")
-    file = path / name
-    if file.is_symlink():
-        raise _fail(path, f"the {what} file {name!r} is a symbolic link; a package holds its own files")
-    if not file.is_file():
-        raise _fail(path, f"the {what} file {name!r} named in the manifest is missing")
-    return file
-
-
-def _check_file(path: Path, record: dict[str, Any], what: str) -> None:
-    """The file named by ``record`` (``file``, ``bytes``, ``sha256``) exists in the package with that size and hash."""
-    file = _package_file(path, record["file"], what)
-    if file.stat().st_size != record["bytes"]:
-        raise _fail(path, f"{file.name} has {file.stat().st_size} bytes, the manifest says {record['bytes']} "
-                          "(truncated or replaced)")
-    actual = sha256_of(file)
-    if actual != record["sha256"]:
-        raise _fail(path, f"the SHA-256 of {file.name} is {actual}, the manifest says {record['sha256']}: "
-                          f"the {what} file is corrupt or was replaced. Reinstall or re-export the package")
-
-
 def _check_fits(path: Path, network_config: Any, settings: ModelSettings) -> None:
     """Sizes the network cannot take are refused before any CT is prepared for them."""
     divisor = int(getattr(network_config, "divisor", 1))
@@ -338,7 +195,7 @@ def _check_fits(path: Path, network_config: Any, settings: ModelSettings) -> Non
         shapes.append(("settings.preprocessing.fixed_shape_zyx", settings.preprocessing.fixed_shape_zyx))
     for where, shape in shapes:
         if any(int(s) % divisor for s in shape):
-            raise _fail(path, f"{where} {tuple(shape)} must be multiples of {divisor}, which the network's "
+            raise fail(path, f"{where} {tuple(shape)} must be multiples of {divisor}, which the network's "
                               "resolution levels need")
 
 
@@ -353,29 +210,29 @@ def load_model_package(path: str | Path | None = None) -> ModelPackage:
             )
     path = Path(path)
     if not path.is_dir():
-        raise _fail(path, "it is not a folder (a package is a folder with manifest.json and weights.safetensors)")
-    manifest = _read_manifest(path)
+        raise fail(path, "it is not a folder (a package is a folder with manifest.json and weights.safetensors)")
+    manifest = read_manifest(path)
     if manifest["architecture"] not in ARCHITECTURES:
-        raise _fail(path, f"unknown architecture {manifest['architecture']!r} (known: {', '.join(ARCHITECTURES)})")
+        raise fail(path, f"unknown architecture {manifest['architecture']!r} (known: {', '.join(ARCHITECTURES)})")
     parse, _ = ARCHITECTURES[manifest["architecture"]]
     try:
         network_config = parse(manifest["network"])
         settings = ModelSettings.from_dict(manifest["settings"])
     except (ValueError, TypeError, KeyError) as exc:
-        raise _fail(path, f"its manifest has an invalid setting: {exc}") from exc
+        raise fail(path, f"its manifest has an invalid setting: {exc}") from exc
     _check_fits(path, network_config, settings)
     package = ModelPackage(path=path, manifest=manifest, network_config=network_config, settings=settings)
     if manifest["format_version"] >= 2:
         stated, actual = manifest.get("fingerprint"), package.sha256
         if stated != actual:
-            raise _fail(path, f"its fingerprint {stated!r} does not match its architecture, network, settings and "
+            raise fail(path, f"its fingerprint {stated!r} does not match its architecture, network, settings and "
                               "weights: the manifest was edited after export, so it would run another model under "
                               "the same name. Export it again from its training run (or restore the manifest)")
-    _check_file(path, manifest["weights"], "weights")
+    check_file(path, manifest["weights"], "weights")
     if "graph" in manifest:
         _check_graph_shapes(path, manifest["graph"], *package.channels)
-        _check_file(path, manifest["graph"], "graph")
-        _check_file(path, manifest["graph"]["constants"], "graph constants")
+        check_file(path, manifest["graph"], "graph")
+        check_file(path, manifest["graph"]["constants"], "graph constants")
     return package
 
 
@@ -383,7 +240,7 @@ def _check_graph_shapes(path: Path, graph: dict[str, Any], in_channels: int, out
     """The graph's recorded input and output shapes are the network's (the engine checks the IR itself too)."""
     expected = graph_shapes(in_channels, out_channels)
     if [graph["input_shape"], graph["output_shape"]] != list(expected):
-        raise _fail(path, f"its graph takes {graph['input_shape']} and gives {graph['output_shape']}, but the network "
+        raise fail(path, f"its graph takes {graph['input_shape']} and gives {graph['output_shape']}, but the network "
                           f"takes {expected[0]} and gives {expected[1]} (batch, channels, z, y, x): the graph belongs "
                           "to another model. Export the package again")
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .devices import DEVICE_CHOICES, device_name, usable_cpu_count  # noqa: F401 (re-exported)
+from .devices import device_name, usable_cpu_count
 from .unet3d import ConvNorm, UNet3D
 
 logger = logging.getLogger(__name__)
