@@ -61,9 +61,9 @@ def fake_python(folder: Path, delay: float = 0.0) -> tuple[str, Path]:
     return str(path), log
 
 
-def _logic(slicer_lib, installed, python=None):
+def _logic(slicer_lib, installed, python=None, withTorch=False):
     return slicer_lib.DependencyLogic(versionOf=lambda name: installed.get(canonicalize_name(name)),
-                                      distributions=lambda: dict(installed), python=python)
+                                      distributions=lambda: dict(installed), python=python, withTorch=withTorch)
 
 
 def _finish(job, limit=30.0):
@@ -75,12 +75,23 @@ def _finish(job, limit=30.0):
 
 
 def test_requirements_match_pyproject(slicer_lib):
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    declared = {canonicalize_name(Requirement(r).name): Requirement(r).specifier for r in project}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {canonicalize_name(Requirement(r).name): Requirement(r).specifier for r in project["dependencies"]}
     needed = slicer_lib.Dependencies.readRequirements()
     for requirement in needed:
         assert declared[canonicalize_name(requirement.name)] == requirement.specifier, requirement
-    assert declared["torch"] == Requirement(slicer_lib.Dependencies.TORCH_REQUIREMENT).specifier
+    # the CPU needs OpenVINO, not PyTorch; torch comes with the extra ctv_core[torch] (and for a GPU in Slicer)
+    assert "openvino" in declared and "torch" not in declared
+    extra = {canonicalize_name(Requirement(r).name): Requirement(r).specifier
+             for r in project["optional-dependencies"]["torch"]}
+    assert extra["torch"] == Requirement(slicer_lib.Dependencies.TORCH_REQUIREMENT).specifier
+
+
+def test_pytorch_is_offered_only_for_a_gpu_or_the_pytorch_engine(slicer_lib):
+    cpu = {r.name for r in slicer_lib.DependencyLogic().requirements}
+    gpu = {r.name for r in slicer_lib.DependencyLogic(withTorch=True).requirements}
+    assert "openvino" in cpu and "torch" not in cpu
+    assert gpu - cpu == {"torch"}
 
 
 def test_requirements_cover_what_the_prediction_and_the_export_import(slicer_lib):
@@ -135,9 +146,10 @@ def test_nothing_to_do_when_everything_is_there(slicer_lib):
 def test_only_missing_packages_are_installed_in_a_process_with_everything_installed_pinned(slicer_lib, tmp_path):
     installed = {"numpy": "1.26.4", "scipy": "1.9.0", "simpleitk": "2.3.1", "pydicom": "2.4.4",
                  "pylibjpeg": "2.0.1", "pylibjpeg-libjpeg": "2.3.0", "pylibjpeg-openjpeg": "2.4.0",
-                 "pylibjpeg-rle": "2.1.0", "requests": "2.31.0"}  # Slicer 5.8's own; safetensors, torch missing
+                 "pylibjpeg-rle": "2.1.0", "requests": "2.31.0",
+                 "openvino": "2025.3.0"}  # Slicer 5.8's own and OpenVINO; safetensors and torch (for a GPU) missing
     python, log = fake_python(tmp_path)
-    logic = _logic(slicer_lib, installed, python)
+    logic = _logic(slicer_lib, installed, python, withTorch=True)
     plan = logic.plan()
     assert plan.packages == ["safetensors>=0.4"] and plan.torch == "torch>=2.1"
     assert [c.name for c in plan.conflicts] == ["scipy"]
@@ -151,7 +163,8 @@ def test_only_missing_packages_are_installed_in_a_process_with_everything_instal
         ("pip", ["light-the-torch>=0.7"]), ("light_the_torch", ["torch>=2.1"]), ("pip", ["safetensors>=0.4"])]
     assert all(c["pins"] == {"numpy": "1.26.4", "scipy": "1.9.0", "simpleitk": "2.3.1", "pydicom": "2.4.4",
                              "pylibjpeg": "2.0.1", "pylibjpeg-libjpeg": "2.3.0", "pylibjpeg-openjpeg": "2.4.0",
-                             "pylibjpeg-rle": "2.1.0", "requests": "2.31.0"} for c in calls)  # all pinned
+                             "pylibjpeg-rle": "2.1.0", "requests": "2.31.0", "openvino": "2025.3.0"}
+               for c in calls)  # all pinned
     assert job.returnCode == 0 and job.lastLine == "Successfully installed safetensors>=0.4"
     ok, message = logic.outcome(job)
     assert not ok and "scipy>=1.10 (installed: 1.9.0)" in message  # the conflict is left for the user

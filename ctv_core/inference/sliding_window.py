@@ -1,8 +1,10 @@
 """Applying a network to a volume larger than its patch: overlapping windows, Gaussian-weighted.
 
-``sliding_window_probability`` takes any callable mapping a float32 NumPy array ``[1, C, z, y, x]``
-to logits of the same spatial size (an engine's ``logits``: :mod:`ctv_core.model.engines`), so
-tests can pass simple functions and the predictor passes the network; nothing here needs torch. Windows overlap by a fraction of the patch; each window's probabilities are weighted
+``sliding_window_probability`` takes any callable mapping a float32 NumPy array
+``[1, C, z, y, x]`` to logits of the same spatial size (an engine's ``logits``:
+:mod:`ctv_core.model.engines`), so tests can pass simple functions and the predictor passes the
+network; nothing here needs torch. Windows overlap by a fraction of the patch; each window's
+probabilities are weighted
 by a Gaussian that favours its centre (sigma = patch / 8), and the weighted sum is divided by
 the summed weights. A volume that fits in one patch is predicted in one call. The engine runs
 the window on its device; the sigmoid and the accumulators are NumPy float32 on the CPU.

@@ -9,7 +9,8 @@ Slicer's user interface never waits for the network and a run can be stopped at 
 ("predict" or "probe"), and for a prediction ``image`` (a NRRD/NIfTI/MetaImage file of the CT in
 HU on its own geometry, LPS, as SimpleITK writes it), ``mask`` and ``result`` (the files to
 write), ``model`` (a package folder, or null for the bundled model), ``device`` ("auto", "cpu",
-"cuda") and the options ``passes`` (recurrent refinement passes, null for the model's own),
+"cuda"), ``engine`` ("auto", "openvino", "torch"; absent: "auto") and the options ``passes``
+(recurrent refinement passes, null for the model's own),
 ``test_time_flips`` (null for the model's own) and ``postprocessing`` (false keeps every voxel
 above the threshold).
 
@@ -21,7 +22,7 @@ The conversation, one JSON object per line:
   ``{"event": "error", "kind": ..., "message": ...}`` (the message says what was wrong and what
   to do; never a traceback). A probe answers ``{"event": "probe", ...}`` and ends.
 * stdin (the caller to this process): ``go`` once the image file is complete (the caller writes
-  it while this process imports torch and loads the model), ``cancel`` to stop. A closed stdin
+  it while this process imports the engine and loads the model), ``cancel`` to stop. A closed stdin
   (the caller quit) also stops the run.
 
 The mask (uint8 0/1 on the input image's grid) and the result (``result.json``: CTV volume,
@@ -142,12 +143,23 @@ class _Commands:
 
 
 def _probe() -> dict[str, Any]:
-    import torch
+    """What this Python offers: OpenVINO (the CPU engine), torch and its CUDA GPUs (None: not installed)."""
+    from ..model.devices import cuda_usable, torch_installed
 
-    cuda = bool(torch.cuda.is_available())
-    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-    return {"event": "probe", "ctv_core": __version__, "torch": torch.__version__, "cuda": cuda, "gpus": names,
-            "python": sys.version.split()[0]}
+    try:
+        import openvino
+        openvino_version = openvino.__version__.split("-")[0]
+    except ImportError:
+        openvino_version = None
+    answer = {"event": "probe", "ctv_core": __version__, "openvino": openvino_version, "torch": None, "cuda": False,
+              "gpus": [], "python": sys.version.split()[0]}
+    if torch_installed():
+        import torch
+
+        cuda = cuda_usable()
+        answer.update(torch=torch.__version__, cuda=cuda,
+                      gpus=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [])
+    return answer
 
 
 def _read_image(path: str):
@@ -173,10 +185,10 @@ def _predict(request: dict[str, Any], commands: _Commands, emit) -> dict[str, An
     started = time.perf_counter()
     package = with_options(load_model_package(request.get("model")), request.get("passes"),
                            request.get("test_time_flips"), request.get("postprocessing", True) is not False)
-    predictor = CTVPredictor(package, device=request.get("device") or "auto")
+    predictor = CTVPredictor(package, device=request.get("device") or "auto", engine=request.get("engine") or "auto")
     model = {"name": package.name, "version": package.version, "sha256": package.sha256,
              "path": str(package.path), "model_id": package.model_id}
-    emit({"event": "ready", "device": str(predictor.device), "model": model,
+    emit({"event": "ready", "device": str(predictor.device), "engine": predictor.engine.name, "model": model,
           "seconds": round(time.perf_counter() - started, 3)})
     commands.wait_for_go()
 
@@ -200,7 +212,8 @@ def _predict(request: dict[str, Any], commands: _Commands, emit) -> dict[str, An
                "postprocessing": request.get("postprocessing", True) is not False}
     result = {"protocol": PROTOCOL, "ctv_core_version": __version__, "mask": request["mask"],
               "volume_cc": round(prediction.volume_cc, 3), "warnings": list(prediction.warnings),
-              "device": prediction.device, "seconds": {k: round(v, 3) for k, v in prediction.seconds.items()},
+              "device": prediction.device, "engine": prediction.engine,
+              "seconds": {k: round(v, 3) for k, v in prediction.seconds.items()},
               "model": model, "options": options}
     with atomic_file(request["result"]) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

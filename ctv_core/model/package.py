@@ -14,22 +14,24 @@ Layout::
 configuration); ``settings`` (preprocessing, inference, post-processing:
 :mod:`ctv_core.model.settings`); ``weights`` (``file``: a plain file name in the package,
 ``sha256``, ``bytes``; the tensors are float32, or float16 where the package was exported with
-half-precision weights, which halves its size: :data:`WEIGHT_DTYPES`); free-form ``training`` and ``metrics`` records; and ``fingerprint``, the
-SHA-256 of everything that decides the model's output (format, architecture, network, settings
-the weights' SHA-256, and the graph's where there is one; :func:`model_fingerprint`). ``graph`` (optional: packages
-exported before ctv_core 0.4 have none and run on PyTorch only) names the graph files with their sizes and SHA-256,
-the graph's input and output shapes, and the check against PyTorch made at export (:mod:`.graph`). The fingerprint is the model's checksum in
-reports and segment tags: two packages with one fingerprint predict alike, and a manifest edited
-after export (say, another number of passes with the same weights) no longer matches it.
+half-precision weights, which halves its size: :data:`WEIGHT_DTYPES`); ``graph`` (optional:
+packages exported before ctv_core 0.4 have none and run on PyTorch only), the graph files with
+their sizes and SHA-256, its input and output shapes and the check against PyTorch made at
+export (:mod:`.graph`); free-form ``training`` and ``metrics`` records; and ``fingerprint``, the
+SHA-256 of everything that decides the model's output (format, architecture, network, settings,
+the weights' SHA-256 and the graph's where there is one; :func:`model_fingerprint`). The
+fingerprint is the model's checksum in reports and segment tags: two packages with one
+fingerprint predict alike, and a manifest edited after export (say, another number of passes
+with the same weights) no longer matches it.
 
-Loading is strict and executes nothing from the package: the manifest must be a JSON object of
-known keys and types (no NaN or infinity, bounded size and nesting), every setting within range
-(:mod:`ctv_core.strict_config`), the weights file a regular file inside the package (no
-absolute path, no ``..``, no symbolic link), of the declared size and SHA-256, tensors only
-(safetensors), fitting the architecture exactly; the graph files likewise of their declared size and SHA-256,
-and the graph's input and output shapes those of the network (checked when the OpenVINO engine reads it).
-Nothing here imports torch: the OpenVINO engine predicts on the CPU without it. Any problem raises ``ModelPackageError`` saying
-what and how to fix it.
+Loading is strict and executes nothing from the package (:mod:`.manifest`): the manifest must be
+a JSON object of known keys and types (no NaN or infinity, bounded size and nesting), every
+setting within range (:mod:`ctv_core.strict_config`), the weights and graph files regular files
+inside the package (no absolute path, no ``..``, no symbolic link) of the declared size and
+SHA-256, the weights tensors only (safetensors) fitting the architecture exactly, the graph's
+input and output shapes the network's (recorded ones on loading, the IR's own when the OpenVINO
+engine reads it). Any problem raises ``ModelPackageError`` saying what and how to fix it.
+Nothing here imports torch: the OpenVINO engine predicts on the CPU without it.
 
 ``model=None`` everywhere means the bundled package, ``ctv_core/model/demo``.
 """
