@@ -310,3 +310,17 @@ def test_one_choice_of_a_kept_upload_at_a_time_and_a_wrong_choice_keeps_it(with_
     assert len(folders) == cases_before + 1, (folders, results)
     assert all(any(f.iterdir()) for f in folders), [(f, list(f.rglob("*"))) for f in folders]  # none empty
     assert json.loads(json.dumps(results))  # every answer was JSON
+
+
+@pytest.mark.parametrize("secret", ["-starts-with-a-dash", "--authKey", "plain_secret"])
+def test_a_websocket_secret_that_starts_with_a_dash_is_still_the_secret(secret):
+    # secrets.token_urlsafe starts with "-" one time in 64: the station then failed to start
+    # ("argument --authKey: expected one argument").
+    from trame.app import get_server
+
+    from ctv_core.service.review.server import _quiet_trame_command_line
+
+    server = get_server(f"secret-{random_secrets.token_hex(4)}", client_type="vue3")
+    _quiet_trame_command_line(server, secret)
+    parsed, _ = server.cli.parse_known_args()
+    assert parsed.authKey == secret

@@ -102,7 +102,15 @@ def test_upload_review_autoplay_edit_save_and_download_in_the_browser(phantom, t
         browser.find_element("id", "ctv-play").click()
         _wait(lambda: _state(browser, "ctv_playing"), 10, "autoplay to start")
         start = _state(browser, "ctv_position")
-        time.sleep(2.0)
+
+        def advanced() -> int:
+            position = _state(browser, "ctv_position")
+            if not (start.startswith("CTV slice") and position.startswith("CTV slice")):
+                return 0
+            return (int(position.split()[2]) - int(start.split()[2])) % len(holding)
+
+        # Waits for the slices themselves (a fixed sleep assumed 250 ms a slice under any load).
+        _wait(lambda: advanced() >= 4, 30, "autoplay to step through four CTV slices")
         browser.find_element("id", "ctv-play").click()
         _wait(lambda: _state(browser, "ctv_playing") is False, 10, "autoplay to pause")
         played = [int(p.split()[2]) for p in (start, _state(browser, "ctv_position")) if p.startswith("CTV slice")]

@@ -53,12 +53,16 @@ def model_choices(config: StationConfig) -> dict[str, str]:
 
 
 def _quiet_trame_command_line(server, secret: str) -> None:
-    """trame's parser reads no command line but the websocket's secret."""
+    """trame's parser reads no command line but the websocket's secret.
+
+    The secret is given as ``--authKey=SECRET``: a URL-safe token starts with ``-`` one time in
+    64, and argparse reads a separate ``-...`` word as an option, not as the value.
+    """
     from trame_server.utils.argument_parser import ArgumentParser
 
     parser = server.cli
     parser.parse_known_args = lambda args=None, namespace=None: ArgumentParser.parse_known_args(
-        parser, ["--authKey", secret], namespace)
+        parser, [f"--authKey={secret}"], namespace)
 
 
 def secret_middleware(secret: str):
