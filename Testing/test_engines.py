@@ -255,3 +255,17 @@ def test_ctv_predict_refuses_the_openvino_engine_on_a_package_without_a_graph(tm
     assert run.returncode == 2
     assert "has no graph" in run.stderr and "--engine torch" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_the_services_take_an_engine_setting(tmp_path):
+    from ctv_core.cli import build_parser
+    from ctv_core.errors import CTVError
+    from ctv_core.service.review.config import StationConfig
+
+    parser = build_parser()
+    assert parser.parse_args(["review", "--engine", "torch"]).engine == "torch"
+    assert parser.parse_args(["node", "--engine", "openvino"]).engine == "openvino"
+    assert parser.parse_args(["predict", "ct", "out"]).engine == "auto"
+    assert StationConfig(data=tmp_path, engine="openvino").engine == "openvino"
+    with pytest.raises(CTVError, match="--engine onnx is not one of auto, openvino, torch"):
+        StationConfig(data=tmp_path, engine="onnx")
