@@ -116,6 +116,7 @@ class CTVDelineationParameterNode:
     outputSegmentation: slicer.vtkMRMLSegmentationNode
     modelFolder: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    engine: Annotated[str, Choice(["auto", "openvino", "torch"])] = "auto"
     refinementPasses: Annotated[int, WithinRange(0, 8)] = 0
     testTimeFlips: bool = False
     postprocessing: bool = True
@@ -251,7 +252,19 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelFolder
         self._checkCanApply()
 
+    def _syncDependencies(self) -> None:
+        """PyTorch is a dependency only when the user chose a GPU (device cuda) or the PyTorch engine; the CPU
+        runs the network with OpenVINO."""
+        p = self._parameterNode
+        wantsTorch = bool(p and (p.device == "cuda" or p.engine == "torch"))
+        panel = getattr(self, "dependencies", None)
+        if panel is not None and panel.installation is None and getattr(panel.logic, "withTorch", None) not in (
+                None, wantsTorch):
+            panel.logic = loadLogicPackage().DependencyLogic(withTorch=wantsTorch)
+            panel.show()
+
     def _checkCanApply(self, caller=None, event=None):
+        self._syncDependencies()
         running = self.logic is not None and self.logic.isRunning
         hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = running or hasInput
@@ -276,7 +289,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         lib = loadLogicPackage()
         p = self._parameterNode
-        options = lib.PredictionOptions(model=p.modelFolder or None, device=p.device,
+        options = lib.PredictionOptions(model=p.modelFolder or None, device=p.device, engine=p.engine,
                                         passes=p.refinementPasses or None, testTimeFlips=p.testTimeFlips,
                                         postprocessing=p.postprocessing)
         self.ui.playButton.checked = False

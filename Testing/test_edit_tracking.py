@@ -300,3 +300,30 @@ def test_ctv_report_on_a_store_or_folder_without_an_approved_case_says_so(tmp_pa
     done = subprocess.run([ctv_command(), "report", str(tmp_path / "bad"), str(tmp_path / "out")], capture_output=True,
                           text=True)
     assert done.returncode == 2 and "x.ai-edits.json" in done.stderr and "cannot be read" in done.stderr
+
+
+def test_without_monai_the_surface_figures_are_not_measured_and_never_counted_as_infinite(monkeypatch):
+    # Slicer's CPU install has OpenVINO, not PyTorch, so not MONAI: an export there must still record the rest.
+    from ctv_core.errors import MissingDependencyError
+    from ctv_core.evaluation import surfaces
+    from ctv_core.evaluation.edit_report import summarise_edits
+
+    def no_monai():
+        raise MissingDependencyError("MONAI is not installed (pip install 'ctv_core[torch]').")
+
+    ai = _box(slice(6, 14), slice(10, 20), slice(10, 30))
+    approved = _box(slice(6, 14), slice(10, 20), slice(10, 31))  # one column of voxels added on 8 slices
+    measured = edit_figures(ai, approved)
+    monkeypatch.setattr(surfaces, "_torch", no_monai)
+    figures = edit_figures(ai, approved)
+    assert figures["not_measured"] == ["hd95_mm", "surface_dice_2mm"]
+    assert figures["hd95_mm"] is None and figures["surface_dice_2mm"] is None
+    assert measured["not_measured"] == [] and measured["hd95_mm"] is not None
+    for key in ("dice", "added_cc", "removed_cc", "slices_touched", "ai_volume_cc", "approved_volume_cc"):
+        assert figures[key] == pytest.approx(measured[key]), key
+    assert figures["added_cc"] == pytest.approx(8 * 10 * 0.8 * 0.8 * 3.0 / 1000)
+    records = [{"ai": {"model_name": "m", "model_version": "1", "model_sha256": "x"}, "door": "slicer-export",
+                "figures": f} for f in (figures, measured)]
+    summary = next(iter(summarise_edits(records).values()))["figures"]
+    assert summary["hd95_mm"]["n"] == 1 and summary["hd95_mm"]["infinite"] == 0
+    assert summary["dice"]["n"] == 2

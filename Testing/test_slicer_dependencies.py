@@ -18,8 +18,7 @@ from slicer_api import RELEASES, release_api
 from slicer_support import REPO
 
 RUNTIME_MODULES = ("ctv_core.inference.worker", "ctv_core.inference.predictor", "ctv_core.structures.rtstruct",
-                   "ctv_core.dicom.series", "ctv_core.model.package", "ctv_core.evaluation.edit_job",
-                   "monai.metrics.utils")  # the edit job imports MONAI when it measures
+                   "ctv_core.dicom.series", "ctv_core.model.package", "ctv_core.evaluation.edit_job")
 
 
 #: A pip that installs nothing: it records each command and what it would install, and refuses (as pip's
@@ -62,9 +61,9 @@ def fake_python(folder: Path, delay: float = 0.0) -> tuple[str, Path]:
     return str(path), log
 
 
-def _logic(slicer_lib, installed, python=None):
+def _logic(slicer_lib, installed, python=None, withTorch=False):
     return slicer_lib.DependencyLogic(versionOf=lambda name: installed.get(canonicalize_name(name)),
-                                      distributions=lambda: dict(installed), python=python)
+                                      distributions=lambda: dict(installed), python=python, withTorch=withTorch)
 
 
 def _finish(job, limit=30.0):
@@ -76,12 +75,23 @@ def _finish(job, limit=30.0):
 
 
 def test_requirements_match_pyproject(slicer_lib):
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    declared = {canonicalize_name(Requirement(r).name): Requirement(r).specifier for r in project}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {canonicalize_name(Requirement(r).name): Requirement(r).specifier for r in project["dependencies"]}
     needed = slicer_lib.Dependencies.readRequirements()
     for requirement in needed:
         assert declared[canonicalize_name(requirement.name)] == requirement.specifier, requirement
-    assert declared["torch"] == Requirement(slicer_lib.Dependencies.TORCH_REQUIREMENT).specifier
+    # the CPU needs OpenVINO, not PyTorch; torch comes with the extra ctv_core[torch] (and for a GPU in Slicer)
+    assert "openvino" in declared and "torch" not in declared
+    extra = {canonicalize_name(Requirement(r).name): Requirement(r).specifier
+             for r in project["optional-dependencies"]["torch"]}
+    assert extra["torch"] == Requirement(slicer_lib.Dependencies.TORCH_REQUIREMENT).specifier
+
+
+def test_pytorch_is_offered_only_for_a_gpu_or_the_pytorch_engine(slicer_lib):
+    cpu = {r.name for r in slicer_lib.DependencyLogic().requirements}
+    gpu = {r.name for r in slicer_lib.DependencyLogic(withTorch=True).requirements}
+    assert "openvino" in cpu and "torch" not in cpu
+    assert gpu - cpu == {"torch"}
 
 
 def test_requirements_cover_what_the_prediction_and_the_export_import(slicer_lib):
@@ -136,24 +146,26 @@ def test_nothing_to_do_when_everything_is_there(slicer_lib):
 def test_only_missing_packages_are_installed_in_a_process_with_everything_installed_pinned(slicer_lib, tmp_path):
     installed = {"numpy": "1.26.4", "scipy": "1.9.0", "simpleitk": "2.3.1", "pydicom": "2.4.4",
                  "pylibjpeg": "2.0.1", "pylibjpeg-libjpeg": "2.3.0", "pylibjpeg-openjpeg": "2.4.0",
-                 "pylibjpeg-rle": "2.1.0", "requests": "2.31.0"}  # Slicer 5.8's own; safetensors, monai, torch missing
+                 "pylibjpeg-rle": "2.1.0", "requests": "2.31.0",
+                 "openvino": "2025.3.0"}  # Slicer 5.8's own and OpenVINO; safetensors and torch (for a GPU) missing
     python, log = fake_python(tmp_path)
-    logic = _logic(slicer_lib, installed, python)
+    logic = _logic(slicer_lib, installed, python, withTorch=True)
     plan = logic.plan()
-    assert plan.packages == ["safetensors>=0.4", "monai<2,>=1.5"] and plan.torch == "torch>=2.1"
+    assert plan.packages == ["safetensors>=0.4"] and plan.torch == "torch>=2.1"
     assert [c.name for c in plan.conflicts] == ["scipy"]
     text = logic.describe(plan)
     assert "scipy 1.9.0 is installed but CTVDelineation needs scipy>=1.10; it is not replaced" in text
-    assert "Install into Slicer's Python: safetensors>=0.4, monai<2,>=1.5." in text and "torch>=2.1 (without torchvision)" in text
+    assert "Install into Slicer's Python: safetensors>=0.4." in text and "torch>=2.1 (without torchvision)" in text
     job = _finish(logic.startInstall(plan))
-    installed.update({"safetensors": "0.4.5", "monai": "1.5.1", "torch": "2.13.0"})  # what a real pip would have done
+    installed.update({"safetensors": "0.4.5", "torch": "2.13.0"})  # what a real pip would have done
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(c["tool"], c["install"]) for c in calls] == [
-        ("pip", ["light-the-torch>=0.7"]), ("light_the_torch", ["torch>=2.1"]), ("pip", ["safetensors>=0.4", "monai<2,>=1.5"])]
+        ("pip", ["light-the-torch>=0.7"]), ("light_the_torch", ["torch>=2.1"]), ("pip", ["safetensors>=0.4"])]
     assert all(c["pins"] == {"numpy": "1.26.4", "scipy": "1.9.0", "simpleitk": "2.3.1", "pydicom": "2.4.4",
                              "pylibjpeg": "2.0.1", "pylibjpeg-libjpeg": "2.3.0", "pylibjpeg-openjpeg": "2.4.0",
-                             "pylibjpeg-rle": "2.1.0", "requests": "2.31.0"} for c in calls)  # all pinned
-    assert job.returnCode == 0 and job.lastLine == "Successfully installed safetensors>=0.4 monai<2,>=1.5"
+                             "pylibjpeg-rle": "2.1.0", "requests": "2.31.0", "openvino": "2025.3.0"}
+               for c in calls)  # all pinned
+    assert job.returnCode == 0 and job.lastLine == "Successfully installed safetensors>=0.4"
     ok, message = logic.outcome(job)
     assert not ok and "scipy>=1.10 (installed: 1.9.0)" in message  # the conflict is left for the user
 

@@ -16,7 +16,7 @@ from test_slicer_prediction import DONE, FakeProcess, _box
 RELEASES = ("5.8", "5.10", "5.12")
 #: Every control the user acts on: each must be wired exactly once.
 CONTROLS = {"inputVolumeSelector", "outputSegmentationSelector", "modelPathLineEdit", "bundledModelButton",
-            "deviceComboBox", "passesSpinBox", "flipsCheckBox", "postprocessingCheckBox", "applyButton",
+            "deviceComboBox", "engineComboBox", "passesSpinBox", "flipsCheckBox", "postprocessingCheckBox", "applyButton",
             "show3DButton", "editButton", "previousSliceButton", "nextSliceButton", "playButton", "exportButton",
             "installDependenciesButton"}
 
@@ -56,7 +56,16 @@ def test_the_panels_whole_life(release, mrml_scene, ct_series, tmp_path):
         widget.ui.inputVolumeSelector.setCurrentNode(volume)
         assert widget._parameterNode.inputVolume.GetID() == volume.GetID()
         assert widget.ui.applyButton.enabled and widget.ui.applyButton.text == "Apply"
+        # the CPU runs OpenVINO: PyTorch is a dependency only for a GPU or the PyTorch engine
+        assert not widget.dependencies.logic.withTorch
+        assert "torch" not in {r.name for r in widget.dependencies.logic.requirements}
+        widget.ui.deviceComboBox.setCurrentText("cuda")
+        assert "torch" in {r.name for r in widget.dependencies.logic.requirements}  # installed here: nothing to do
         widget.ui.deviceComboBox.setCurrentText("cpu")
+        assert not widget.dependencies.logic.withTorch
+        widget.ui.engineComboBox.setCurrentText("torch")
+        assert widget._parameterNode.engine == "torch" and widget.dependencies.logic.withTorch
+        widget.ui.engineComboBox.setCurrentText("auto")
         widget.ui.passesSpinBox.value = 3
         assert (widget._parameterNode.device, widget._parameterNode.refinementPasses) == ("cpu", 3)
         for _ in range(3):  # the module shown and hidden again: nothing piles up

@@ -1,10 +1,13 @@
 """Speed of the CTV network on this machine, against the machine's own fp32 matmul throughput.
 
-Usage: ``python benchmarks/network_speed.py [--patch Z Y X ...] [--widths W ...] [--passes N] [--blocks-per-level N]``
+Usage: ``python benchmarks/network_speed.py [--patch Z Y X ...] [--widths W ...] [--passes N] [--blocks-per-level N]
+[--engine torch|openvino]``
 
 Prints the fp32 matmul GFLOP/s (2048^3, median of 5, on the threads ``configure_runtime``
 chooses), then per patch size: parameters, GFLOPs per forward (all passes, batch 1), the median
-wall time of 3 forwards after one warm-up (prepared model, ``torch.inference_mode()``), the
+wall time of 3 forwards after one warm-up (``--engine torch``, the default: the prepared model under
+``torch.inference_mode()``; ``--engine openvino``: the graph of a package exported on the spot,
+compiled for the patch during the warm-up, through :class:`~ctv_core.model.engines.OpenVINOEngine`), the
 achieved GFLOP/s and its ratio to matmul, the peak-RSS increase, and a GPU estimate from the
 FLOPs alone. Other processes competing for the cores show up in the load average printed first.
 """
@@ -15,6 +18,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=NetworkConfig.passes)
     parser.add_argument("--blocks-per-level", type=int, default=NetworkConfig.blocks_per_level)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--engine", choices=("torch", "openvino"), default="torch")
     args = parser.parse_args(argv)
 
     device = select_device("cpu")
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fp32 matmul 2048^3: {reference:.0f} GFLOP/s (median of 5)")
     model = UNet3D(config)
     print(f"network {config.to_dict()}: {count_parameters(model):,} parameters")
-    prepared = prepare_for_inference(model, device)
+    forward = _forward(args.engine, model, config, device)
     print(f"GPU estimate assumes {GPU_EFFECTIVE_TFLOPS:.0f} TFLOP/s effective "
           "(A100-class bf16 at ~10% of peak)")
     print(f"{'patch z,y,x':>15} {'GFLOP':>7} {'median s':>9} {'GFLOP/s':>8} {'/matmul':>8} "
@@ -75,13 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         flops = count_flops(config, patch)
         image = torch.randn(1, config.in_channels, *patch)
         baseline = reset_peak_rss()
-        with torch.inference_mode():
-            prepared(image)  # warm-up: oneDNN primitives and memory pools
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                prepared(image)
-                times.append(time.perf_counter() - start)
+        forward(image)  # warm-up: oneDNN primitives and memory pools, or OpenVINO's compilation for this shape
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            forward(image)
+            times.append(time.perf_counter() - start)
         peak = status_mb("VmHWM") - baseline
         seconds = statistics.median(times)
         achieved = flops / seconds / 1e9
@@ -89,6 +93,28 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'x'.join(map(str, patch)):>15} {flops / 1e9:7.1f} {seconds:9.2f} {achieved:8.0f} "
               f"{achieved / reference:8.2f} {peak:13.0f} {gpu_ms:12.1f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def _forward(engine: str, model: UNet3D, config: NetworkConfig, device: torch.device):
+    """A function running the network on a ``[1, C, z, y, x]`` tensor with ``engine``."""
+    if engine == "torch":
+        prepared = prepare_for_inference(model, device)
+
+        def run(image: torch.Tensor) -> None:
+            with torch.inference_mode():
+                prepared(image)
+
+        return run
+    from ctv_core.model.engines import OpenVINOEngine
+    from ctv_core.model.package import save_model_package
+    from ctv_core.model.settings import ModelSettings
+
+    folder = Path(tempfile.mkdtemp(prefix="network-speed-"))
+    package = save_model_package(folder / "pkg", model, "unet3d", config, ModelSettings(), name="speed", version="0",
+                                 description="network speed benchmark, untrained weights")
+    engine_ = OpenVINOEngine(package)
+    print(f"OpenVINO {engine_.version.split('-')[0]}, {engine_.threads} threads, float32")
+    return lambda image: engine_.logits(image.numpy())
 
 
 if __name__ == "__main__":

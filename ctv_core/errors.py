@@ -100,15 +100,16 @@ class MissingDependencyError(CTVError):
     """An optional dependency (an extra of ctv_core) is not installed; the message names the extra."""
 
 
-def require_extra(module: str, extra: str, purpose: str):
-    """Import ``module`` of the ``extra`` (``pip install 'ctv_core[extra]'``), or raise MissingDependencyError."""
+def require_extra(module: str, extra: str, purpose: str, note: str = "it needs pydicom 3"):
+    """Import ``module`` of the ``extra`` (``pip install 'ctv_core[extra]'``), or raise MissingDependencyError
+    whose message ends with ``note`` in parentheses."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
         raise MissingDependencyError(f"{purpose} needs {module}, which is not installed: pip install "
-                                     f"'ctv_core[{extra}]' (it needs pydicom 3).") from None
+                                     f"'ctv_core[{extra}]' ({note}).") from None
 
 
 class DeviceError(CTVError, ValueError):

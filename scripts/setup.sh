@@ -2,7 +2,9 @@
 # Set up the project's Python environment in .venv (idempotent).
 # torch is installed first and pinned: on this kind of machine `torch==2.13.0` is a CPU build
 # from local disk, while an unpinned torch would pull a multi-GB CUDA build. GPU users can
-# install any CUDA build of torch >= 2.1 before running this script.
+# install any CUDA build of torch >= 2.1 before running this script. ctv_core itself predicts on the
+# CPU without torch (OpenVINO); torch is for training, export, CUDA and the evaluation's surface
+# metrics (the extra ctv_core[torch], included in the default extras "test").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -24,4 +26,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 # Extras to install (SETUP_EXTRAS, default "test"; scripts/test.sh adds "slicer" and "review").
 pip_install -e ".[${SETUP_EXTRAS:-test}]"
-.venv/bin/python -c "import torch, ctv_core; print(f'ctv_core {ctv_core.__version__} ready (torch {torch.__version__})')"
+.venv/bin/python -c "import openvino, torch, ctv_core; print(f'ctv_core {ctv_core.__version__} ready (OpenVINO {openvino.__version__.split(\"-\")[0]}, torch {torch.__version__})')"

@@ -76,8 +76,12 @@ def deviceStatus(answer: dict[str, Any]) -> str:
         return f"\u26a0 {answer.get('message', 'The prediction process cannot start.')}"
     if answer.get("cuda"):
         return f"GPU: {', '.join(answer.get('gpus', []))} (torch {answer.get('torch')})"
-    return (f"\u26a0 No GPU usable by torch {answer.get('torch')}: the CTV will be computed on the CPU (slower). "
-            "Install a CUDA build of torch through the PyTorch extension to use an NVIDIA GPU.")
+    if answer.get("openvino"):
+        return (f"CPU (OpenVINO {answer['openvino']}). For an NVIDIA GPU, install PyTorch with CUDA through the "
+                "PyTorch extension and choose the device cuda.")
+    return (f"\u26a0 No GPU usable by torch {answer.get('torch')}: the CTV will be computed on the CPU with PyTorch "
+            "(slower). Install OpenVINO (the module offers it) for faster CPU prediction, or a CUDA build of torch "
+            "through the PyTorch extension to use an NVIDIA GPU.")
 
 
 class CTVDelineationLogic:
@@ -183,7 +187,7 @@ class CTVDelineationLogic:
                 f"{job.folder.parent} has free space and that Slicer's Python has the dependencies (Dependencies "
                 "section).") from exc
         self._job = job
-        self.progress.emit(5, "Loading the model (torch and the network) in the prediction process")
+        self.progress.emit(5, "Loading the model (the engine and the network) in the prediction process")
 
     def cancel(self) -> None:
         """Stop the running prediction; the scene stays as it was. ``cancelled`` follows from :meth:`poll`."""

@@ -1,6 +1,7 @@
 """The Python packages the module needs in Slicer's Python: checked, and installed only with consent.
 
-The needs are data (``Resources/requirements.txt``, plus torch). ``DependencyLogic.check`` says
+The needs are data (``Resources/requirements.txt``: OpenVINO runs the network on the CPU; plus
+torch only when the user chose a GPU or the PyTorch engine). ``DependencyLogic.check`` says
 for each one whether it is there at a suitable version, from the installed distributions'
 metadata (torch is never imported into Slicer's own process); ``plan`` lists what would be
 installed (only what is *missing*) and what conflicts (installed at another version: never
@@ -105,7 +106,10 @@ class DependencyLogic:
     Parameters
     ----------
     requirements
-        Default: ``Resources/requirements.txt`` and torch.
+        Default: ``Resources/requirements.txt``, and torch when ``withTorch``.
+    withTorch
+        Whether PyTorch is needed: the user chose a GPU (device cuda) or the PyTorch engine. The CPU
+        runs the network with OpenVINO, which ``requirements.txt`` lists.
     versionOf, distributions
         How installed versions are looked up (replaceable in tests).
     python
@@ -114,10 +118,12 @@ class DependencyLogic:
 
     def __init__(self, requirements: Iterable[Requirement] | None = None,
                  versionOf: Callable[[str], str | None] = installedVersion,
-                 distributions: Callable[[], dict[str, str]] = installedDistributions, python: str | None = None):
+                 distributions: Callable[[], dict[str, str]] = installedDistributions, python: str | None = None,
+                 withTorch: bool = False):
         self.python = python
+        self.withTorch = withTorch
         self.requirements = list(requirements) if requirements is not None else [
-            *readRequirements(), Requirement(TORCH_REQUIREMENT)]
+            *readRequirements(), *([Requirement(TORCH_REQUIREMENT)] if withTorch else [])]
         self.versionOf = versionOf
         self.distributions = distributions
 

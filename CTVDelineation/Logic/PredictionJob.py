@@ -50,6 +50,8 @@ class PredictionOptions:
         A model package folder, or None for the bundled demo model.
     device
         "auto" (GPU when there is one), "cpu" or "cuda".
+    engine
+        "auto" (OpenVINO on the CPU, PyTorch on a GPU), "openvino" or "torch".
     passes
         Recurrent refinement passes (1-8), None for the model's own.
     testTimeFlips
@@ -61,6 +63,7 @@ class PredictionOptions:
 
     model: str | None = None
     device: str = "auto"
+    engine: str = "auto"
     passes: int | None = None
     testTimeFlips: bool | None = None
     postprocessing: bool = True
@@ -69,6 +72,7 @@ class PredictionOptions:
         """The worker's request for a run whose files live in ``folder``."""
         return {"protocol": 1, "task": "predict", "image": str(folder / "ct.nrrd"), "mask": str(folder / "ctv.nrrd"),
                 "result": str(folder / "result.json"), "model": self.model or None, "device": self.device,
+                "engine": self.engine,
                 "passes": self.passes, "test_time_flips": self.testTimeFlips, "postprocessing": self.postprocessing}
 
 

@@ -33,6 +33,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="calling AE titles (from a host) that may send; others are rejected (default: anyone)")
     p.add_argument("--model", type=Path, default=None, metavar="PKG", help="model package (default: the bundled one)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--engine", choices=("auto", "openvino", "torch"), default="auto",
+                   help="what runs the network (as ctv predict --engine; auto: OpenVINO on the CPU)")
     p.add_argument("--series-timeout", type=float, default=30.0, metavar="S",
                    help="a series is judged when nothing has arrived for S seconds (default: 30): whole by what its "
                         "images say, it is delineated; otherwise it waits as incomplete")
@@ -84,6 +86,7 @@ def run_node(args: argparse.Namespace) -> int:
     config = NodeConfig(ae_title=check_ae_title(args.ae_title, "--ae-title"), port=args.port, data=args.data,
                         host=args.host, send_to=tuple(Destination.parse(d) for d in args.send_to),
                         allow=tuple(AllowedPeer.parse(a) for a in args.allow), model=args.model, device=args.device,
+                        engine=args.engine,
                         series_timeout_s=args.series_timeout, series_max_wait_s=args.series_max_wait, limits=limits,
                         workers=args.workers, formats=tuple(args.formats.split(",")),
                         review_before_send=args.review_before_send, retry_s=args.retry_seconds,

@@ -15,6 +15,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("out_dir", type=Path, help="folder for rtstruct.dcm, report.json, qa.png (created if needed)")
     p.add_argument("--model", type=Path, default=None, metavar="PKG", help="model package (default: the bundled one)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--engine", choices=("auto", "openvino", "torch"), default="auto",
+                   help="what runs the network: OpenVINO (CPU, no PyTorch needed) or PyTorch (CUDA, or the CPU); "
+                        "auto (default): OpenVINO on the CPU when the model package has a graph, else PyTorch")
     p.add_argument("--series", default=None, metavar="UID", help="SeriesInstanceUID when CT_DIR has several")
     p.add_argument("--formats", default="rtstruct", metavar="LIST",
                    help="comma-separated outputs among rtstruct, seg, nifti (default: rtstruct)")
@@ -42,10 +45,12 @@ def run_predict(args: argparse.Namespace) -> int:
                 bars(stage, int(round(fraction * 100)), 100)
 
         result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
-                                 series_uid=args.series, formats=args.formats.split(","), progress=progress,
+                                 engine=args.engine, series_uid=args.series, formats=args.formats.split(","),
+                                 progress=progress,
                                  supersedes=args.supersedes)
     report = result.report
     print(f"CTV {report['ctv']['volume_cc']:.0f} cc in {report['seconds']['total']:.1f} s on {report['device']} "
+          f"({report['engine']}) "
           f"with {report['model']['name']} {report['model']['version']}")
     for key, path in result.files.items():
         print(f"  {key:8s} {path}")
@@ -74,7 +79,8 @@ def _run_with_events(args: argparse.Namespace) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout is the protocol's: anything else printed goes to stderr
             result = run_predict_job(args.ct_dir, args.out_dir, model=args.model, device=args.device,
-                                     series_uid=args.series, formats=args.formats.split(","), progress=report,
+                                     engine=args.engine, series_uid=args.series, formats=args.formats.split(","),
+                                     progress=report,
                                      cancelled=commands.cancel.is_set, supersedes=args.supersedes)
     except PredictionCancelled as exc:
         write_event({"event": "cancelled", "message": str(exc)}, channel)

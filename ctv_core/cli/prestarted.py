@@ -1,8 +1,8 @@
 """``python -m ctv_core.cli.prestarted``: a ``ctv`` command started before its arguments are known.
 
 A service that runs ``ctv predict`` for each job (:mod:`ctv_core.service.jobs`) starts this process
-ahead of the next job: it imports what ``ctv predict`` needs (torch, SimpleITK, pydicom, highdicom,
-matplotlib, the network) while nothing waits for it, then waits for the prediction-process
+ahead of the next job: it imports what ``ctv predict`` needs (OpenVINO, SimpleITK, pydicom, highdicom,
+matplotlib, the pipeline) while nothing waits for it, then waits for the prediction-process
 protocol's ``go`` (:mod:`ctv_core.inference.process_protocol`), whose payload is the command's
 arguments as a JSON list, and runs them exactly as ``ctv`` would (the same parser, messages, exit
 status and ``--progress json`` events; a later ``cancel`` line stops the run). A job then costs its
@@ -20,6 +20,10 @@ from ..errors import PredictionCancelled
 def main() -> int:
     import ctv_core.inference.predict_job  # noqa: F401 - importing ahead of the job is the point
     import ctv_core.structures.seg  # noqa: F401
+    try:
+        import openvino  # noqa: F401 - the CPU engine's library (ctv_core.model.engines)
+    except ImportError:
+        pass  # the network then runs on PyTorch, imported when the job opens its engine
     from ctv_core.inference.process_protocol import EXIT_DONE, stdin_commands
 
     from .main import main as ctv

@@ -28,6 +28,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="model package (repeatable: the first runs every upload, all are offered for re-runs; "
                         "default: the bundled one)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--engine", choices=("auto", "openvino", "torch"), default="auto",
+                   help="what runs the network (as ctv predict --engine; auto: OpenVINO on the CPU)")
     p.add_argument("--token", default=None, metavar="T",
                    help="access token every page and API call must carry (at least 16 characters); on an address "
                         "other than loopback one is generated and printed when none is given")
@@ -89,7 +91,8 @@ def run_review(args: argparse.Namespace) -> int:
     os.umask(0o077)  # every file and folder the station and its predictions write is the station user's only
     token, generated = _token(args)
     config = StationConfig(data=args.data, host=args.host, port=args.port, models=tuple(args.model or [None]),
-                           device=args.device, token=token, users=_users(args), workers=args.workers,
+                           device=args.device, engine=args.engine, token=token, users=_users(args),
+                           workers=args.workers,
                            limits=UploadLimits(args.max_upload_mb * MB, args.max_unpacked_mb * MB, args.max_files,
                                                args.max_upload_cpu_seconds))
 

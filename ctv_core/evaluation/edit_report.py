@@ -64,7 +64,7 @@ def summarise_edits(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ai = members[0]["ai"]
         figures = {}
         for name in SUMMARISED:
-            values = [r["figures"][name] for r in members]
+            values = [r["figures"][name] for r in members if name not in _not_measured(r)]
             finite = np.asarray([v for v in values if v is not None], dtype=float)
             summary: dict[str, Any] = {"n": int(finite.size), "infinite": len(values) - int(finite.size)}
             if finite.size:
@@ -113,9 +113,22 @@ def _write_table(records: Sequence[dict[str, Any]], path: Path) -> None:
             context = r.get("context", {})
             writer.writerow([model_key(r), r["recorded"], r["door"], r["approved_by"], context.get("case", ""),
                              context.get("version", ""), context.get("ai_version", ""), r["ct"]["series_instance_uid"],
-                             *("inf" if r["figures"][n] is None else r["figures"][n] for n in SUMMARISED),
+                             *(_cell(r, n) for n in SUMMARISED),
                              r["figures"]["ai_volume_cc"], r["figures"]["approved_volume_cc"],
                              r["figures"]["unchanged"]])
+
+
+def _not_measured(record: dict[str, Any]) -> list[str]:
+    """The figures a record could not measure (recorded as None, never counted as infinite)."""
+    return list(record["figures"].get("not_measured", []))
+
+
+def _cell(record: dict[str, Any], name: str) -> Any:
+    """A figure for the table: "not measured", "inf" for an infinite HD95, else its value."""
+    if name in _not_measured(record):
+        return "not measured"
+    value = record["figures"][name]
+    return "inf" if value is None else value
 
 
 def _plot(records: Sequence[dict[str, Any]], path: Path) -> None:

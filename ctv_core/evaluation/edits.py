@@ -38,15 +38,19 @@ import SimpleITK as sitk
 from .._version import __version__
 from ..atomic_files import atomic_file
 from ..dicom.ct_series import CTReference
-from ..errors import EditRecordError
+from ..errors import EditRecordError, MissingDependencyError
 from ..geometry import Grid
-from .metrics import GRID_TOLERANCE_MM, compute_metrics, volume_cc
+from .metrics import GRID_TOLERANCE_MM, compute_metrics, dice, volume_cc
 
 #: Tolerance of the surface Dice among the edit figures (mm).
 SURFACE_DICE_TOLERANCE_MM = 2.0
 #: The edit figures, in order (see the module docstring).
 FIGURE_KEYS = ("dice", "hd95_mm", "surface_dice_2mm", "added_cc", "removed_cc", "slices_touched",
-               "slices_with_ctv", "ai_volume_cc", "approved_volume_cc", "unchanged")
+               "slices_with_ctv", "ai_volume_cc", "approved_volume_cc", "unchanged", "not_measured")
+#: The figures that need surface distances (MONAI, with PyTorch: the extra ``ctv_core[torch]``). Where
+#: MONAI is not installed (Slicer's CPU install has OpenVINO, not PyTorch) they are recorded as None
+#: and named in ``not_measured``; every other figure needs NumPy alone.
+SURFACE_FIGURES = ("hd95_mm", "surface_dice_2mm")
 #: The figures a report summarises and plots (numbers with a distribution).
 SUMMARISED = ("dice", "hd95_mm", "surface_dice_2mm", "added_cc", "removed_cc", "slices_touched")
 #: What a record file says it is.
@@ -138,22 +142,25 @@ def edit_figures(ai: sitk.Image, approved: sitk.Image) -> dict[str, float | int 
             "nothing was recorded: approve or export the contour on the CT the prediction was made on.")
     a = sitk.GetArrayViewFromImage(ai) != 0
     b = sitk.GetArrayViewFromImage(approved) != 0
-    metrics = compute_metrics(a, b, approved_grid.spacing, approved_grid.direction,
-                              tolerance_mm=SURFACE_DICE_TOLERANCE_MM)
     spacing = approved_grid.spacing
+    try:
+        metrics = compute_metrics(a, b, spacing, approved_grid.direction, tolerance_mm=SURFACE_DICE_TOLERANCE_MM)
+        surface, not_measured = {"hd95_mm": metrics["hd95_mm"], "surface_dice_2mm": metrics["surface_dice"]}, []
+    except MissingDependencyError:
+        surface, not_measured = dict.fromkeys(SURFACE_FIGURES), list(SURFACE_FIGURES)
     differs = (a != b).reshape(a.shape[0], -1).any(axis=1)
     present = (a | b).reshape(a.shape[0], -1).any(axis=1)
     figures = {
-        "dice": metrics["dice"],
-        "hd95_mm": metrics["hd95_mm"],
-        "surface_dice_2mm": metrics["surface_dice"],
+        "dice": dice(a, b),
+        **surface,
         "added_cc": volume_cc(b & ~a, spacing),
         "removed_cc": volume_cc(a & ~b, spacing),
         "slices_touched": int(np.count_nonzero(differs)),
         "slices_with_ctv": int(np.count_nonzero(present)),
-        "ai_volume_cc": metrics["volume_pred_cc"],
-        "approved_volume_cc": metrics["volume_ref_cc"],
+        "ai_volume_cc": volume_cc(a, spacing),
+        "approved_volume_cc": volume_cc(b, spacing),
         "unchanged": not bool(differs.any()),
+        "not_measured": not_measured,
     }
     return {key: figures[key] for key in FIGURE_KEYS}
 
@@ -221,6 +228,8 @@ def _plain(value: Any) -> Any:
     """A figure as JSON takes it: an infinite distance (one mask empty) as None."""
     if value is None:
         return None
+    if isinstance(value, (list, tuple)):  # the names of figures not measured
+        return [str(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import EvaluationError
+from ..errors import EvaluationError, require_extra
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def surface_distances(prediction: np.ndarray, reference: np.ndarray, spacing: tu
             return SurfaceDistances(far, areas, empty, empty)
         return SurfaceDistances(empty, empty, far, areas)
 
-    import torch
+    torch = _torch()
     from monai.metrics.utils import get_edge_surface_distance
 
     with warnings.catch_warnings():
@@ -115,7 +115,7 @@ def crop_to_union(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray | None,
 
 def _surface_areas_alone(mask: np.ndarray, spacing) -> np.ndarray:
     """Surface-point areas (mm²) of a single non-empty mask, the same points MONAI uses."""
-    import torch
+    torch = _torch()
     from monai.metrics.utils import get_mask_edges
 
     with warnings.catch_warnings():
@@ -129,3 +129,11 @@ def _numpy64(values) -> np.ndarray:
     if hasattr(values, "detach"):
         values = values.detach().cpu().numpy()
     return np.asarray(values, dtype=np.float64).ravel()
+
+
+def _torch():
+    """torch and MONAI for the surface metrics, or MissingDependencyError naming the extra that brings them."""
+    require_extra("monai", "torch", "The surface distances of ctv evaluate",
+                  "PyTorch and MONAI, for training, export, CUDA and evaluation")
+    return require_extra("torch", "torch", "The surface distances of ctv evaluate",
+                         "PyTorch and MONAI, for training, export, CUDA and evaluation")

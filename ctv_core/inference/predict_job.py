@@ -1,7 +1,7 @@
 """The ``ctv predict`` job: one CT series in, the CTV out as files beside a report.
 
 Writes into ``OUT_DIR``: ``rtstruct.dcm`` (and on request ``seg.dcm``, ``ctv.nii.gz``),
-``report.json`` (input UIDs, model and its checksum, device, seconds per stage with a
+``report.json`` (input UIDs, model and its checksum, device and engine, seconds per stage with a
 ``total``, CTV volume in cc and the figures of the anatomy check, warnings) and ``qa.png``
 (with the warnings). ``OUT_DIR`` always holds one run's
 complete set (:mod:`ctv_core.output_folder`): what can be checked is checked before predicting
@@ -83,6 +83,7 @@ def run_predict_job(
     *,
     model: str | Path | None = None,
     device: str = "auto",
+    engine: str = "auto",
     series_uid: str | None = None,
     formats: Sequence[str] = ("rtstruct",),
     progress: Progress | None = None,
@@ -115,7 +116,7 @@ def run_predict_job(
         revisions = _revisions(Path(supersedes), ct, formats) if supersedes is not None else {}
 
         start = time.perf_counter()
-        predictor = CTVPredictor(model=model, device=device)
+        predictor = CTVPredictor(model=model, device=device, engine=engine)
         seconds["model_load"] = time.perf_counter() - start
         prediction = predictor.run(ct.image, progress=progress, cancelled=cancelled)
         seconds.update(prediction.seconds)
@@ -200,6 +201,7 @@ def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], format
         "model": {"name": package.name, "version": package.version, "sha256": package.sha256,
                   "path": str(package.path)},
         "device": prediction.device,
+        "engine": prediction.engine,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "ctv": {"volume_cc": round(prediction.volume_cc, 1), "anatomy": prediction.anatomy},
         "outputs": [FILE_NAMES[f] for f in formats] + ["qa.png", REPORT],

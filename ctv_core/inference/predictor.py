@@ -6,8 +6,8 @@ left-right flip averaging), resampling the probability back onto the CT grid and
 thresholding it there, post-processing, and the anatomy check of the result (no truth needed:
 :mod:`.plausibility`). A progress callback gets ``(stage, fraction)``; a
 cancel callback is polled between windows and stages and stops the run with
-``PredictionCancelled``. Everything runs under ``torch.inference_mode()``; on CUDA with
-autocast (see :mod:`ctv_core.model.runtime`).
+``PredictionCancelled``. The network runs on an engine (:mod:`ctv_core.model.engines`):
+OpenVINO on the CPU, where nothing here imports torch, or PyTorch (CUDA, with autocast).
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from ..errors import PredictionCancelled
 from ..geometry import Grid
+from ..model.engines import open_engine
 from ..model.package import ModelPackage, load_model_package
 from .plausibility import anatomy_check, volume_warnings
 from .postprocessing import postprocess
 from .preprocessing import prepare_input, probability_to_mask
 from .sliding_window import sliding_window_probability
-from ..model.runtime import configure_runtime, logits_function, prepare_for_inference, select_device
 
 Progress = Callable[[str, float], None]
 Cancelled = Callable[[], bool]
@@ -47,7 +46,9 @@ class Prediction:
     volume_cc
         CTV volume, cc.
     device
-        The torch device used.
+        The device used ("cpu" or "cuda").
+    engine
+        The engine that ran the network ("openvino" or "torch").
     warnings
         What the reviewer should know about the result: an empty CTV or an unusual volume
         (:func:`~.plausibility.volume_warnings`), and a CTV not shaped like one
@@ -60,6 +61,7 @@ class Prediction:
     seconds: dict[str, float] = field(default_factory=dict)
     volume_cc: float = 0.0
     device: str = "cpu"
+    engine: str = "openvino"
     warnings: list[str] = field(default_factory=list)
     anatomy: dict = field(default_factory=dict)
 
@@ -73,13 +75,15 @@ class CTVPredictor:
         A model package folder, a loaded ``ModelPackage``, or None for the bundled model.
     device
         "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+    engine
+        "auto" (OpenVINO on the CPU when the package has a graph, else PyTorch), "openvino" or
+        "torch" (:func:`~ctv_core.model.engines.open_engine`).
     """
 
-    def __init__(self, model: str | Path | ModelPackage | None = None, device: str = "auto"):
+    def __init__(self, model: str | Path | ModelPackage | None = None, device: str = "auto", engine: str = "auto"):
         self.package = model if isinstance(model, ModelPackage) else load_model_package(model)
-        self.device = select_device(device)
-        configure_runtime(self.device)
-        self.network = prepare_for_inference(self.package.build_network(), self.device)
+        self.engine = open_engine(self.package, engine, device)
+        self.device = self.engine.device
 
     def predict(self, image: sitk.Image, progress: Progress | None = None,
                 cancelled: Cancelled | None = None) -> sitk.Image:
@@ -124,24 +128,23 @@ class CTVPredictor:
         seconds["anatomy_check"] = time.perf_counter() - start
         report("done", 1.0)
         warnings = volume_warnings(volume_cc, self.package.training_volumes_cc) + check.warnings
-        return Prediction(mask=ct_grid.image(mask), seconds=seconds, volume_cc=volume_cc, device=str(self.device),
+        return Prediction(mask=ct_grid.image(mask), seconds=seconds, volume_cc=volume_cc, device=self.device,
+                          engine=self.engine.name,
                           warnings=warnings, anatomy=check.to_dict())
 
     def _probability(self, volume: np.ndarray, inference, report: Progress, cancelled: Cancelled | None) -> np.ndarray:
-        logits_of = logits_function(self.network, self.device)
         passes = [volume, volume[:, :, ::-1]] if inference.test_time_flips else [volume]
         total = None
-        with torch.inference_mode():
-            for n, array in enumerate(passes):
-                def step(fraction: float, n: int = n) -> None:
-                    report("network", (n + fraction) / len(passes))
+        for n, array in enumerate(passes):
+            def step(fraction: float, n: int = n) -> None:
+                report("network", (n + fraction) / len(passes))
 
-                prob = sliding_window_probability(
-                    array, logits_of, inference.patch_zyx, overlap=inference.overlap, device=self.device,
-                    progress=step, cancelled=cancelled,
-                )
-                prob = prob[:, :, ::-1] if n == 1 else prob
-                total = prob if total is None else total + prob
+            prob = sliding_window_probability(
+                array, self.engine.logits, inference.patch_zyx, overlap=inference.overlap,
+                progress=step, cancelled=cancelled,
+            )
+            prob = prob[:, :, ::-1] if n == 1 else prob
+            total = prob if total is None else total + prob
         return np.ascontiguousarray(total / len(passes), dtype=np.float32)
 
 

@@ -1,11 +1,13 @@
 """Applying a network to a volume larger than its patch: overlapping windows, Gaussian-weighted.
 
-``sliding_window_probability`` takes any callable mapping a ``[1, C, z, y, x]`` tensor to
-logits of the same spatial size, so tests can pass simple models and the predictor passes the
-network. Windows overlap by a fraction of the patch; each window's probabilities are weighted
+``sliding_window_probability`` takes any callable mapping a float32 NumPy array
+``[1, C, z, y, x]`` to logits of the same spatial size (an engine's ``logits``:
+:mod:`ctv_core.model.engines`), so tests can pass simple functions and the predictor passes the
+network; nothing here needs torch. Windows overlap by a fraction of the patch; each window's
+probabilities are weighted
 by a Gaussian that favours its centre (sigma = patch / 8), and the weighted sum is divided by
-the summed weights. A volume that fits in one patch is predicted in one call. The window runs
-on the compute device; the accumulators stay on the CPU in float32.
+the summed weights. A volume that fits in one patch is predicted in one call. The engine runs
+the window on its device; the sigmoid and the accumulators are NumPy float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import itertools
 from collections.abc import Callable
 
 import numpy as np
-import torch
+from scipy.special import expit
 
 from ..errors import PredictionCancelled
 
@@ -40,11 +42,10 @@ def gaussian_weights(patch: tuple[int, int, int], sigma_fraction: float = 0.125)
 
 def sliding_window_probability(
     volume: np.ndarray,
-    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    logits_of: Callable[[np.ndarray], np.ndarray],
     patch: tuple[int, int, int],
     *,
     overlap: float = 0.25,
-    device: torch.device | str = "cpu",
     progress: Callable[[float], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> np.ndarray:
@@ -63,7 +64,7 @@ def sliding_window_probability(
     positions = list(itertools.product(*starts))
     if len(positions) == 1:
         _check(cancelled)
-        out = _probability(volume, logits_of, device)
+        out = _probability(volume, logits_of)
         if progress is not None:
             progress(1.0)
         return out
@@ -73,7 +74,7 @@ def sliding_window_probability(
     for n, (z, y, x) in enumerate(positions):
         _check(cancelled)
         region = (slice(z, z + window[0]), slice(y, y + window[1]), slice(x, x + window[2]))
-        prob = _probability(volume[(slice(None), *region)], logits_of, device)
+        prob = _probability(volume[(slice(None), *region)], logits_of)
         total[region] += prob * weights
         norm[region] += weights
         if progress is not None:
@@ -81,10 +82,9 @@ def sliding_window_probability(
     return total / norm
 
 
-def _probability(volume: np.ndarray, logits_of, device) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None].to(device)
-    logits = logits_of(tensor)
-    return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+def _probability(volume: np.ndarray, logits_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    logits = logits_of(np.ascontiguousarray(volume, dtype=np.float32)[None])
+    return expit(np.asarray(logits, dtype=np.float32)[0, 0])
 
 
 def _check(cancelled: Callable[[], bool] | None) -> None:

@@ -9,13 +9,14 @@ Slicer's user interface never waits for the network and a run can be stopped at 
 ("predict" or "probe"), and for a prediction ``image`` (a NRRD/NIfTI/MetaImage file of the CT in
 HU on its own geometry, LPS, as SimpleITK writes it), ``mask`` and ``result`` (the files to
 write), ``model`` (a package folder, or null for the bundled model), ``device`` ("auto", "cpu",
-"cuda") and the options ``passes`` (recurrent refinement passes, null for the model's own),
+"cuda"), ``engine`` ("auto", "openvino", "torch"; absent: "auto") and the options ``passes``
+(recurrent refinement passes, null for the model's own),
 ``test_time_flips`` (null for the model's own) and ``postprocessing`` (false keeps every voxel
 above the threshold).
 
 The conversation is the prediction-process protocol (:mod:`.process_protocol`): ``ready`` once the
 model is loaded, then ``go`` from the caller once the image file is complete (the caller writes it
-while this process imports torch and loads the model), ``progress`` events, and one final event:
+while this process imports its engine and loads the model), ``progress`` events, and one final event:
 ``done`` (``report``: the content of ``result.json``; ``files``: the mask and the result), ``cancelled``
 or ``error``. A probe answers ``probe`` and ends. ``cancel``, or a closed stdin (the caller quit),
 stops the run.
@@ -102,12 +103,23 @@ def with_options(package, passes: int | None, test_time_flips: bool | None, post
 
 
 def _probe() -> dict[str, Any]:
-    import torch
+    """What this Python offers: OpenVINO (the CPU engine), torch and its CUDA GPUs (None: not installed)."""
+    from ..model.devices import cuda_usable, torch_installed
 
-    cuda = bool(torch.cuda.is_available())
-    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-    return {"event": "probe", "ctv_core": __version__, "torch": torch.__version__, "cuda": cuda, "gpus": names,
-            "python": sys.version.split()[0]}
+    try:
+        import openvino
+        openvino_version = openvino.__version__.split("-")[0]
+    except ImportError:
+        openvino_version = None
+    answer = {"event": "probe", "ctv_core": __version__, "openvino": openvino_version, "torch": None, "cuda": False,
+              "gpus": [], "python": sys.version.split()[0]}
+    if torch_installed():
+        import torch
+
+        cuda = cuda_usable()
+        answer.update(torch=torch.__version__, cuda=cuda,
+                      gpus=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [])
+    return answer
 
 
 def _read_image(path: str):
@@ -133,10 +145,10 @@ def _predict(request: dict[str, Any], commands: Commands, emit) -> dict[str, Any
     started = time.perf_counter()
     package = with_options(load_model_package(request.get("model")), request.get("passes"),
                            request.get("test_time_flips"), request.get("postprocessing", True) is not False)
-    predictor = CTVPredictor(package, device=request.get("device") or "auto")
+    predictor = CTVPredictor(package, device=request.get("device") or "auto", engine=request.get("engine") or "auto")
     model = {"name": package.name, "version": package.version, "sha256": package.sha256,
              "path": str(package.path), "model_id": package.model_id}
-    emit({"event": "ready", "device": str(predictor.device), "model": model,
+    emit({"event": "ready", "device": str(predictor.device), "engine": predictor.engine.name, "model": model,
           "seconds": round(time.perf_counter() - started, 3)})
     commands.wait_for_go()
 
@@ -160,7 +172,8 @@ def _predict(request: dict[str, Any], commands: Commands, emit) -> dict[str, Any
                "postprocessing": request.get("postprocessing", True) is not False}
     result = {"protocol": PROTOCOL, "ctv_core_version": __version__, "mask": request["mask"],
               "volume_cc": round(prediction.volume_cc, 3), "warnings": list(prediction.warnings),
-              "device": prediction.device, "seconds": {k: round(v, 3) for k, v in prediction.seconds.items()},
+              "device": prediction.device, "engine": prediction.engine,
+              "seconds": {k: round(v, 3) for k, v in prediction.seconds.items()},
               "model": model, "options": options}
     with atomic_file(request["result"]) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

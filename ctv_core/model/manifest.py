@@ -5,7 +5,10 @@ infinity, bounded size and nesting, a readable format version); :func:`describe_
 what a user is told before running a model (the Slicer module's model box, the review station's
 model list): the architecture is known, the settings are valid, the weights file is a plain file of
 the declared size; :func:`ctv_core.model.package.load_model_package` reads the same manifest the same
-way, then checks the network configuration, the fingerprint and the weights' SHA-256 and loads them.
+way, then checks the network configuration, the fingerprint and the SHA-256 of every file it names
+(:func:`check_file`: the weights and, where the package has one, the network's graph) and loads them.
+Every file a manifest names is a plain file name of a regular file in the package (no folder, no
+``..``, no symbolic link).
 Nothing here imports torch: the Slicer module describes a model before its dependencies are
 installed. The layout of a package and the manifest's fields: :mod:`ctv_core.model.package`.
 """
@@ -20,6 +23,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ModelPackageError
+from .graph import FILE_KEYS, GRAPH_FORMAT, GRAPH_KEYS
 from .settings import ModelSettings
 
 FORMAT = "ctv-model"
@@ -39,7 +43,7 @@ _REQUIRED = ("format", "format_version", "name", "version", "architecture", "net
 _KEYS: dict[str, type | tuple[type, ...]] = {
     "format": str, "format_version": int, "name": str, "version": str, "created": str, "ctv_core_version": str,
     "description": str, "intended_use": str, "architecture": str, "network": dict, "settings": dict,
-    "weights": dict, "training": dict, "metrics": dict, "fingerprint": str,
+    "weights": dict, "graph": dict, "training": dict, "metrics": dict, "fingerprint": str,
 }
 _WEIGHT_KEYS: dict[str, type] = {"file": str, "sha256": str, "bytes": int}
 
@@ -66,6 +70,8 @@ def model_fingerprint(manifest: dict[str, Any]) -> str:
     decisive = {"format": manifest["format"], "architecture": manifest["architecture"],
                 "network": manifest["network"], "settings": manifest["settings"],
                 "weights_sha256": manifest["weights"]["sha256"]}
+    if manifest.get("graph") is not None:  # packages without a graph keep the fingerprint they were exported with
+        decisive["graph_sha256"] = [manifest["graph"]["sha256"], manifest["graph"]["constants"]["sha256"]]
     text = json.dumps(decisive, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -120,32 +126,56 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise package_error(path, f"format {manifest['format']!r} version {manifest['format_version']!r} is not "
                                   f"{FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))}; this ctv_core "
                                   f"{__version__} cannot read it")
-    weights = manifest["weights"]
-    for key, kind in _WEIGHT_KEYS.items():
-        if not isinstance(weights.get(key), kind) or isinstance(weights.get(key), bool):
-            raise package_error(path, f"{MANIFEST} field 'weights.{key}' must be a JSON {_json_type(kind)}, not "
-                                      f"{json.dumps(weights.get(key))[:40]}")
-    extra = sorted(set(weights) - set(_WEIGHT_KEYS))
-    if extra:
-        raise package_error(path, f"{MANIFEST} field 'weights' has unknown key(s) {', '.join(extra)}")
+    _check_record(path, manifest["weights"], _WEIGHT_KEYS, "weights")
+    if "graph" in manifest:
+        graph = manifest["graph"]
+        _check_record(path, graph, GRAPH_KEYS, "graph")
+        _check_record(path, graph["constants"], FILE_KEYS, "graph.constants")
+        if graph["format"] != GRAPH_FORMAT:
+            raise package_error(path, f"its graph is of format {graph['format']!r}; this ctv_core {__version__} "
+                                      f"reads {GRAPH_FORMAT!r}")
     return manifest
 
 
+def _check_record(path: Path, record: dict[str, Any], keys: dict[str, type], where: str) -> None:
+    """Every key of ``keys`` present in ``record`` with its JSON type, and no other."""
+    for key, kind in keys.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            raise package_error(path, f"{MANIFEST} field '{where}.{key}' must be a JSON {_json_type(kind)}, not "
+                                      f"{json.dumps(record.get(key))[:40]}")
+    extra = sorted(set(record) - set(keys))
+    if extra:
+        raise package_error(path, f"{MANIFEST} field '{where}' has unknown key(s) {', '.join(extra)}")
+
+
 def _json_type(kind: type | tuple[type, ...]) -> str:
-    return {str: "string", int: "integer", dict: "object"}.get(kind, "value")
+    return {str: "string", int: "integer", dict: "object", list: "array"}.get(kind, "value")
 
 
-def weights_file(path: Path, name: str) -> Path:
-    """The weights file: a plain name of a regular file directly in the package, never a link or a path out."""
+def package_file(path: Path, name: str, what: str) -> Path:
+    """A file of the package (``what``: "weights", "graph", ...): a plain name of a regular file directly in the
+    package, never a link or a path out."""
     if not name or "/" in name or "\\" in name or Path(name).is_absolute() or name.startswith("."):
-        raise package_error(path, f"the weights file {name!r} must be a plain file name inside the package (no "
+        raise package_error(path, f"the {what} file {name!r} must be a plain file name inside the package (no "
                                   "folders, no '..', no absolute path)")
     file = path / name
     if file.is_symlink():
-        raise package_error(path, f"the weights file {name!r} is a symbolic link; a package holds its own weights")
+        raise package_error(path, f"the {what} file {name!r} is a symbolic link; a package holds its own files")
     if not file.is_file():
-        raise package_error(path, f"the weights file {name!r} named in the manifest is missing")
+        raise package_error(path, f"the {what} file {name!r} named in the manifest is missing")
     return file
+
+
+def check_file(path: Path, record: dict[str, Any], what: str) -> None:
+    """The file named by ``record`` (``file``, ``bytes``, ``sha256``) exists in the package with that size and hash."""
+    file = package_file(path, record["file"], what)
+    if file.stat().st_size != record["bytes"]:
+        raise package_error(path, f"{file.name} has {file.stat().st_size} bytes, the manifest says {record['bytes']} "
+                                  "(truncated or replaced)")
+    actual = sha256_of(file)
+    if actual != record["sha256"]:
+        raise package_error(path, f"the SHA-256 of {file.name} is {actual}, the manifest says {record['sha256']}: "
+                                  f"the {what} file is corrupt or was replaced. Reinstall or re-export the package")
 
 
 @dataclass(frozen=True)
@@ -245,7 +275,7 @@ def read_package(path: str | Path | None = None) -> tuple[Path, dict[str, Any], 
     except (ValueError, TypeError, KeyError) as exc:
         raise package_error(path, f"its manifest has an invalid setting: {exc}") from exc
     weights = manifest["weights"]
-    file = weights_file(path, weights["file"])
+    file = package_file(path, weights["file"], "weights")
     if file.stat().st_size != weights["bytes"]:
         raise package_error(path, f"{file.name} has {file.stat().st_size} bytes, the manifest says {weights['bytes']} "
                                   "(truncated or replaced)")

@@ -5,6 +5,8 @@ Layout::
     PKG/
       manifest.json        what the model is (see below)
       weights.safetensors  the parameters (safetensors: tensors only, no pickled code)
+      network.xml          the network as an OpenVINO IR whose constants point into weights.safetensors
+      network_constants.bin  the graph's few small non-weight constants (:mod:`.graph`)
 
 ``manifest.json`` holds ``format`` ("ctv-model") and ``format_version`` (2; 1 is read too);
 ``name``, ``version``, ``created`` (ISO date), ``ctv_core_version``, ``description``,
@@ -12,19 +14,26 @@ Layout::
 configuration); ``settings`` (preprocessing, inference, post-processing:
 :mod:`ctv_core.model.settings`); ``weights`` (``file``: a plain file name in the package,
 ``sha256``, ``bytes``; the tensors are float32, or float16 where the package was exported with
-half-precision weights, which halves its size: :data:`WEIGHT_DTYPES`); free-form ``training`` and ``metrics`` records; and ``fingerprint``, the
-SHA-256 of everything that decides the model's output (format, architecture, network, settings
-and the weights' SHA-256; :func:`model_fingerprint`). The fingerprint is the model's checksum in
-reports and segment tags: two packages with one fingerprint predict alike, and a manifest edited
-after export (say, another number of passes with the same weights) no longer matches it.
+half-precision weights, which halves its size: :data:`WEIGHT_DTYPES`); ``graph`` (optional:
+packages exported before ctv_core 0.4 have none and run on PyTorch only), the graph files with
+their sizes and SHA-256, its input and output shapes and the check against PyTorch made at
+export (:mod:`.graph`); free-form ``training`` and ``metrics`` records; and ``fingerprint``, the
+SHA-256 of everything that decides the model's output (format, architecture, network, settings,
+the weights' SHA-256 and the graph's where there is one; :func:`model_fingerprint`). The
+fingerprint is the model's checksum in reports and segment tags: two packages with one
+fingerprint predict alike, and a manifest edited after export (say, another number of passes
+with the same weights) no longer matches it.
 
-Loading is strict and executes nothing from the package: the manifest must be a JSON object of
-known keys and types (no NaN or infinity, bounded size and nesting), every setting within range
-(:mod:`ctv_core.strict_config`), the weights file a regular file inside the package (no
-absolute path, no ``..``, no symbolic link), of the declared size and SHA-256, tensors only
-(safetensors), fitting the architecture exactly. Any problem raises ``ModelPackageError`` saying
-what and how to fix it. The manifest is read by :mod:`.manifest` (without torch), as it is for
-describing a package to a user before running it (:func:`.manifest.describe_model_package`).
+Loading is strict and executes nothing from the package (:mod:`.manifest`): the manifest must be
+a JSON object of known keys and types (no NaN or infinity, bounded size and nesting), every
+setting within range (:mod:`ctv_core.strict_config`), the weights and graph files regular files
+inside the package (no absolute path, no ``..``, no symbolic link) of the declared size and
+SHA-256, the weights tensors only (safetensors) fitting the architecture exactly, the graph's
+input and output shapes the network's (recorded ones on loading, the IR's own when the OpenVINO
+engine reads it). Any problem raises ``ModelPackageError`` saying what and how to fix it.
+The manifest is read by :mod:`.manifest` (without torch), as it is for describing a package to a
+user before running it (:func:`.manifest.describe_model_package`). Nothing here imports torch: the
+OpenVINO engine predicts on the CPU without it.
 
 ``model=None`` everywhere means the bundled package, ``ctv_core/model/demo``.
 """
@@ -32,38 +41,38 @@ describing a package to a user before running it (:func:`.manifest.describe_mode
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-import torch
-from torch import nn
 
 from .._version import __version__
 from ..atomic_files import atomic_folder
 from ..errors import ModelPackageError
-from .manifest import (BUNDLED, FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, model_fingerprint, package_error,
-                       read_package, sha256_of)
+from .graph import CONSTANTS, GRAPH, graph_shapes, read_graph
+from .manifest import (BUNDLED, FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, check_file, model_fingerprint,
+                       package_error, read_package, sha256_of)
 from .settings import ModelSettings
 from .network_config import NetworkConfig
-from .qa_models import HUWindowConfig, HUWindowModel
-from .unet3d import UNet3D
+from .qa_config import HUWindowConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: How a package may store its parameters. "float16" stores the learned weights in half precision
 #: (batch-norm statistics stay float32); loading casts every tensor to the network's float32.
 WEIGHT_DTYPES = ("float32", "float16")
-#: architecture name -> (configuration parser, network factory)
-ARCHITECTURES: dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Module]]] = {
-    "unet3d": (NetworkConfig.from_dict, UNet3D),
-    "hu_window": (HUWindowConfig.from_dict, HUWindowModel),
+#: architecture name -> (configuration parser, "module:class" of the PyTorch network, imported when built)
+ARCHITECTURES: dict[str, tuple[Callable[[dict], Any], str]] = {
+    "unet3d": (NetworkConfig.from_dict, "ctv_core.model.unet3d:UNet3D"),
+    "hu_window": (HUWindowConfig.from_dict, "ctv_core.model.qa_models:HUWindowModel"),
 }
-
-
 @dataclass(frozen=True)
 class ModelPackage:
     """A validated model package (weights checked, not yet loaded into a network).
@@ -102,7 +111,7 @@ class ModelPackage:
         """
         return model_fingerprint({"format": FORMAT, "architecture": self.manifest["architecture"],
                                   "network": self.network_config.to_dict(), "settings": self.settings.to_dict(),
-                                  "weights": {"sha256": self.weights_sha256}})
+                                  "weights": {"sha256": self.weights_sha256}, "graph": self.manifest.get("graph")})
 
     @property
     def weights_sha256(self) -> str:
@@ -129,10 +138,35 @@ class ModelPackage:
         """Input sizes the network accepts are multiples of this."""
         return int(self.network_config.divisor)
 
+    @property
+    def has_graph(self) -> bool:
+        """Whether the package carries its network as a graph (the OpenVINO engine's input) that computes the
+        network in effect: a package whose network was changed in memory (another number of passes) has none."""
+        in_effect = json.dumps(self.network_config.to_dict(), sort_keys=True)
+        return "graph" in self.manifest and in_effect == json.dumps(self.manifest["network"], sort_keys=True)
+
+    @property
+    def channels(self) -> tuple[int, int]:
+        """The network's input and output channels."""
+        config = self.network_config
+        return int(getattr(config, "in_channels", 1)), int(getattr(config, "out_channels", 1))
+
+    def read_graph(self):
+        """The package's network as an ``openvino.Model`` (not compiled; see :func:`~.graph.read_graph`)."""
+        if "graph" not in self.manifest:
+            raise ModelPackageError(f"The model package '{self.path}' has no graph (it was exported before ctv_core "
+                                    "0.4); run it with --engine torch, or export it again to add one.")
+        if not self.has_graph:
+            raise ModelPackageError(f"The graph of '{self.path}' computes the network of its manifest, not the one "
+                                    "asked for (another number of passes); run it with --engine torch.")
+        return read_graph(self.path, self.manifest["graph"], self.path / self.manifest["weights"]["file"],
+                          *self.channels)
+
     def build_network(self) -> nn.Module:
-        """The network with the package's weights (CPU, eval mode)."""
-        _, factory = ARCHITECTURES[self.manifest["architecture"]]
-        network = factory(self.network_config)
+        """The PyTorch network with the package's weights (CPU, eval mode); needs torch."""
+        from safetensors.torch import load_file
+
+        network = network_factory(self.manifest["architecture"])(self.network_config)
         try:
             state = load_file(str(self.path / self.manifest["weights"]["file"]))
         except (SafetensorError, OSError) as exc:
@@ -147,6 +181,12 @@ class ModelPackage:
                 "weights come from different models; export the package again from its training run."
             ) from exc
         return network.eval()
+
+
+def network_factory(architecture: str) -> Callable[[Any], nn.Module]:
+    """The PyTorch network class of ``architecture`` (imports torch)."""
+    module, name = ARCHITECTURES[architecture][1].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _check_fits(path: Path, network_config: Any, settings: ModelSettings) -> None:
@@ -165,7 +205,8 @@ def load_model_package(path: str | Path | None = None) -> ModelPackage:
     """Read and validate a model package (``None``: the bundled one); see the module docstring.
 
     The manifest is read as :func:`.manifest.describe_model_package` reads it (:func:`.manifest.read_package`),
-    then the network configuration, the fingerprint and the weights' SHA-256 are checked.
+    then the network configuration, the fingerprint, the graph's shapes and the SHA-256 of the weights and
+    the graph are checked.
     """
     path, manifest, settings = read_package(path)
     parse, _ = ARCHITECTURES[manifest["architecture"]]
@@ -182,13 +223,21 @@ def load_model_package(path: str | Path | None = None) -> ModelPackage:
                                       "and weights: the manifest was edited after export, so it would run another "
                                       "model under the same name. Export it again from its training run (or restore "
                                       "the manifest)")
-    file = path / manifest["weights"]["file"]
-    actual = sha256_of(file)
-    if actual != manifest["weights"]["sha256"]:
-        raise package_error(path, f"the SHA-256 of {file.name} is {actual}, the manifest says "
-                                  f"{manifest['weights']['sha256']}: the weights are corrupt or were replaced. "
-                                  "Reinstall or re-export the package")
+    check_file(path, manifest["weights"], "weights")
+    if "graph" in manifest:
+        _check_graph_shapes(path, manifest["graph"], *package.channels)
+        check_file(path, manifest["graph"], "graph")
+        check_file(path, manifest["graph"]["constants"], "graph constants")
     return package
+
+
+def _check_graph_shapes(path: Path, graph: dict[str, Any], in_channels: int, out_channels: int) -> None:
+    """The graph's recorded input and output shapes are the network's (the engine checks the IR itself too)."""
+    expected = graph_shapes(in_channels, out_channels)
+    if [graph["input_shape"], graph["output_shape"]] != list(expected):
+        raise package_error(path, f"its graph takes {graph['input_shape']} and gives {graph['output_shape']}, but "
+                                  f"the network takes {expected[0]} and gives {expected[1]} (batch, channels, z, y, "
+                                  "x): the graph belongs to another model. Export the package again")
 
 
 def stored_state(network: nn.Module, weights_dtype: str = "float32") -> dict[str, torch.Tensor]:
@@ -197,6 +246,8 @@ def stored_state(network: nn.Module, weights_dtype: str = "float32") -> dict[str
     statistics keep float32: a variance can be smaller than half precision resolves."""
     if weights_dtype not in WEIGHT_DTYPES:
         raise ModelPackageError(f"weights dtype must be one of {', '.join(WEIGHT_DTYPES)}, not {weights_dtype!r}.")
+    import torch
+
     dtype = getattr(torch, weights_dtype)
     state = {}
     for key, value in network.state_dict().items():
@@ -222,10 +273,13 @@ def save_model_package(
     metrics: dict[str, Any] | None = None,
     extra_files: dict[str, Path] | None = None,
     weights_dtype: str = "float32",
+    graph: bool = True,
 ) -> ModelPackage:
     """Write a model package folder (atomically) and return it, validated by loading it back.
 
-    ``weights_dtype`` is one of :data:`WEIGHT_DTYPES`.
+    ``weights_dtype`` is one of :data:`WEIGHT_DTYPES`. ``graph``: also write the network as an
+    OpenVINO IR sharing the weights file (:mod:`.graph_export`), checked against the PyTorch
+    network on a test input of up to ``4 * divisor`` voxels a side; needs torch and openvino.
 
     ``extra_files`` (name in the package -> source file) are copied beside the manifest, e.g.
     the training log and curves; loading ignores them.
@@ -235,6 +289,8 @@ def save_model_package(
     path = Path(path)
     if path.exists() and any(path.iterdir()):
         raise ModelPackageError(f"'{path}' exists and is not empty; choose a new folder for the package.")
+    from safetensors.torch import save_file
+
     with atomic_folder(path) as staging:
         save_file(stored_state(network, weights_dtype), str(staging / WEIGHTS))
         manifest = {
@@ -254,10 +310,23 @@ def save_model_package(
             "training": training or {},
             "metrics": metrics or {},
         }
+        if graph:
+            manifest["graph"] = _export_graph(staging, architecture, network_config, settings)
         manifest["fingerprint"] = model_fingerprint(manifest)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         for target, source in (extra_files or {}).items():
-            if target in (MANIFEST, WEIGHTS) or "/" in target:
+            if target in (MANIFEST, WEIGHTS, GRAPH, CONSTANTS) or "/" in target:
                 raise ModelPackageError(f"Extra file name {target!r} is not allowed in a package.")
             shutil.copyfile(source, staging / target)
     return load_model_package(path)
+
+
+def _export_graph(staging: Path, architecture: str, network_config: Any, settings: ModelSettings) -> dict[str, Any]:
+    """Write the graph of the network stored in ``staging``'s weights file; its manifest record."""
+    from .graph_export import write_graph
+
+    staged = ModelPackage(path=staging, manifest={"architecture": architecture, "weights": {"file": WEIGHTS}},
+                          network_config=network_config, settings=settings)
+    divisor = int(getattr(network_config, "divisor", 1))
+    check_zyx = tuple(min(int(p), 4 * divisor) for p in settings.inference.patch_zyx)
+    return write_graph(staged.build_network(), *staged.channels, divisor, check_zyx, staging, staging / WEIGHTS)

@@ -18,20 +18,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import DeviceError
+from .devices import device_name, usable_cpu_count
 from .unet3d import ConvNorm, UNet3D
 
 logger = logging.getLogger(__name__)
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
 
 def _fold_conv_norm(unit: ConvNorm) -> None:
     """Fold ``unit.norm`` (eval-mode statistics) into ``unit.conv`` and make the norm the identity."""
@@ -113,36 +108,12 @@ def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
 def select_device(device: str = "auto") -> torch.device:
     """The torch device for ``--device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``.
 
-    Raises ``DeviceError`` (a ``ValueError``) for ``"cuda"`` without a usable CUDA device, or an unknown name.
+    Raises ``DeviceError`` (a ``ValueError``) for ``"cuda"`` without a usable CUDA device, or an unknown name
+    (:func:`~ctv_core.model.devices.device_name`).
     """
-    name = str(device).strip().lower()
-    if name == "auto":
+    if str(device).strip().lower() == "auto":  # torch is imported here anyway: ask it
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                "CUDA is not available (no CUDA GPU is visible, or this torch build has no CUDA "
-                f"support: torch {torch.__version__}); use --device cpu (or device='cpu'), or "
-                "--device auto to take the GPU when there is one")
-        return torch.device("cuda")
-    raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-
-
-def usable_cpu_count() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota if one is set."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota readable: the affinity mask is the limit
-    return max(1, count)
+    return torch.device(device_name(device))
 
 
 def configure_runtime(device: torch.device) -> None:

@@ -57,6 +57,7 @@ class NodeConfig:
     allow: tuple[AllowedPeer, ...] = ()
     model: Path | None = None
     device: str = "auto"
+    engine: str = "auto"
     series_timeout_s: float = 30.0
     series_max_wait_s: float = 600.0
     limits: ReceiveLimits = field(default_factory=ReceiveLimits)
@@ -96,7 +97,7 @@ class DicomNode:
         self.audit = AuditLog(config.data / "audit.log")
         self.scp = StorageSCP(config.ae_title, self.store, self.audit, config.allow, config.limits)
         self.workers = JobWorkers(self.store, "node", self._finish, self.audit, count=config.workers,
-                                  prepare=self._prepare, arguments=self._supersedes, poll_s=config.poll_s)
+                                  prepare=self._prepare, arguments=self._arguments, poll_s=config.poll_s)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -191,12 +192,14 @@ class DicomNode:
         case = self.store.case(job.case_id)
         _link_files(self.store.inbox.series_files(case["series_uid"]), self.store.ct_dir(job.case_id))
 
-    def _supersedes(self, job: Job) -> list[str]:
-        """``--supersedes`` the case's latest earlier version with an RTSTRUCT (its series is continued)."""
+    def _arguments(self, job: Job) -> list[str]:
+        """The node's ``--engine``, and ``--supersedes`` the case's latest earlier version with an RTSTRUCT (its
+        series is continued)."""
         case = self.store.case(job.case_id) or {"versions": []}
         earlier = [v["number"] for v in case["versions"] if v["number"] < job.version
                    and (self.store.version_dir(job.case_id, v["number"]) / "rtstruct.dcm").is_file()]
-        return [f"--supersedes={self.store.version_dir(job.case_id, max(earlier))}"] if earlier else []
+        supersedes = [f"--supersedes={self.store.version_dir(job.case_id, max(earlier))}"] if earlier else []
+        return [f"--engine={self.config.engine}"] + supersedes
 
     def _finish(self, job: Job, report: dict) -> None:
         sender = self.store.case(job.case_id)["sender"]

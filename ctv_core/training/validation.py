@@ -10,7 +10,7 @@ from torch import nn
 
 from ..evaluation.metrics import dice
 from ..inference.sliding_window import sliding_window_probability
-from ..model.runtime import logits_function, prepare_for_inference
+from ..model.engines import TorchEngine
 from ..model.unet3d import UNet3D
 from .cases import CaseStore
 from .config import TrainingConfig
@@ -38,21 +38,20 @@ def validate(network: nn.Module, store: CaseStore, case_ids: list[str], config: 
     """
     clean = UNet3D(config.network)
     clean.load_state_dict({k: v.detach().cpu() for k, v in network.state_dict().items()})
-    logits_of = logits_function(prepare_for_inference(clean, device), device)
+    engine = TorchEngine(clean, str(device))
     inference = config.settings.inference
     scores: dict[str, float] = {}
     samples: dict[str, np.ndarray] = {}
-    with torch.inference_mode():
-        for n, case_id in enumerate(case_ids):
-            case = store.get(case_id)
-            probability = sliding_window_probability(case.image, logits_of, inference.patch_zyx,
-                                                     overlap=inference.overlap, device=device)
-            prediction = probability >= inference.threshold
-            scores[case_id] = dice(prediction, case.mask)
-            if n < config.schedule.sample_images:
-                area = case.mask.sum(axis=(1, 2))
-                z = int(np.argmax(area)) if area.any() else case.mask.shape[0] // 2
-                samples[case_id] = overlay(case.image[z], prediction[z], case.mask[z])
-            if progress is not None:
-                progress(n + 1, len(case_ids))
+    for n, case_id in enumerate(case_ids):
+        case = store.get(case_id)
+        probability = sliding_window_probability(case.image, engine.logits, inference.patch_zyx,
+                                                 overlap=inference.overlap)
+        prediction = probability >= inference.threshold
+        scores[case_id] = dice(prediction, case.mask)
+        if n < config.schedule.sample_images:
+            area = case.mask.sum(axis=(1, 2))
+            z = int(np.argmax(area)) if area.any() else case.mask.shape[0] // 2
+            samples[case_id] = overlay(case.image[z], prediction[z], case.mask[z])
+        if progress is not None:
+            progress(n + 1, len(case_ids))
     return scores, samples

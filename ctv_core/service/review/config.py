@@ -23,6 +23,7 @@ MIN_TOKEN_LENGTH = 16
 #: What the audit log calls the holder of an unnamed token.
 UNNAMED_TOKEN = "the station token"
 DEVICES = ("auto", "cpu", "cuda")
+ENGINES = ("auto", "openvino", "torch")
 
 
 def is_loopback(host: str) -> bool:
@@ -55,6 +56,8 @@ class StationConfig:
         re-runs.
     device
         auto, cpu or cuda for the predictions.
+    engine
+        auto, openvino or torch: what runs the network (``ctv predict --engine``).
     token
         The access token (None: no token; refused on a non-loopback host); the one in :attr:`url`.
     users
@@ -71,6 +74,7 @@ class StationConfig:
     port: int = 8080
     models: tuple[Path | None, ...] = (None,)
     device: str = "auto"
+    engine: str = "auto"
     token: str | None = None
     users: tuple[tuple[str, str], ...] = ()
     limits: UploadLimits = field(default_factory=UploadLimits)
@@ -93,6 +97,8 @@ class StationConfig:
             raise CTVError(f"--port {self.port} is not a TCP port (0-65535).")
         if self.device not in DEVICES:
             raise CTVError(f"--device {self.device} is not one of {', '.join(DEVICES)}.")
+        if self.engine not in ENGINES:
+            raise CTVError(f"--engine {self.engine} is not one of {', '.join(ENGINES)}.")
         if self.workers < 1:
             raise CTVError(f"--workers {self.workers}: at least 1 prediction must be able to run.")
         if not self.models:

@@ -105,7 +105,7 @@ class ReviewDesk:
         self.audit = AuditLog(config.data / "audit.log")
         self.uploads = config.data / "uploads"
         self.workers = JobWorkers(self.store, QUEUE, self.finish, self.audit, count=config.workers,
-                                  poll_s=config.poll_s)
+                                  arguments=lambda job: [f"--engine={config.engine}"], poll_s=config.poll_s)
         self._recent: Received | None = None
         #: Told ``(case_id, version)`` when a prediction's version is recorded (the page shows it at once).
         self.on_version: Callable[[str, int], None] | None = None
