@@ -50,11 +50,8 @@ def _loadPackage(name: str, folder: Path):
 
 
 def loadCtvCore() -> None:
-    """Import the ctv_core shipped with the module, unless one is imported already.
-
-    ctv_core is the copy installed with the extension (next to this file) or, in a source
-    checkout added with "Add module path", the one in the repository beside this folder.
-    """
+    """Import the ctv_core shipped with the module, unless one is imported already: the copy installed with the
+    extension (next to this file) or, in a source checkout added with "Add module path", the repository's."""
     if "ctv_core" not in sys.modules:
         for folder in (MODULE_DIR / "ctv_core", MODULE_DIR.parent / "ctv_core"):
             if (folder / "__init__.py").is_file():
@@ -253,15 +250,9 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
 
     def _syncDependencies(self) -> None:
-        """PyTorch is a dependency only when the user chose a GPU (device cuda) or the PyTorch engine; the CPU
-        runs the network with OpenVINO."""
-        p = self._parameterNode
-        wantsTorch = bool(p and (p.device == "cuda" or p.engine == "torch"))
-        panel = getattr(self, "dependencies", None)
-        if panel is not None and panel.installation is None and getattr(panel.logic, "withTorch", None) not in (
-                None, wantsTorch):
-            panel.logic = loadLogicPackage().DependencyLogic(withTorch=wantsTorch)
-            panel.show()
+        p, panel = self._parameterNode, getattr(self, "dependencies", None)
+        if panel is not None:
+            panel.wantTorch(bool(p and (p.device == "cuda" or p.engine == "torch")), loadLogicPackage().DependencyLogic)
 
     def _checkCanApply(self, caller=None, event=None):
         self._syncDependencies()

@@ -26,6 +26,14 @@ class DependenciesPanel:
         if not plan.empty:
             self.ui.dependenciesCollapsibleButton.collapsed = False
 
+    def wantTorch(self, wantsTorch: bool, makeLogic) -> None:
+        """PyTorch is a dependency only when the user chose a GPU (device cuda) or the PyTorch engine (the CPU
+        runs the network with OpenVINO): ``makeLogic(withTorch=...)`` gives the logic for the new choice, shown
+        at once; nothing changes while an installation runs."""
+        if self.installation is None and getattr(self.logic, "withTorch", None) not in (None, wantsTorch):
+            self.logic = makeLogic(withTorch=wantsTorch)
+            self.show()
+
     def onInstall(self, checked=False):
         """Install, after the user agreed to the list of what will be installed; while it runs the
         button cancels it."""

@@ -269,3 +269,13 @@ def test_the_services_take_an_engine_setting(tmp_path):
     assert StationConfig(data=tmp_path, engine="openvino").engine == "openvino"
     with pytest.raises(CTVError, match="--engine onnx is not one of auto, openvino, torch"):
         StationConfig(data=tmp_path, engine="onnx")
+
+
+def test_openvino_is_imported_with_its_telemetry_off():
+    # `import openvino` otherwise sends a usage event to Google Analytics from a forked process; with a caller
+    # holding stdin as a pipe, that fork hung a cancelled `ctv predict --progress json` at exit.
+    probe = ("import sys\nfrom ctv_core.model.graph import import_openvino\nimport_openvino()\n"
+             "import openvino.tools.ovc as ovc\n"
+             "print(repr(sys.modules.get('openvino_telemetry', 'absent')), type(ovc.telemetry).__module__)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["None", "openvino.tools.ovc.telemetry_stub"], out.stdout

@@ -214,17 +214,34 @@ def test_cancel_mid_network_stops_the_real_worker_by_itself(slicer_lib, phantom_
         job.close()
 
 
+#: ``ctv`` whose network waits, window by window, until the run's stdin reader has read ``cancel``: the cancel lands
+#: mid-network by construction, whatever the machine's speed (OpenVINO finishes the phantom's one window in well
+#: under a second, so a cancel sent when the stage is reported could arrive after the run had ended).
+GATED_CTV = """
+import sys
+import ctv_core.inference.sliding_window as window
+from ctv_core.inference import process_protocol
+from ctv_core.cli.main import main
+real = window._probability
+def gated(volume, logits_of):
+    process_protocol.stdin_commands().cancel.wait(300)
+    return real(volume, logits_of)
+window._probability = gated
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_the_job_workers_cancel_a_real_ctv_predict_mid_network_with_the_same_line(pelvis_phantom, tmp_path,
                                                                                  monkeypatch):
     import ctv_core.service.jobs
 
-    # no SIGTERM after the grace period: the run must stop on the cancel line alone (one window of the network
-    # on a busy CPU can outlast the grace period; the line is read between stages and windows)
+    # no SIGTERM after the grace period: the run must stop on the cancel line alone (the line is read between
+    # stages and windows)
     monkeypatch.setattr(ctv_core.service.jobs, "CANCEL_GRACE_S", WAIT_S)
     store = CaseStore(tmp_path / "data")
     audit = tmp_path / "audit.log"
     workers = JobWorkers(store, "protocol", lambda job, report: store.finish_job(job, model="x"), AuditLog(audit),
-                         poll_s=0.05)
+                         poll_s=0.05, program=Program(ctv=(sys.executable, "-c", GATED_CTV), prestarted=None))
     ct = tmp_path / "data" / "upload"
     shutil.copytree(pelvis_phantom.ct_dir, ct)
     case_id, job = store.open_case("upload", ct, queue="protocol", device="cpu")

@@ -20,9 +20,12 @@ from ..errors import PredictionCancelled
 def main() -> int:
     import ctv_core.inference.predict_job  # noqa: F401 - importing ahead of the job is the point
     import ctv_core.structures.seg  # noqa: F401
+    from ctv_core.errors import MissingDependencyError
+    from ctv_core.model.graph import import_openvino
+
     try:
-        import openvino  # noqa: F401 - the CPU engine's library (ctv_core.model.engines)
-    except ImportError:
+        import_openvino()  # the CPU engine's library (ctv_core.model.engines), its telemetry off
+    except MissingDependencyError:
         pass  # the network then runs on PyTorch, imported when the job opens its engine
     from ctv_core.inference.process_protocol import EXIT_DONE, stdin_commands
 

@@ -106,10 +106,12 @@ def _probe() -> dict[str, Any]:
     """What this Python offers: OpenVINO (the CPU engine), torch and its CUDA GPUs (None: not installed)."""
     from ..model.devices import cuda_usable, torch_installed
 
+    from ..errors import MissingDependencyError
+    from ..model.graph import import_openvino
+
     try:
-        import openvino
-        openvino_version = openvino.__version__.split("-")[0]
-    except ImportError:
+        openvino_version = import_openvino().__version__.split("-")[0]
+    except MissingDependencyError:
         openvino_version = None
     answer = {"event": "probe", "ctv_core": __version__, "openvino": openvino_version, "torch": None, "cuda": False,
               "gpus": [], "python": sys.version.split()[0]}

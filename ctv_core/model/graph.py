@@ -20,6 +20,7 @@ to the PyTorch network on a test input). Written by :mod:`.graph_export`; read h
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,18 @@ def graph_shapes(in_channels: int, out_channels: int) -> tuple[list[int], list[i
 
 
 def import_openvino():
-    """The ``openvino`` module, or :class:`~ctv_core.errors.MissingDependencyError` saying how to install it."""
+    """The ``openvino`` module, imported with OpenVINO's usage telemetry off; or
+    :class:`~ctv_core.errors.MissingDependencyError` saying how to install it.
+
+    ``import openvino`` sends a usage event to Google Analytics unless the user has opted out
+    (``openvino_telemetry``, from a forked process): a planning workstation must not call out, and
+    the fork, made while the prediction process's stdin is a pipe held by the caller, hangs the
+    process at exit (measured: a cancelled ``ctv predict --progress json`` never ended). OpenVINO
+    uses its own no-op stand-in when ``openvino_telemetry`` cannot be imported, so this process
+    marks it as absent before the first import of ``openvino``.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: "import" raises ImportError
     try:
         import openvino
     except ImportError as exc:
