@@ -41,7 +41,7 @@ from ctv_core.training.label_noise import simulate_label_noise  # noqa: E402
 from ctv_core.training.objective import DeepSupervisionObjective  # noqa: E402
 from ctv_core.training.quality import build_weighting  # noqa: E402
 from ctv_core.training.quality_config import QualityConfig  # noqa: E402
-from ctv_core.training.run_folder import RunFolder, RunLog  # noqa: E402
+from ctv_core.training.run_folder import RunFolder, RunLog, write_json  # noqa: E402
 from ctv_core.training.step import Trainables, train_step  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "noisy_labels_2d.json"
@@ -109,12 +109,15 @@ class Model2D:
     widths: tuple[int, ...] = (8, 16, 32, 64)
     batch_size: int = 16
     log_every: int = 10
+    curve_every: int | None = None
 
     def __post_init__(self) -> None:
         if not self.widths or any(not is_int(w) or w < 1 for w in self.widths):
             raise ValueError(f"model.widths must be positive integers, not {list(self.widths)!r}")
         if not is_int(self.batch_size) or self.batch_size < 2:
             raise ValueError(f"model.batch_size must be an integer >= 2, not {self.batch_size!r}")
+        if self.curve_every is not None and (not is_int(self.curve_every) or self.curve_every < 1):
+            raise ValueError(f"model.curve_every must be null or a positive integer, not {self.curve_every!r}")
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
     folder.mkdir(parents=True, exist_ok=True)
     log = RunLog(run, 0, True, tensorboard=False)
     network.train()
+    curve: list[dict[str, Any]] = []
     try:
         for step in range(opt.steps):
             picked = batch_indices(spec.seed, step, config.model.batch_size, len(data.train_ids))
@@ -208,12 +212,17 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
             log.samples(step + 1, case_ids, result)
             if (step + 1) % config.model.log_every == 0 or step + 1 == opt.steps:
                 log.scalars(step + 1, {"loss": result.loss, "dice_loss": result.parts["dice"]})
+            every = config.model.curve_every
+            if every and ((step + 1) % every == 0 or step + 1 == opt.steps):
+                curve.append(curve_point(network, data, targets, step + 1))
+                write_json(folder / "curve.json", curve)  # readable while the run goes on
+                network.train()
     finally:
         log.close()
     scores = evaluate(network, data)
     row = {"method": spec.method, "noise_fraction": spec.fraction, "noise_range": spec.noise_range,
            "seed": spec.seed, "dice": scores, "mean_dice": float(np.mean(list(scores.values())))}
-    return {"row": row, "steps": opt.steps, "batch_size": config.model.batch_size,
+    return {"row": row, "curve": curve, "steps": opt.steps, "batch_size": config.model.batch_size,
             "image_size": 256 // data.factor, "noisy_cases": sorted(record),
             "noise": {case: [[list(STRUCTURES)[c.structure], c.operation, c.distance] for c in changes]
                       for case, changes in record.items()}}
@@ -234,6 +243,28 @@ def evaluate(network: torch.nn.Module, data: Jsrt2D, batch: int = 16) -> dict[st
                 for k, name in enumerate(STRUCTURES):
                     per_structure[name].append(dice(predicted[n, k], truth[k]))
     return {name: float(np.mean(values)) for name, values in per_structure.items()}
+
+
+def fit_dice(network: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
+             batch: int = 16) -> dict[str, float]:
+    """Mean Dice per structure of the network's masks against ``targets`` (the labels it trains on), at training size."""
+    network.eval()
+    per_structure: dict[str, list[float]] = {name: [] for name in STRUCTURES}
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            predicted = (network(images[start:start + batch]) > 0).cpu().numpy()
+            for n, truth in enumerate(targets[start:start + batch].cpu().numpy() > 0.5):
+                for k, name in enumerate(STRUCTURES):
+                    per_structure[name].append(dice(predicted[n, k], truth[k]))
+    return {name: float(np.mean(values)) for name, values in per_structure.items()}
+
+
+def curve_point(network: torch.nn.Module, data: Jsrt2D, targets: torch.Tensor, step: int) -> dict[str, Any]:
+    """One point of the memorisation curve after ``step`` steps: Dice against the training labels as
+    trained on (noisy where the run's noise corrupted them) and against the clean test labels."""
+    fit, test = fit_dice(network, data.train_images, targets), evaluate(network, data)
+    return {"step": step, "train_fit": fit, "train_fit_mean": float(np.mean(list(fit.values()))),
+            "test": test, "test_mean": float(np.mean(list(test.values())))}
 
 
 def grid_runs(config: Experiment2D) -> list[tuple[str, RunSpec]]:
