@@ -8,6 +8,7 @@ import json
 import shutil
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -182,13 +183,17 @@ def test_an_approval_in_the_station_records_the_edit_beside_the_rtstruct_and_in_
     assert stored["figures"]["dice"] == 1.0 and stored["figures"]["slices_touched"] == 0
 
 
-def test_a_node_case_held_for_review_records_its_edit_when_the_station_approves_it(cts, tmp_path):
-    data = tmp_path / "data"
+def _held_node_case(cts, data: Path) -> tuple[CaseStore, ReviewDesk, str, sitk.Image]:
+    """A store under ``data`` with a node case of CT "a" held for review, its station desk, and the AI mask."""
     store = CaseStore(data)
     desk = ReviewDesk(StationConfig(data=data), {"demo": ""})
     case_id = _node_case(store, cts["a"], cts["prediction"])
-    ct = load_ct_series(cts["a"])
-    ai = read_mask(cts["prediction"] / "ctv.nii.gz", ct.grid)
+    return store, desk, case_id, read_mask(cts["prediction"] / "ctv.nii.gz", load_ct_series(cts["a"]).grid)
+
+
+def test_a_node_case_held_for_review_records_its_edit_when_the_station_approves_it(cts, tmp_path):
+    data = tmp_path / "data"
+    store, desk, case_id, ai = _held_node_case(cts, data)
     edit = _edit_version(store, case_id, cts["a"], _grown(ai), derives_from=1)
     assert [i.status for i in store.outbox.items()] == [HELD]
 
@@ -204,11 +209,7 @@ def test_a_node_case_held_for_review_records_its_edit_when_the_station_approves_
 
 def test_an_approval_whose_contour_lies_on_another_ct_is_refused_and_nothing_is_written(cts, tmp_path):
     data = tmp_path / "data"
-    store = CaseStore(data)
-    desk = ReviewDesk(StationConfig(data=data), {"demo": ""})
-    case_id = _node_case(store, cts["a"], cts["prediction"])
-    ct = load_ct_series(cts["a"])
-    ai = read_mask(cts["prediction"] / "ctv.nii.gz", ct.grid)
+    store, desk, case_id, ai = _held_node_case(cts, data)
     b = load_ct_series(cts["b"])  # another patient's CT: its CTV saved as an edit of this case's prediction
     wrong = _edit_version(store, case_id, cts["b"], read_mask(cts["b"].parent / "masks" / "CTV.nii.gz", b.grid),
                           derives_from=1)
