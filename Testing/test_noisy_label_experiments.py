@@ -97,9 +97,37 @@ def test_3d_experiment_command_trains_the_qam_at_batch_one(tmp_path):
 
 @pytest.mark.parametrize("script,config", [("run_2d.py", "noisy_labels_2d.json"), ("run_3d.py", "noisy_labels_3d.json"),
                                            ("run_2d.py", "noisy_labels_2d_gpu.json"),
+                                           ("run_2d.py", "noisy_labels_2d_memorisation.json"),
                                            ("run_3d.py", "noisy_labels_3d_gpu.json")])
 def test_the_shipped_experiment_configurations_are_valid(script, config, tmp_path):
     done = _run(script, "--config", str(REPO / "configs" / config), "--work", str(tmp_path / "work"), "--results",
                 str(tmp_path / "results"), "--report-only")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "0 of" in done.stdout
+
+
+def test_a_replicated_grid_runs_the_named_settings_at_every_seed_and_those_first(tmp_path):
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        from common import load_config
+        from ctv_core.errors import TrainingError
+        from run_2d import Experiment2D, grid_runs
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    config = load_config(Experiment2D, REPO / "configs" / "noisy_labels_2d_memorisation.json")
+    names = [name for name, _ in grid_runs(config)]
+    assert len(names) == len(set(names)) == 39  # issue 25: 3 methods x (7 settings at seed 1 + 3 settings x 2 seeds)
+    assert names[:3] == ["baseline/75pct_5-13px/seed1", "qam/75pct_5-13px/seed1", "qam+ocm/75pct_5-13px/seed1"]
+    per_setting: dict[str, set[str]] = {}
+    for name in names:
+        method, noise, seed = name.split("/")
+        per_setting.setdefault(noise, set()).add(seed)
+    assert {noise for noise, seeds in per_setting.items() if seeds == {"seed0", "seed1", "seed2"}} == {
+        "clean", "75pct_1-8px", "75pct_5-13px"}
+    assert all(seeds == {"seed1"} for noise, seeds in per_setting.items()
+               if noise not in ("clean", "75pct_1-8px", "75pct_5-13px")) and len(per_setting) == 7
+    assert names.index("baseline/25pct_1-8px/seed1") < names.index("baseline/clean/seed0")  # seed by seed
+    for wrong in (["75pct_5-13px", "10pct_1-8px"], ["clean", "clean"], []):
+        bad = _write(tmp_path / "bad.json", {"grid": {"replicated": wrong}})
+        with pytest.raises(TrainingError, match="grid.replicated"):
+            load_config(Experiment2D, bad)

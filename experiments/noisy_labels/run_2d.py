@@ -79,13 +79,20 @@ def parse_range(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Grid2D:
-    """The runs: methods x (clean, and every fraction x range) x seeds."""
+    """The runs: methods x (clean, and every fraction x range) x seeds.
+
+    ``replicated`` (optional) names the noise settings that run at every seed, most important
+    first, as the runs' folders name them (``"clean"``, ``"75pct_5-13px"``); the other settings
+    then run at the first seed only. Runs are ordered seed by seed, the replicated settings first,
+    so a grid stopped early has its most important comparisons.
+    """
 
     methods: tuple[str, ...] = ("baseline", "qam", "qam+ocm")
     fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     ranges: tuple[str, ...] = ("1-8", "5-13")
     clean: bool = True
     seeds: tuple[int, ...] = (0, 1, 2)
+    replicated: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -97,9 +104,25 @@ class Grid2D:
             parse_range(text)
         if not self.seeds or any(not is_int(s) or s < 0 for s in self.seeds):
             raise ValueError(f"grid.seeds must be integers >= 0, not {list(self.seeds)!r}")
+        if self.replicated is not None:
+            known = [noise_name(f, r) for f, r in self.noise_settings()]
+            wrong = [name for name in self.replicated if name not in known]
+            if wrong or not self.replicated or len(set(self.replicated)) != len(self.replicated):
+                raise ValueError(f"grid.replicated must name distinct settings of the grid ({', '.join(known)}), "
+                                 f"not {list(self.replicated)!r}")
 
     def noise_settings(self) -> list[tuple[float, str | None]]:
         return ([(0.0, None)] if self.clean else []) + [(f, r) for r in self.ranges for f in self.fractions]
+
+    def runs(self) -> list[tuple[int, float, str | None]]:
+        """``(seed, fraction, range)`` of every run's data, in the order the grid runs them."""
+        settings = self.noise_settings()
+        if self.replicated is None:
+            return [(s, f, r) for s in self.seeds for f, r in settings]
+        by_name = {noise_name(f, r): (f, r) for f, r in settings}
+        first = [by_name[name] for name in self.replicated]
+        first_seed = first + [setting for setting in settings if setting not in first]
+        return [(self.seeds[0], f, r) for f, r in first_seed] + [(s, f, r) for s in self.seeds[1:] for f, r in first]
 
 
 @dataclass(frozen=True)
@@ -146,9 +169,13 @@ class RunSpec:
     seed: int
 
 
+def noise_name(fraction: float, noise_range: str | None) -> str:
+    """A noise setting as folders and ``grid.replicated`` name it: ``clean`` or ``75pct_5-13px``."""
+    return "clean" if noise_range is None else f"{int(round(fraction * 100))}pct_{noise_range}px"
+
+
 def run_name(spec: RunSpec) -> str:
-    noise = "clean" if spec.noise_range is None else f"{int(round(spec.fraction * 100))}pct_{spec.noise_range}px"
-    return f"{spec.method}/{noise}/seed{spec.seed}"
+    return f"{spec.method}/{noise_name(spec.fraction, spec.noise_range)}/seed{spec.seed}"
 
 
 class Jsrt2D:
@@ -268,8 +295,7 @@ def curve_point(network: torch.nn.Module, data: Jsrt2D, targets: torch.Tensor, s
 
 
 def grid_runs(config: Experiment2D) -> list[tuple[str, RunSpec]]:
-    specs = [RunSpec(m, f, r, s) for s in config.grid.seeds for f, r in config.grid.noise_settings()
-             for m in config.grid.methods]
+    specs = [RunSpec(m, f, r, s) for s, f, r in config.grid.runs() for m in config.grid.methods]
     return [(run_name(spec), spec) for spec in specs]
 
 
