@@ -131,3 +131,21 @@ def test_a_replicated_grid_runs_the_named_settings_at_every_seed_and_those_first
         bad = _write(tmp_path / "bad.json", {"grid": {"replicated": wrong}})
         with pytest.raises(TrainingError, match="grid.replicated"):
             load_config(Experiment2D, bad)
+
+
+def test_the_cost_estimate_counts_a_training_step_as_forward_and_backward_of_the_batch(tmp_path):
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        from common import load_config
+        from estimate_cost import forward_operations, step_operations
+        from run_2d import Experiment2D
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    config = load_config(Experiment2D, _write(tmp_path / "tiny.json", {
+        "data": {"image_size": 64}, "model": {"widths": [4, 8], "batch_size": 4}, "quality": {"widths": [4, 8]}}))
+    forward = forward_operations(config)
+    baseline, _ = step_operations(config, "baseline")
+    qam, _ = step_operations(config, "qam")
+    ocm, _ = step_operations(config, "qam+ocm")
+    assert 2.5 * 4 * forward < baseline < 3.5 * 4 * forward  # backward costs about twice the forward
+    assert qam > baseline and qam == ocm  # the QAM's convolutions; the OCM is a tanh

@@ -124,7 +124,7 @@ def test_config_round_trip_defaults_and_strictness(tmp_path):
     path.write_text(json.dumps({"optimisation": {"learning_rate": 3e-4}}))
     assert load_training_config(path).optimisation.learning_rate == 3e-4
     path.write_text(json.dumps({"optimisation": {"learning_rate_decay": "cosine"}}))
-    with pytest.raises(TrainingError, match="learning_rate_decay must be one of constant, poly"):
+    with pytest.raises(TrainingError, match="learning_rate_decay must be one of constant, poly, step"):
         load_training_config(path)
     with pytest.raises(TrainingError, match="does not exist"):
         load_training_config(tmp_path / "missing.json")
@@ -245,6 +245,21 @@ def test_poly_learning_rate_decays_with_the_step(dataset, tmp_path):
     rates = {int(step): float(value) for step, metric, value in rows if metric == "lr"}
     # step s (counted from 1) ran at 1e-3 * (1 - (s - 1) / 3) ** 0.9
     assert rates == pytest.approx({s: 1e-3 * (1 - (s - 1) / 3) ** 0.9 for s in (1, 2, 3)}, rel=1e-6)
+
+
+def test_step_learning_rate_is_a_staircase_of_the_step(dataset, tmp_path):
+    run_dir = tmp_path / "step"
+    train(dataset, run_dir, tiny_config(steps=5, optimisation__learning_rate_decay="step",
+                                        optimisation__step_decay_every=2, optimisation__step_decay_factor=0.5,
+                                        schedule__validate_every=100), device="cpu")
+    rows = [r.split(",") for r in (run_dir / "log.csv").read_text().splitlines()[1:]]
+    rates = {int(step): float(value) for step, metric, value in rows if metric == "lr"}
+    assert rates == pytest.approx({1: 1e-3, 2: 1e-3, 3: 5e-4, 4: 5e-4, 5: 2.5e-4}, rel=1e-6)
+    for bad, message in (({"step_decay_every": 0}, "step_decay_every"), ({"step_decay_factor": 1.5}, "step_decay_factor")):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps({"optimisation": {"learning_rate_decay": "step", **bad}}))
+        with pytest.raises(TrainingError, match=message):
+            load_training_config(path)
 
 
 def test_resume_is_bitwise_identical_to_a_straight_run(dataset, straight_run, tmp_path):

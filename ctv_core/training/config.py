@@ -195,7 +195,7 @@ class AugmentationConfig:
                              f"not {low_high!r}")
 
 
-LEARNING_RATE_DECAYS = ("constant", "poly")
+LEARNING_RATE_DECAYS = ("constant", "poly", "step")
 
 
 @dataclass(frozen=True)
@@ -209,8 +209,13 @@ class OptimisationConfig:
     learning_rate_decay
         ``"constant"`` (the method's) or ``"poly"``: step s of S (counted from 0) uses
         ``learning_rate * (1 - s / S) ** 0.9``, nnU-Net's schedule, which settles the weights
-        at the end of a short run. A function of the step alone, so a resumed run continues it
-        exactly (changing ``steps`` on resume stretches the rest of the schedule).
+        at the end of a short run; or ``"step"``: ``learning_rate * step_decay_factor ** (s //
+        step_decay_every)``, a staircase (the schedule of the public code the noisy-label
+        experiment's GPU setting follows). A function of the step alone, so a resumed run continues
+        it exactly (changing ``steps`` on resume stretches the rest of a poly schedule).
+    step_decay_every, step_decay_factor
+        The staircase of ``"step"``: every ``step_decay_every`` optimiser steps the learning rate
+        is multiplied by ``step_decay_factor`` (in (0, 1]). Unused by the other decays.
     weight_decay
         Adam's L2 weight decay.
     steps
@@ -229,6 +234,8 @@ class OptimisationConfig:
 
     learning_rate: float = 1e-4
     learning_rate_decay: str = "constant"
+    step_decay_every: int = 1000
+    step_decay_factor: float = 0.95
     weight_decay: float = 0.0
     steps: int = 20000
     bce_weight: float = 1.0
@@ -243,6 +250,11 @@ class OptimisationConfig:
         if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
             raise ValueError(f"optimisation.learning_rate_decay must be one of {', '.join(LEARNING_RATE_DECAYS)}, "
                              f"not {self.learning_rate_decay!r}")
+        if not is_int(self.step_decay_every) or self.step_decay_every < 1:
+            raise ValueError(f"optimisation.step_decay_every must be an integer >= 1 (optimiser steps), "
+                             f"not {self.step_decay_every!r}")
+        if not is_number(self.step_decay_factor) or not 0 < self.step_decay_factor <= 1:
+            raise ValueError(f"optimisation.step_decay_factor must be within (0, 1], not {self.step_decay_factor!r}")
         for name in ("weight_decay", "bce_weight", "dice_weight", "dice_smooth"):
             value = getattr(self, name)
             if not is_number(value) or value < 0:
@@ -265,6 +277,8 @@ class OptimisationConfig:
         """The learning rate of optimiser step ``step`` (0 for the first) of ``steps``."""
         if self.learning_rate_decay == "poly":
             return self.learning_rate * (1.0 - min(step, self.steps) / self.steps) ** 0.9
+        if self.learning_rate_decay == "step":
+            return self.learning_rate * self.step_decay_factor ** (step // self.step_decay_every)
         return self.learning_rate
 
     def weights_for(self, passes: int) -> tuple[float, ...]:

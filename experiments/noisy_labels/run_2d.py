@@ -203,16 +203,9 @@ def batch_indices(seed: int, step: int, batch: int, count: int) -> list[int]:
     return out
 
 
-def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -> dict[str, Any]:
-    """Train one run and score it on the clean test labels; returns its ``result.json`` content."""
-    if spec.noise_range is None:
-        labels, record = {c: mask.copy() for c, mask in data.train_labels_256.items()}, {}
-    else:
-        labels, record = simulate_label_noise(data.train_labels_256, spec.fraction, parse_range(spec.noise_range),
-                                              spec.seed)
-    dev = data.device
-    targets = torch.from_numpy(
-        (downsample(np.stack([labels[c] for c in data.train_ids]), data.factor) >= 0.5).astype(np.float32)).to(dev)
+def build_training(config: Experiment2D, spec: RunSpec, dev: torch.device):
+    """The seeded network, the trainables (network, QAM where the method has one, optimisers), the
+    sample weighting and the objective of one run: ``(network, trainables, weighting, objective)``."""
     torch.manual_seed(spec.seed)
     network = UNet2D(1, len(STRUCTURES), config.model.widths).to(dev)
     if dev.type == "cpu":
@@ -225,6 +218,21 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
                                               weight_decay=opt.weight_decay), **weighting.optimizers},
         scaler=torch.amp.GradScaler("cuda", enabled=dev.type == "cuda"), forward=network)
     objective = DeepSupervisionObjective((1.0,), opt.bce_weight, opt.dice_weight, opt.dice_smooth)
+    return network, trainables, weighting, objective
+
+
+def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -> dict[str, Any]:
+    """Train one run and score it on the clean test labels; returns its ``result.json`` content."""
+    if spec.noise_range is None:
+        labels, record = {c: mask.copy() for c, mask in data.train_labels_256.items()}, {}
+    else:
+        labels, record = simulate_label_noise(data.train_labels_256, spec.fraction, parse_range(spec.noise_range),
+                                              spec.seed)
+    dev = data.device
+    targets = torch.from_numpy(
+        (downsample(np.stack([labels[c] for c in data.train_ids]), data.factor) >= 0.5).astype(np.float32)).to(dev)
+    network, trainables, weighting, objective = build_training(config, spec, dev)
+    opt = config.optimisation
     run = RunFolder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     log = RunLog(run, 0, True, tensorboard=False)
