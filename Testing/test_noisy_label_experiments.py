@@ -50,6 +50,11 @@ def test_2d_experiment_command_runs_a_small_grid_and_resumes(shared_data, tmp_pa
         assert row["mean_dice"] == pytest.approx(np.mean(list(row["dice"].values())))
     noisy = json.loads((tmp_path / "work" / "qam+ocm" / "50pct_5-13px" / "seed0" / "result.json").read_text())
     assert len(noisy["noisy_cases"]) == 10  # half of the 20 training cases
+    separation = noisy["weight_separation"]  # issue 25 item 4: the QAM's weights against the noise, per checkpoint
+    assert len(separation) == 3 and [p["step"] for p in separation] == [1, 2, 3]  # 3 steps, one point each
+    assert all(p[k] is None or 0 <= p[k] <= 1 for p in separation for k in ("auc_dilated", "auc_eroded"))
+    assert json.loads((tmp_path / "work" / "baseline" / "50pct_5-13px" / "seed0" / "result.json").read_text())[
+        "weight_separation"] is None  # the baseline weighs every sample alike
     table = (tmp_path / "results" / "results.md").read_text()
     assert "| method | 0 % | 50 % 5-13 px |" in table and "0.892" in table  # the paper's number beside ours
     for plot in ("dice_vs_noise.png", "weights_over_training.png"):
@@ -149,3 +154,29 @@ def test_the_cost_estimate_counts_a_training_step_as_forward_and_backward_of_the
     ocm, _ = step_operations(config, "qam+ocm")
     assert 2.5 * 4 * forward < baseline < 3.5 * 4 * forward  # backward costs about twice the forward
     assert qam > baseline and qam == ocm  # the QAM's convolutions; the OCM is a tanh
+
+
+def test_the_weight_separation_is_the_auc_of_clean_against_dilated_and_eroded_samples_per_checkpoint(tmp_path):
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        from report import separation_table, weight_separation
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    noise = {"d": [["lungs", "dilate", 5], ["heart", "dilate", 7], ["clavicles", "erode", 5]],
+             "e": [["lungs", "erode", 9]], "c2": []}
+    # Steps 1-2: the weights rank the dilated sample above the clean ones and tie the eroded one with them;
+    # steps 3-4: every clean sample above both corrupted ones. Batch of 4 (relative weight = weight x 4).
+    weights = {1: {"c": 0.2, "c2": 0.2, "d": 0.4, "e": 0.2}, 2: {"c": 0.2, "c2": 0.2, "d": 0.4, "e": 0.2},
+               3: {"c": 0.4, "c2": 0.4, "d": 0.1, "e": 0.1}, 4: {"c": 0.3, "c2": 0.5, "d": 0.1, "e": 0.1}}
+    lines = ["step,index,case_id,loss,weight,raw_score,score"]
+    for step, by_case in weights.items():
+        lines += [f"{step},{i},{case},1.0,{w},0,0" for i, (case, w) in enumerate(by_case.items())]
+    (tmp_path / "samples.csv").write_text("\n".join(lines) + "\n")
+    curve = weight_separation(tmp_path / "samples.csv", noise, checkpoints=2)
+    assert curve == [{"step": 2, "auc_dilated": 0.0, "auc_eroded": 0.5}, {"step": 4, "auc_dilated": 1.0, "auc_eroded": 1.0}]
+    only_clean = weight_separation(tmp_path / "samples.csv", {}, checkpoints=2)
+    assert all(p["auc_dilated"] is None and p["auc_eroded"] is None for p in only_clean)
+    result = {"row": {"method": "qam+ocm", "noise_fraction": 0.75, "noise_range": "5-13"}, "weight_separation": curve}
+    table = separation_table([result, {**result, "weight_separation": [
+        {"step": 2, "auc_dilated": 0.5, "auc_eroded": None}, {"step": 4, "auc_dilated": 0.8, "auc_eroded": 0.6}]}])
+    assert "| qam+ocm | 75 % 5-13 px | 2 | 0.25 / 0.50 | 0.90 / 0.80 |" in table

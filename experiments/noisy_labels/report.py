@@ -143,18 +143,85 @@ def _late_weights(samples_csv: Path, last_fraction: float) -> dict[str, list[flo
     return out
 
 
+def change_kind(changes: list[list[Any]] | None) -> str:
+    """``"clean"``, ``"dilated"`` (more than half of the changed structures dilated) or
+    ``"eroded"``, from one case's noise record (``[structure, operation, distance]`` per change)."""
+    if not changes:
+        return "clean"
+    return "dilated" if sum(c[1] == "dilate" for c in changes) * 2 > len(changes) else "eroded"
+
+
+def weight_separation(samples_csv: Path, noise: dict[str, list[list[Any]]],
+                      checkpoints: int = 10) -> list[dict[str, Any]]:
+    """How well the QAM's weights tell clean training samples from corrupted ones, over training.
+
+    The steps are cut into ``checkpoints`` equal spans (at most one per step); in each, the relative weights (weight x batch
+    size) of the samples seen are compared as a ranking: AUC = the probability that a clean sample
+    outweighs a dilated (``auc_dilated``) or an eroded (``auc_eroded``) one, ties counted half (the
+    Mann-Whitney U over the two sets' sizes). 0.5 = no separation, 1 = every clean sample above every
+    corrupted one, below 0.5 = the corrupted samples trusted more. ``None`` where a span holds no sample
+    of a kind. ``step`` is the span's last step."""
+    from scipy.stats import mannwhitneyu
+
+    with open(samples_csv, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    per_step: dict[int, int] = defaultdict(int)
+    for row in rows:
+        per_step[int(row["step"])] += 1
+    last = max(per_step)
+    checkpoints = min(checkpoints, last)
+    spans: list[dict[str, list[float]]] = [defaultdict(list) for _ in range(checkpoints)]
+    for row in rows:
+        step = int(row["step"])
+        span = min(checkpoints - 1, (step - 1) * checkpoints // last)
+        spans[span][change_kind(noise.get(row["case_id"]))].append(float(row["weight"]) * per_step[step])
+
+    def auc(clean: list[float], corrupted: list[float]) -> float | None:
+        if not clean or not corrupted:
+            return None
+        return float(mannwhitneyu(clean, corrupted).statistic / (len(clean) * len(corrupted)))
+
+    return [{"step": round((k + 1) * last / checkpoints), "auc_dilated": auc(span["clean"], span["dilated"]),
+             "auc_eroded": auc(span["clean"], span["eroded"])} for k, span in enumerate(spans)]
+
+
+def separation_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: the weights' AUC clean-versus-dilated and clean-versus-eroded at each checkpoint (runs'
+    ``weight_separation``), mean over seeds, per weighted method and noise setting."""
+    cells: dict[tuple, list[list[dict[str, Any]]]] = defaultdict(list)
+    for result in results:
+        row = result["row"]
+        if result.get("weight_separation"):
+            cells[(row["method"], _noise_label(row["noise_fraction"], row["noise_range"]))].append(
+                result["weight_separation"])
+    if not cells:
+        return "(no weighted run with noisy labels has finished)"
+
+    def mean_of(curves: list[list[dict[str, Any]]], k: int, key: str) -> str:
+        values = [c[k][key] for c in curves if c[k][key] is not None]
+        return f"{np.mean(values):.2f}" if values else "–"
+
+    steps = [point["step"] for point in next(iter(cells.values()))[0]]
+    lines = ["| method | noise | seeds | " + " | ".join(f"step {s}" for s in steps) + " |",
+             "|---|---|---|" + "---|" * len(steps)]
+    for (method, noise), curves in sorted(cells.items()):
+        lines.append(f"| {method} | {noise} | {len(curves)} | " + " | ".join(
+            f"{mean_of(curves, k, 'auc_dilated')} / {mean_of(curves, k, 'auc_eroded')}" for k in range(len(steps)))
+            + " |")
+    return "\n".join(lines)
+
+
 def weights_by_change(results: list[dict[str, Any]], samples: list[Path], last_fraction: float = 0.25) -> str:
     """Markdown: mean relative weight in the last quarter of training of clean labels, of labels whose
     structures were mostly dilated (at least 2 of 3) and mostly eroded, per method and noise setting."""
     cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for result, path in zip(results, samples):
         row = result["row"]
-        if row["method"] == "baseline" or row["noise_range"] is None or "noise" not in result:
+        if row["method"] == "baseline" or row["noise_range"] is None or "noise" not in result or not path.exists():
             continue
         for case_id, weights in _late_weights(path, last_fraction).items():
-            changes = result["noise"].get(case_id)
-            kind = "clean" if not changes else (
-                "mostly dilated" if sum(c[1] == "dilate" for c in changes) * 2 > len(changes) else "mostly eroded")
+            kind = {"clean": "clean", "dilated": "mostly dilated", "eroded": "mostly eroded"}[
+                change_kind(result["noise"].get(case_id))]
             cells[(row["method"], _noise_label(row["noise_fraction"], row["noise_range"]))][kind].extend(weights)
     kinds = ("clean", "mostly dilated", "mostly eroded")
     lines = ["| method | noise | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
@@ -183,7 +250,8 @@ def plot_weights(results: list[dict[str, Any]], samples: list[Path], out: Path, 
             curves = []
             for result, path in zip(results, samples):
                 row = result["row"]
-                if (row["method"], row.get("noise_fraction"), row.get("noise_range")) == (method, *setting):
+                if (row["method"], row.get("noise_fraction"), row.get("noise_range")) == (method, *setting) \
+                        and path.exists():
                     curves.append(weight_curves(path, set(result["noisy_cases"])))
             if not curves:
                 continue
@@ -233,7 +301,10 @@ def write_report_2d(results: list[dict[str, Any]], work: Path, out_dir: Path, co
     lines += ["## Which labels the QAM trusts", "",
               "Mean weight x batch size (1 = the plain mean) in the last quarter of training, mean over the "
               "samples and seeds, by what the noise did to the label:", "",
-              weights_by_change(results, [work / name / "samples.csv" for name in names]), ""]
+              weights_by_change(results, [work / name / "samples.csv" for name in names]), "",
+              "AUC of the weights, clean against mostly dilated / clean against mostly eroded training samples "
+              "(the probability that a clean sample outweighs a corrupted one; 0.5 = no separation), over "
+              "training, mean over seeds:", "", separation_table(results), ""]
     (out_dir / "results.md").write_text("\n".join(lines), encoding="utf-8")
     plot_dice_vs_noise(rows, out_dir / "dice_vs_noise.png", "JSRT, 2D U-Net: mean Dice against label noise")
     noisy_settings = sorted({(r["noise_fraction"], r["noise_range"]) for r in rows if r["noise_range"]},

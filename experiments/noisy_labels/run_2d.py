@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import METHODS, REPO, command, finished_results, method_quality, run_grid, start  # noqa: E402
 from jsrt import STRUCTURES, downsample, load_jsrt, split  # noqa: E402
+from report import weight_separation, write_report_2d  # noqa: E402
 from unet2d import UNet2D  # noqa: E402
 
 from ctv_core.evaluation.metrics import dice  # noqa: E402
@@ -255,12 +256,14 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
     finally:
         log.close()
     scores = evaluate(network, data)
+    noise = {case: [[list(STRUCTURES)[c.structure], c.operation, c.distance] for c in changes]
+             for case, changes in record.items()}
     row = {"method": spec.method, "noise_fraction": spec.fraction, "noise_range": spec.noise_range,
            "seed": spec.seed, "dice": scores, "mean_dice": float(np.mean(list(scores.values())))}
     return {"row": row, "curve": curve, "steps": opt.steps, "batch_size": config.model.batch_size,
-            "image_size": 256 // data.factor, "noisy_cases": sorted(record),
-            "noise": {case: [[list(STRUCTURES)[c.structure], c.operation, c.distance] for c in changes]
-                      for case, changes in record.items()}}
+            "image_size": 256 // data.factor, "noisy_cases": sorted(record), "noise": noise,
+            "weight_separation": weight_separation(folder / "samples.csv", noise)
+            if spec.method != "baseline" and record else None}
 
 
 def evaluate(network: torch.nn.Module, data: Jsrt2D, batch: int = 16) -> dict[str, float]:
@@ -321,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{256 // data.factor}x{256 // data.factor}; {len(runs)} runs, shard {args.shard}", flush=True)
         run_grid(runs, args.work, shard, lambda spec, folder: train_run(config, data, spec, folder),
                  log=lambda line: print(line, flush=True))
-    from report import write_report_2d
-
     results = finished_results(args.work, [name for name, _ in runs])
     write_report_2d(results, args.work, args.results, config)
     print(f"{len(results)} of {len(runs)} runs finished; results in {args.results}")
