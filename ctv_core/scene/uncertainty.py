@@ -11,7 +11,7 @@ image is refused), coloured with Slicer's Iron table, values under
 :func:`sliceOffset` place an axial CT slice (index k of the map's grid, as the report's
 ``least_certain_slices`` count them) for a slice view, whatever the CT's orientation (oblique,
 feet first, slices stored in either order); :class:`LeastCertainTour` cycles through those
-slices. The figures come from :mod:`.uncertainty_report`.
+slices and :func:`leastCertainFirst` puts them before the CTV's other slices (the review station's autoplay). The figures come from :mod:`.uncertainty_report`.
 """
 
 from __future__ import annotations
@@ -141,6 +141,13 @@ def sliceOffset(grid: Grid, k: int, sliceToRas) -> float:
     slice ``k`` of ``grid`` in that view: what ``vtkMRMLSliceLogic.SetSliceOffset`` takes."""
     normal = matrixToArray(sliceToRas)[:3, 2]
     return float(sliceCentre(grid, k) @ (normal / np.linalg.norm(normal)))
+
+
+def leastCertainFirst(offsets, grid: Grid, slices, sliceToRas) -> list[float]:
+    """View offsets (mm, as :func:`.review_steps.sliceOffsets` gives them) for a slice view: those of the least
+    certain CT ``slices`` of ``grid`` first (least certain first), then the other ``offsets`` in their order."""
+    first = list(dict.fromkeys(round(sliceOffset(grid, int(k), sliceToRas), 4) for k in slices))
+    return first + [offset for offset in offsets if offset not in set(first)]
 
 
 class LeastCertainTour:
