@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from slicer_support import load_dicom_volume, module_in_slicer
 from test_slicer_prediction import DONE, FakeProcess, _box, _drive, _logic
 
 from ctv_core import load_ct_series
+from ctv_core.inference.worker import uncertainty_file
 
 CASES = {"feet first": dict(position="FFS"), "oblique": dict(oblique_deg=20.0),
          "oblique, slices stored descending": dict(oblique_deg=-15.0, descending=True)}
@@ -196,8 +196,7 @@ class UncertainProcess(FakeProcess):
     def send(self, line):
         super().send(line)
         if line == "go" and self.write_map is not None:
-            sitk.WriteImage(self.write_map(self.image_ready_at_go),
-                            str(Path(self.request["mask"]).parent / "uncertainty.nii.gz"))
+            sitk.WriteImage(self.write_map(self.image_ready_at_go), str(uncertainty_file(self.request)))
 
     def result(self):
         result = super().result()
@@ -279,3 +278,26 @@ def test_the_panel_switches_the_overlay_and_visits_the_least_certain_slices(rele
         assert offsets == [round(origin_z + k * spacing, 3) for k in (7, 2, 9, 7)]
         assert widget.ui.reviewLabel.text == "Least certain slice 1 of 3 (CT slice 8)"
         widget.cleanup()
+
+
+def test_the_real_process_shows_the_map_ctv_core_computes(ctv_scene, slicer_lib, mrml_scene, phantom_volume,
+                                                         pelvis_phantom, tmp_path):
+    import slicer
+
+    from ctv_core import CTVPredictor
+
+    logic = slicer_lib.CTVDelineationLogic(mrml_scene, temporaryDirectory=str(tmp_path))
+    red = _red(mrml_scene)
+    logic.run(phantom_volume, device="cpu")
+    result = logic.lastResult
+    assert result.uncertaintyNote == "" and result.uncertainty is not None
+    direct = CTVPredictor(None, device="cpu").run(load_ct_series(pelvis_phantom.ct_dir).image).uncertainty
+    shown = slicer.util.arrayFromVolume(result.uncertainty.node)
+    expected = sitk.GetArrayFromImage(direct.map)
+    assert expected.max() > 50 and np.array_equal(shown, expected)  # the phantom is loaded ascending, as ctv_core
+    assert result.uncertainty.figures.leastCertainSlices == tuple(direct.least_certain_slices)
+    assert red.GetSliceCompositeNode().GetForegroundVolumeID() == result.uncertainty.node.GetID()
+    offset, _ = logic.nextLeastCertainOffset(red.GetSliceNode().GetSliceToRAS())
+    k = direct.least_certain_slices[0]
+    assert offset == pytest.approx(phantom_volume.GetOrigin()[2] + k * phantom_volume.GetSpacing()[2])
+    assert not list(tmp_path.iterdir())  # the job's folder, map included, is gone

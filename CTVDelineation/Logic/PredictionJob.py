@@ -24,7 +24,7 @@ from typing import Any
 import SimpleITK as sitk
 from ctv_core.errors import PredictionProtocolError
 from ctv_core.inference.process_protocol import CANCEL, CANCEL_GRACE_S, GO, EventReader, command_line, conclude
-from ctv_core.scene.uncertainty_report import UNCERTAINTY_FILE
+from ctv_core.inference.worker import uncertainty_file
 
 from .PredictionProcess import ProcessRunner, workerCommand
 
@@ -61,7 +61,7 @@ class PredictionOptions:
         Keep the model's post-processing (largest components, holes filled); False keeps every
         voxel above the threshold.
     uncertainty
-        Also compute the uncertainty map (``uncertainty.nii.gz`` in the job's folder) and its figures.
+        Also compute the uncertainty map (written beside the mask) and its figures.
     """
 
     model: str | None = None
@@ -235,7 +235,7 @@ class PredictionJob:
     def _readUncertainty(self) -> sitk.Image | None:
         """The uncertainty map the worker wrote beside the mask; None when it was not asked for or not written
         (the CTV is still good: the logic says the map is missing)."""
-        path = self.folder / UNCERTAINTY_FILE
+        path = uncertainty_file(self.options.request(self.folder))
         if not self.options.uncertainty or not path.is_file():
             return None
         try:

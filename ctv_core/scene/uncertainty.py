@@ -1,6 +1,6 @@
 """The prediction's uncertainty map in the scene: a volume on the CT's voxels over the CT, and its slices.
 
-A prediction writes ``uncertainty.nii.gz`` (:data:`.uncertainty_report.UNCERTAINTY_FILE`) beside its outputs: uint8 percent 0-100 on the CT
+A prediction writes ``uncertainty.nii.gz`` beside its outputs (the prediction process ``uncertainty.nrrd``): uint8 percent 0-100 on the CT
 grid (voxel uncertainty = 1 - |2p - 1| of the CTV probability p, in percent). Both doors show
 it the same way: :func:`showUncertainty` puts it into the volume node "<CT name> CTV
 uncertainty" on exactly the CT node's voxels (the map is copied through :mod:`.lattice`, never

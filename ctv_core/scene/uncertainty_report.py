@@ -18,8 +18,6 @@ from typing import Any
 
 from ..errors import CTVError
 
-#: The map a prediction writes beside its outputs (uint8 percent 0-100 on the CT grid).
-UNCERTAINTY_FILE = "uncertainty.nii.gz"
 #: The report's key.
 KEY = "uncertainty"
 #: The signals this version shows.

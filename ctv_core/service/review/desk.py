@@ -33,8 +33,7 @@ from ...dicom.files import scan_folder
 from ...dicom.series import load_ct_series
 from ...dicom.uids import uid_problem
 from ...errors import CTVError, SeriesNotFoundError, UploadError
-from ...inference.predict_job import KNOWN_FILES, REPORT
-from ...scene.uncertainty_report import UNCERTAINTY_FILE
+from ...inference.predict_job import KNOWN_FILES, REPORT, UNCERTAINTY_FILE
 from ..approvals import approval_record, write_sidecar
 from ..audit import AuditLog
 from ..jobs import JobWorkers

@@ -126,7 +126,8 @@ class CaseScene:
         report becomes a warning on the page."""
         from ...errors import CTVError
         from ...scene.uncertainty import showUncertainty
-        from ...scene.uncertainty_report import UNCERTAINTY_FILE, readUncertaintyFigures
+        from ...inference.predict_job import UNCERTAINTY_FILE
+        from ...scene.uncertainty_report import readUncertaintyFigures
 
         case = self.open
         if case.uncertainty is not None:
