@@ -24,6 +24,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from CTVDelineationDependencies import DependenciesPanel  # noqa: E402 - the module folder is on sys.path
+from CTVDelineationUncertainty import UncertaintyPanel, redSliceLogic  # noqa: E402 - the module folder is on sys.path
 
 # Slicer looks the self-test up as ``CTVDelineationTest`` in this module (Reload & Test).
 from CTVDelineationSelfTest import CTVDelineationTest  # noqa: E402,F401 - the module folder is on sys.path
@@ -151,6 +152,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = lib.CTVDelineationLogic(slicer.mrmlScene, terminologyLogic=slicer.modules.terminologies.logic(),
                                              temporaryDirectory=slicer.app.temporaryPath)
         self.dependencies = DependenciesPanel(self.ui, lib.DependencyLogic())
+        self.uncertainty = UncertaintyPanel(self.ui, self.logic)
         self.logic.progress.connect(self.onProgress)
         self.logic.finished.connect(self.onFinished)
         self.logic.failed.connect(self.onFailed)
@@ -264,6 +266,7 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for button in (self.ui.show3DButton, self.ui.editButton, self.ui.exportButton, self.ui.previousSliceButton,
                        self.ui.nextSliceButton, self.ui.playButton):
             button.enabled = done
+        self.uncertainty.update(self._result if done else None)
 
     # --- errors: shown as a message, never a traceback -------------------------------------------
 
@@ -388,9 +391,8 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """One step through the CTV's slices in the Red view; playback stops, with a sentence, when the
         segment is gone or there is no Red view (never an error on every timer tick)."""
         lib = loadLogicPackage()
-        layout = slicer.app.layoutManager()
-        red = layout.sliceWidget("Red") if layout is not None else None
-        if red is None:
+        sliceLogic = redSliceLogic()
+        if sliceLogic is None:
             self._stopReview("No Red slice view in this layout: choose a layout with one to step through the CTV.")
             return
         segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
@@ -398,7 +400,6 @@ class CTVDelineationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 or segmentation.GetSegmentation().GetSegment(self._result.segmentId) is None):
             self._stopReview("The CTV segment is no longer in the scene.")
             return
-        sliceLogic = red.sliceLogic()
         if self._player is None:
             self._player = lib.ReviewPlayer.forSegment(
                 segmentation, self._result.segmentId, self._parameterNode.inputVolume,

@@ -38,7 +38,7 @@ from ctv_core.output_folder import JOURNAL, _recover
 from ctv_core.phantom import ScanSettings, make_phantom
 
 SMALL = ScanSettings(matrix=256, slices=26, slice_thickness_mm=4.0)  # 104 mm, just above the least
-SET = {"rtstruct.dcm", "qa.png", "report.json"}
+SET = {"rtstruct.dcm", "uncertainty.nii.gz", "qa.png", "report.json"}
 
 
 def qa_package(path: Path, window=(150.0, 3000.0)) -> Path:

@@ -137,7 +137,8 @@ def test_untrained_unet_mask_is_on_the_ct_grid_in_every_position(phantoms, tmp_p
         result = predictor.run(ct.image)
         assert Grid.of_image(result.mask).matches(ct.grid), name
         assert result.mask.GetPixelID() == sitk.sitkUInt8
-        assert set(result.seconds) == {"preprocessing", "network", "inverse", "postprocessing", "anatomy_check"}
+        assert set(result.seconds) == {"preprocessing", "network", "inverse", "postprocessing", "anatomy_check",
+                                       "uncertainty"}
         assert result.volume_cc == pytest.approx(_array(result.mask).sum() * np.prod(ct.grid.spacing) / 1000)
 
 
@@ -284,7 +285,8 @@ def test_ctv_predict_end_to_end_matches_plastimatch(phantoms, tmp_path):
     result = subprocess.run([ctv_command(), "predict", str(ct.folder), str(out), "--model", str(tmp_path / "qa"),
                              "--device", "cpu", "--formats", "rtstruct,seg,nifti", "-q"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["ctv.nii.gz", "qa.png", "report.json", "rtstruct.dcm", "seg.dcm"]
+    assert sorted(p.name for p in out.iterdir()) == ["ctv.nii.gz", "qa.png", "report.json", "rtstruct.dcm", "seg.dcm",
+                                                          "uncertainty.nii.gz"]
     expected = _ct_window(ct, BONE)
     subprocess.run([plastimatch, "convert", "--input", str(out / "rtstruct.dcm"), "--referenced-ct", str(ct.folder),
                     "--output-prefix", str(tmp_path / "pm"), "--prefix-format", "nii.gz", "--xor-contours"],
@@ -314,7 +316,8 @@ def test_predict_refuses_outputs_that_cannot_reference_the_ct(shared_data, tmp_p
         run_predict_job(tilted, tmp_path / "out", model=package.path, device="cpu")
     assert not (tmp_path / "out").exists()
     result = run_predict_job(tilted, tmp_path / "out", model=package.path, device="cpu", formats=["nifti"])
-    assert sorted(p.name for p in result.out_dir.iterdir()) == ["ctv.nii.gz", "qa.png", "report.json"]
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["ctv.nii.gz", "qa.png", "report.json",
+                                                                         "uncertainty.nii.gz"]
 
 
 def test_predict_cli_errors(tmp_path):

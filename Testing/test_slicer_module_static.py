@@ -26,7 +26,8 @@ def _ui_widgets() -> dict[str, ET.Element]:
 def _used_ui_names() -> set[str]:
     """Every ``self.ui.<name>`` the module's scripts use."""
     names = set()
-    scripts = MODULE_FILE.read_text() + (MODULE_DIR / "CTVDelineationDependencies.py").read_text()
+    scripts = "".join(p.read_text() for p in (MODULE_FILE, MODULE_DIR / "CTVDelineationDependencies.py",
+                                              MODULE_DIR / "CTVDelineationUncertainty.py"))
     for node in ast.walk(ast.parse(scripts)):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
                 and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"):

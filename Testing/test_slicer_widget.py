@@ -18,6 +18,7 @@ RELEASES = ("5.8", "5.10", "5.12")
 CONTROLS = {"inputVolumeSelector", "outputSegmentationSelector", "modelPathLineEdit", "bundledModelButton",
             "deviceComboBox", "engineComboBox", "passesSpinBox", "flipsCheckBox", "postprocessingCheckBox", "applyButton",
             "show3DButton", "editButton", "previousSliceButton", "nextSliceButton", "playButton", "exportButton",
+            "showUncertaintyCheckBox", "leastCertainButton",
             "installDependenciesButton"}
 
 

@@ -95,6 +95,7 @@ def test_cancel_or_a_vanished_caller_stops_before_writing(tmp_path, qa_model, co
     ({"passes": 0}, "from 1 to 8"),
     ({"passes": True}, "from 1 to 8"),
     ({"test_time_flips": "yes"}, "'test_time_flips' must be true, false or null"),
+    ({"uncertainty": "no"}, "'uncertainty' must be true, false or null"),
     ({"device": "tpu"}, "unknown device 'tpu'"),
     ({"model": "/nonexistent/pkg"}, "not a usable model package"),
 ])

@@ -29,12 +29,15 @@ import SimpleITK as sitk
 import slicer
 
 from ctv_core.errors import CTVError, PredictionCancelled
+from ctv_core.geometry import Grid
 from ctv_core.scene.conversion import (importMask, requireCT, requireSegmentationOnCT, requireUntransformed,
                                       volumeToImage)
 from ctv_core.scene.edit_record import tagPrediction
 from ctv_core.scene.patient_frame import gridOfVolume
 from ctv_core.scene.rtstruct_export import DicomFileSource, ExportResult, exportRTStruct, seriesInstanceUID
 from ctv_core.scene.terminology import CTVTerminology
+from ctv_core.scene.uncertainty import LeastCertainTour, setUncertaintyVisible, showUncertainty, sliceOffset
+from ctv_core.scene.uncertainty_report import UncertaintyFigures, readUncertaintyFigures
 
 from .DicomDatabase import SlicerDicomDatabase
 from .Errors import BusyError, PredictionProcessError, userMessage
@@ -43,6 +46,17 @@ from .PredictionProcess import ProcessRunner, SubprocessRunner, pythonExecutable
 from .Signal import Signal
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Uncertainty:
+    """A run's uncertainty in the scene: the volume node over the CT, the report's figures, the map's grid
+    (LPS, the grid the figures' slice indices count on) and the tour of the least certain slices."""
+
+    node: Any
+    figures: UncertaintyFigures
+    grid: Grid
+    tour: LeastCertainTour
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ class PredictionResult:
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    uncertainty: Uncertainty | None = None
+    uncertaintyNote: str = ""
 
     @property
     def usedGpu(self) -> bool:
@@ -65,6 +81,8 @@ class PredictionResult:
     def notes(self) -> list[str]:
         """What the user must see beside the contour: the prediction's warnings, and a CPU run."""
         notes = list(self.warnings)
+        if self.uncertaintyNote:
+            notes.append(self.uncertaintyNote)
         if not self.usedGpu:
             notes.append(f"No GPU was used: the CTV was computed on the CPU ({self.seconds.get('total', 0):.0f} s).")
         return notes
@@ -248,12 +266,43 @@ class CTVDelineationLogic:
         node, segmentId = importMask(volumeNode, outcome.mask, segmentationNode, "CTV", terminology=self.terminology,
                                      tags=tags)
         tagPrediction(node, segmentId, volumeNode)  # the AI mask travels with the segment (scene.edit_record)
+        uncertainty, uncertaintyNote = self._showUncertainty(volumeNode, outcome)
         seconds = dict(result.get("seconds", {}))
         seconds["total"] = time.perf_counter() - self._target["started"]
         return PredictionResult(segmentationNode=node, segmentId=segmentId, volumeCC=float(result.get("volume_cc", 0)),
                                 device=str(result.get("device", "")), model=model,
                                 warnings=list(result.get("warnings", [])), seconds=seconds,
-                                options=dict(result.get("options", {})))
+                                options=dict(result.get("options", {})), uncertainty=uncertainty,
+                                uncertaintyNote=uncertaintyNote)
+
+    @staticmethod
+    def _showUncertainty(volumeNode, outcome: Outcome) -> tuple[Uncertainty | None, str]:
+        """The run's uncertainty map over the CT, or None and a sentence saying why not (the CTV is imported
+        either way: a missing or malformed map costs the overlay, not the contour)."""
+        if outcome.uncertainty is None:
+            return None, ("No uncertainty map came with this prediction (the prediction process did not write one); "
+                          "the CTV is complete, but its uncertainty cannot be shown.")
+        try:
+            grid = Grid.of_image(outcome.uncertainty)
+            figures = readUncertaintyFigures(outcome.result, grid.size[2])
+            node = showUncertainty(volumeNode, outcome.uncertainty)
+        except CTVError as exc:
+            return None, str(exc)
+        return Uncertainty(node, figures, grid, LeastCertainTour(figures.leastCertainSlices)), ""
+
+    def setUncertaintyVisible(self, visible: bool) -> None:
+        """Show or hide the last run's uncertainty over the CT in every slice view (nothing without one)."""
+        uncertainty = self.lastResult.uncertainty if self.lastResult is not None else None
+        if uncertainty is not None and self.scene.GetNodeByID(uncertainty.node.GetID()) is not None:
+            setUncertaintyVisible(self.scene, uncertainty.node, visible)
+
+    def nextLeastCertainOffset(self, sliceToRas) -> tuple[float, str] | None:
+        """The view offset (mm along the normal of the view whose SliceToRAS vtkMatrix4x4 is ``sliceToRas``)
+        of the next least certain CT slice, and a line for the status label; None without figures."""
+        uncertainty = self.lastResult.uncertainty if self.lastResult is not None else None
+        if uncertainty is None or (k := uncertainty.tour.next()) is None:
+            return None
+        return sliceOffset(uncertainty.grid, k, sliceToRas), uncertainty.tour.position()
 
     def startProbe(self) -> DeviceProbe:
         """Ask the worker's Python what it offers (torch, CUDA, GPUs) without waiting; poll the probe."""

@@ -24,6 +24,7 @@ from typing import Any
 import SimpleITK as sitk
 from ctv_core.errors import PredictionProtocolError
 from ctv_core.inference.process_protocol import CANCEL, CANCEL_GRACE_S, GO, EventReader, command_line, conclude
+from ctv_core.inference.worker import uncertainty_file
 
 from .PredictionProcess import ProcessRunner, workerCommand
 
@@ -59,6 +60,8 @@ class PredictionOptions:
     postprocessing
         Keep the model's post-processing (largest components, holes filled); False keeps every
         voxel above the threshold.
+    uncertainty
+        Also compute the uncertainty map (written beside the mask) and its figures.
     """
 
     model: str | None = None
@@ -67,13 +70,15 @@ class PredictionOptions:
     passes: int | None = None
     testTimeFlips: bool | None = None
     postprocessing: bool = True
+    uncertainty: bool = True
 
     def request(self, folder: Path) -> dict[str, Any]:
         """The worker's request for a run whose files live in ``folder``."""
         return {"protocol": 1, "task": "predict", "image": str(folder / "ct.nrrd"), "mask": str(folder / "ctv.nrrd"),
                 "result": str(folder / "result.json"), "model": self.model or None, "device": self.device,
                 "engine": self.engine,
-                "passes": self.passes, "test_time_flips": self.testTimeFlips, "postprocessing": self.postprocessing}
+                "passes": self.passes, "test_time_flips": self.testTimeFlips, "postprocessing": self.postprocessing,
+                "uncertainty": self.uncertainty}
 
 
 @dataclass
@@ -92,6 +97,7 @@ class Outcome:
     message: str = ""
     result: dict[str, Any] = field(default_factory=dict)
     mask: sitk.Image | None = None
+    uncertainty: sitk.Image | None = None
 
 
 class PredictionJob:
@@ -224,7 +230,19 @@ class PredictionJob:
                                      f"temporary folder {self.folder.parent} has free space, then try again.")
         if announced and announced.get("model") != result.get("model"):
             return Outcome("failed", "The prediction's result file does not match its report; try again.")
-        return Outcome("done", result=result, mask=mask)
+        return Outcome("done", result=result, mask=mask, uncertainty=self._readUncertainty())
+
+    def _readUncertainty(self) -> sitk.Image | None:
+        """The uncertainty map the worker wrote beside the mask; None when it was not asked for or not written
+        (the CTV is still good: the logic says the map is missing)."""
+        path = uncertainty_file(self.options.request(self.folder))
+        if not self.options.uncertainty or not path.is_file():
+            return None
+        try:
+            return sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            logger.warning("the uncertainty map %s cannot be read: %s", path, exc)
+            return None
 
     def close(self) -> None:
         """Stop the worker if it still runs and remove the job's folder."""

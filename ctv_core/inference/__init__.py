@@ -3,7 +3,8 @@
 Owns: :mod:`.preprocessing` (CT to network input and probability back to a mask on the CT:
 both directions, used by training too), :mod:`.sliding_window`, :mod:`.postprocessing`,
 :mod:`.predictor` (``CTVPredictor`` and its warnings), :mod:`.predict_job` (load, predict,
-write the output set and ``report.json``), :mod:`.qa_image` (``qa.png``), :mod:`.process_protocol`
+write the output set and ``report.json``), :mod:`.qa_image` (``qa.png``), :mod:`.uncertainty` (the voxel uncertainty map and per-slice
+scores), :mod:`.process_protocol`
 (the prediction-process protocol every door speaks), :mod:`.worker` (the Slicer module's prediction
 process).
 

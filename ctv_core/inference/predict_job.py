@@ -1,9 +1,11 @@
 """The ``ctv predict`` job: one CT series in, the CTV out as files beside a report.
 
 Writes into ``OUT_DIR``: ``rtstruct.dcm`` (and on request ``seg.dcm``, ``ctv.nii.gz``),
-``report.json`` (input UIDs, model and its checksum, device and engine, seconds per stage with a
-``total``, CTV volume in cc and the figures of the anatomy check, warnings) and ``qa.png``
-(with the warnings). ``OUT_DIR`` always holds one run's
+``uncertainty.nii.gz`` (the voxel uncertainty, uint8 percent 0-100 on the CT's grid:
+:mod:`.uncertainty`), ``report.json`` (input UIDs, model and its checksum, device and engine,
+seconds per stage with a ``total``, CTV volume in cc and the figures of the anatomy check,
+warnings, ``uncertainty``: the signal, the per-slice scores in mm, the least certain slices) and
+``qa.png`` (with the warnings and the least certain slices). ``OUT_DIR`` always holds one run's
 complete set (:mod:`ctv_core.output_folder`): what can be checked is checked before predicting
 (the folder can be created and written, no other run holds it, it holds nothing but an earlier
 ``ctv predict`` set; the CT covers a pelvis and can be referenced), the outputs are staged
@@ -28,6 +30,7 @@ from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
 from ..errors import OutputFolderError, StructureSetError, describe_os_error
 from ..output_folder import output_set
+from ..structures.image_files import write_image
 from ..structures.mask_files import write_mask
 from ..structures.revision import SeriesRevision, revision_of
 from ..structures.roi_generation import RoiGeneration
@@ -39,8 +42,9 @@ from .qa_image import write_qa_image
 OUTPUT_FORMATS = ("rtstruct", "seg", "nifti")
 FILE_NAMES = {"rtstruct": "rtstruct.dcm", "seg": "seg.dcm", "nifti": "ctv.nii.gz"}
 REPORT = "report.json"
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
 #: Every file a ``ctv predict`` set may hold.
-KNOWN_FILES = (*FILE_NAMES.values(), "qa.png", REPORT)
+KNOWN_FILES = (*FILE_NAMES.values(), UNCERTAINTY_FILE, "qa.png", REPORT)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ def run_predict_job(
         except OSError as exc:
             raise OutputFolderError(describe_os_error(exc, f"writing the outputs into '{out_dir}'") +
                                     " Nothing in the folder was replaced.") from exc
-    keys = {FILE_NAMES[f]: f for f in OUTPUT_FORMATS if f in formats} | {"qa.png": "qa", REPORT: "report"}
+    keys = {FILE_NAMES[f]: f for f in OUTPUT_FORMATS if f in formats} | {UNCERTAINTY_FILE: "uncertainty",
+                                                                          "qa.png": "qa", REPORT: "report"}
     files = {key: out_dir / name for name, key in keys.items()}
     return PredictJobResult(out_dir=out_dir, files=files, report=report)
 
@@ -164,10 +169,11 @@ def _write_outputs(staging: Path, ct: CTSeries, package, prediction, formats: li
         write_seg(ct, masks, staging / FILE_NAMES["seg"], algorithm=package.model_id, revision=revisions.get("seg"))
     if "nifti" in formats:
         write_mask(prediction.mask, staging / FILE_NAMES["nifti"])
+    write_image(prediction.uncertainty.map, staging / UNCERTAINTY_FILE)
     notes = [f"CTV volume: {prediction.volume_cc:.0f} cc", f"Model: {package.model_id}",
              f"Patient: {ct.reference.patient_study.patient_id}", "Automatic contour: review before use."]
     write_qa_image(ct.image, prediction.mask, staging / "qa.png", "CTV auto-delineation (unapproved)", notes,
-                   warnings=warnings)
+                   warnings=warnings, uncertainty=prediction.uncertainty)
     seconds["writing"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - started
     report = _report(ct, package, prediction, seconds, formats, warnings)
@@ -204,6 +210,7 @@ def _report(ct: CTSeries, package, prediction, seconds: dict[str, float], format
         "engine": prediction.engine,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "ctv": {"volume_cc": round(prediction.volume_cc, 1), "anatomy": prediction.anatomy},
-        "outputs": [FILE_NAMES[f] for f in formats] + ["qa.png", REPORT],
+        "outputs": [FILE_NAMES[f] for f in formats] + [UNCERTAINTY_FILE, "qa.png", REPORT],
         "warnings": warnings,
+        "uncertainty": prediction.uncertainty.to_report(),
     }

@@ -3,8 +3,9 @@
 The stages, each timed: preprocessing (resample to the model grid, crop to the body,
 normalise), the network (sliding window where the volume exceeds the patch; optional
 left-right flip averaging), resampling the probability back onto the CT grid and
-thresholding it there, post-processing, and the anatomy check of the result (no truth needed:
-:mod:`.plausibility`). A progress callback gets ``(stage, fraction)``; a
+thresholding it there, post-processing, the anatomy check of the result (no truth needed:
+:mod:`.plausibility`) and, unless turned off, the uncertainty map and slice scores from the same
+probability (:mod:`.uncertainty`, no extra network pass). A progress callback gets ``(stage, fraction)``; a
 cancel callback is polled between windows and stages and stops the run with
 ``PredictionCancelled``. The network runs on an engine (:mod:`ctv_core.model.engines`):
 OpenVINO on the CPU, where nothing here imports torch, or PyTorch (CUDA, with autocast).
@@ -28,6 +29,7 @@ from .plausibility import anatomy_check, volume_warnings
 from .postprocessing import postprocess
 from .preprocessing import prepare_input, probability_to_mask
 from .sliding_window import sliding_window_probability
+from .uncertainty import Uncertainty, uncertainty_of
 
 Progress = Callable[[str, float], None]
 Cancelled = Callable[[], bool]
@@ -55,6 +57,9 @@ class Prediction:
         (:func:`~.plausibility.anatomy_check`).
     anatomy
         The figures of the anatomy check (parts, bone around the CTV, left and right volumes).
+    uncertainty
+        The voxel uncertainty map on the input image's grid and the per-slice scores
+        (:class:`~.uncertainty.Uncertainty`); None when not asked for.
     """
 
     mask: sitk.Image
@@ -64,6 +69,7 @@ class Prediction:
     engine: str = "openvino"
     warnings: list[str] = field(default_factory=list)
     anatomy: dict = field(default_factory=dict)
+    uncertainty: Uncertainty | None = None
 
 
 class CTVPredictor:
@@ -91,8 +97,8 @@ class CTVPredictor:
         return self.run(image, progress=progress, cancelled=cancelled).mask
 
     def run(self, image: sitk.Image, progress: Progress | None = None,
-            cancelled: Cancelled | None = None) -> Prediction:
-        """``predict`` with per-stage timings, the CTV volume and the device."""
+            cancelled: Cancelled | None = None, uncertainty: bool = True) -> Prediction:
+        """``predict`` with per-stage timings, the CTV volume, the device and (``uncertainty``) the uncertainty."""
         settings = self.package.settings
         report = progress or (lambda stage, fraction: None)
         seconds: dict[str, float] = {}
@@ -126,11 +132,15 @@ class CTVPredictor:
         volume_cc = float(mask.sum()) * voxel_cc
         check = anatomy_check(image, mask)
         seconds["anatomy_check"] = time.perf_counter() - start
+        measured = None
+        if uncertainty:
+            measured = uncertainty_of(probability, model_input.grid, ct_grid, mask)
+            seconds["uncertainty"] = measured.seconds
         report("done", 1.0)
         warnings = volume_warnings(volume_cc, self.package.training_volumes_cc) + check.warnings
         return Prediction(mask=ct_grid.image(mask), seconds=seconds, volume_cc=volume_cc, device=self.device,
                           engine=self.engine.name,
-                          warnings=warnings, anatomy=check.to_dict())
+                          warnings=warnings, anatomy=check.to_dict(), uncertainty=measured)
 
     def _probability(self, volume: np.ndarray, inference, report: Progress, cancelled: Cancelled | None) -> np.ndarray:
         passes = [volume, volume[:, :, ::-1]] if inference.test_time_flips else [volume]

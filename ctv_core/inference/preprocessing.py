@@ -15,7 +15,8 @@ Forward (``prepare_input``), used by training and prediction alike:
 
 Inverse (``probability_to_mask``): the probability is resampled linearly onto the CT grid and
 thresholded there, so the mask is on the CT voxel for voxel. Only the CT region where the
-interpolated probability can reach the threshold is resampled.
+interpolated probability can reach the threshold is resampled (``resample_to_ct``, which the
+uncertainty map, :mod:`.uncertainty`, shares).
 
 Arrays are ``[z, y, x]`` on the model grid (LPS-aligned), ``[k, j, i]`` on the CT grid.
 """
@@ -161,17 +162,18 @@ def _fixed_shape_input(ct, full: Grid, lo, hi, config: PreprocessingConfig, divi
     return ModelInput(array=normalise(resample_ct(ct, grid), config.hu_window), grid=grid)
 
 
-def probability_to_mask(probability: np.ndarray, grid: Grid, ct_grid: Grid, threshold: float) -> np.ndarray:
-    """Resample a ``[z, y, x]`` probability on ``grid`` onto the CT grid and threshold it.
+def resample_to_ct(probability: np.ndarray, grid: Grid, ct_grid: Grid,
+                   floor: float) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """Resample a ``[z, y, x]`` probability on ``grid`` linearly onto the part of the CT grid where it can reach ``floor``.
 
-    Returns a uint8 ``[k, j, i]`` mask on ``ct_grid``. Only the CT region where the linearly
-    interpolated probability can reach ``threshold`` (the box of model voxels at or above it,
-    grown by one voxel) is resampled; elsewhere the mask is 0 by construction.
+    That part is the CT box covering the model voxels at or above ``floor``, grown by one voxel;
+    elsewhere the interpolated probability is below ``floor``. Returns the box as index slices
+    ``[k, j, i]`` of ``ct_grid`` and the float32 probability on it, or None when no voxel reaches
+    ``floor`` or the box misses the CT.
     """
-    mask = np.zeros(ct_grid.shape, dtype=np.uint8)
-    above = probability >= threshold
+    above = probability >= floor
     if not above.any():
-        return mask
+        return None
     box = ndimage.find_objects(above.astype(np.uint8))[0]
     lo = np.array([max(s.start - 1, 0) for s in box])
     hi = np.array([min(s.stop + 1, n) for s, n in zip(box, probability.shape)])  # exclusive, (z, y, x)
@@ -181,12 +183,26 @@ def probability_to_mask(probability: np.ndarray, grid: Grid, ct_grid: Grid, thre
     first = np.maximum(np.floor(ct_index.min(axis=0)).astype(int), 0)
     last = np.minimum(np.ceil(ct_index.max(axis=0)).astype(int), np.asarray(ct_grid.size) - 1)
     if (last < first).any():
-        return mask
+        return None
     sub = Grid(size=tuple(int(v) for v in last - first + 1), spacing=ct_grid.spacing,
                origin=tuple(float(v) for v in ct_grid.index_to_lps(first.astype(float))), direction=ct_grid.direction)
     source = grid.image(np.ascontiguousarray(probability, dtype=np.float32))
     reference = sub.image(np.zeros(sub.shape, dtype=np.uint8))
     resampled = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    region = sitk.GetArrayViewFromImage(resampled) >= threshold
-    mask[first[2]:last[2] + 1, first[1]:last[1] + 1, first[0]:last[0] + 1] = region
+    region = tuple(slice(int(a), int(b) + 1) for a, b in zip(first[::-1], last[::-1]))
+    return region, sitk.GetArrayFromImage(resampled)
+
+
+def probability_to_mask(probability: np.ndarray, grid: Grid, ct_grid: Grid, threshold: float) -> np.ndarray:
+    """Resample a ``[z, y, x]`` probability on ``grid`` onto the CT grid and threshold it.
+
+    Returns a uint8 ``[k, j, i]`` mask on ``ct_grid``. Only the CT region where the linearly
+    interpolated probability can reach ``threshold`` is resampled (:func:`resample_to_ct`);
+    elsewhere the mask is 0 by construction.
+    """
+    mask = np.zeros(ct_grid.shape, dtype=np.uint8)
+    resampled = resample_to_ct(probability, grid, ct_grid, threshold)
+    if resampled is not None:
+        region, values = resampled
+        mask[region] = values >= threshold
     return mask

@@ -4,7 +4,10 @@ Six axial slices spread through the CTV, plus a coronal and a sagittal plane thr
 centre, CT in a soft-tissue window (W 400 / L 40) with the CTV outline over it. Planes are
 sampled on LPS-aligned grids whatever the CT's orientation, and shown in radiological
 convention: patient's right on the viewer's left, anterior up on axial views, head up on
-coronal and sagittal views (anterior on the left of the sagittal view).
+coronal and sagittal views (anterior on the left of the sagittal view). With the prediction's
+uncertainty (:mod:`.uncertainty`), a fourth row shows its three least certain slices: the
+uncertainty map in colour over the CT, the CTV outline on top, each titled with the CT slice index
+and its score in mm.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from matplotlib.figure import Figure
 
 from ..atomic_files import atomic_file
 from ..geometry import Grid
+from .uncertainty import Uncertainty
 
 WINDOW = (40.0 - 200.0, 40.0 + 200.0)
+#: Least certain slices shown (the fourth row).
+UNCERTAIN_SHOWN = 3
 
 
 def _plane(image: sitk.Image, origin, axes: tuple[np.ndarray, np.ndarray], size: tuple[int, int], spacing: float,
@@ -36,10 +42,11 @@ def _plane(image: sitk.Image, origin, axes: tuple[np.ndarray, np.ndarray], size:
 
 
 def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: str, notes: list[str],
-                   warnings: list[str] = ()) -> Path:
+                   warnings: list[str] = (), uncertainty: Uncertainty | None = None) -> Path:
     """Render the QA picture of ``mask`` (uint8 on ``ct``'s grid) and write it as PNG.
 
-    ``notes`` are listed in white, ``warnings`` below them in orange, each marked WARNING.
+    ``notes`` are listed in white, ``warnings`` below them in orange, each marked WARNING;
+    ``uncertainty`` (its map on ``ct``'s grid) adds the row of the least certain slices.
     """
     grid = Grid.of_image(ct)
     low, high = grid.lps_bounds()
@@ -67,9 +74,10 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
     views.append(("coronal", ("R", "L"), (low[0], centre[1], high[2]), (ex, -ez), (nx, nz)))
     views.append(("sagittal", ("A", "P"), (centre[0], low[1], high[2]), (ey, -ez), (ny, nz)))
 
-    fig = Figure(figsize=(13, 13), facecolor="black")
+    rows = 3 if uncertainty is None else 4
+    fig = Figure(figsize=(13, 13 * rows / 3), facecolor="black")
     FigureCanvasAgg(fig)  # Agg directly: no pyplot, no global figure state, no GUI backend
-    axes = fig.subplots(3, 3)
+    axes = fig.subplots(rows, 3)
     for ax, (label, sides, origin, plane_axes, shape) in zip(axes.flat, views):
         image = _plane(ct, origin, plane_axes, shape, spacing, sitk.sitkLinear, -1024.0)
         outline = _plane(mask_f, origin, plane_axes, shape, spacing, sitk.sitkLinear, 0.0)
@@ -80,7 +88,11 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
         ax.text(0.01, 0.5, sides[0], color="yellow", transform=ax.transAxes, fontsize=12, va="center")
         ax.text(0.97, 0.5, sides[1], color="yellow", transform=ax.transAxes, fontsize=12, va="center")
         ax.axis("off")
-    notes_ax = axes.flat[-1]
+    if uncertainty is not None:
+        named = ", ".join(str(k) for k in uncertainty.least_certain_slices) or "none"
+        notes = notes + [f"Least certain slices (CT slice index): {named}"]
+        _uncertain_row(axes[3], ct, mask_f, uncertainty, (low, high), (nx, ny), spacing)
+    notes_ax = axes.flat[8]
     notes_ax.axis("off")
     lines = [title, ""] + notes
     notes_ax.text(0.0, 1.0, "\n".join(lines), color="white", fontsize=10, va="top", wrap=True,
@@ -93,3 +105,35 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, facecolor="black")
     return Path(path)
+
+
+def _uncertain_row(axes, ct: sitk.Image, mask_f: sitk.Image, uncertainty: Uncertainty, bounds, shape: tuple[int, int],
+                   spacing: float) -> None:
+    """The least certain slices: the LPS-aligned axial plane through the centre of each CT slice ``k``."""
+    grid = Grid.of_image(ct)
+    low, _ = bounds
+    centre_ij = (np.asarray(grid.size[:2], dtype=float) - 1) / 2
+    ex, ey, _ = np.eye(3)
+    shown = uncertainty.least_certain_slices[:UNCERTAIN_SHOWN]
+    percent = sitk.Cast(uncertainty.map, sitk.sitkFloat32)
+    for n, ax in enumerate(axes):
+        ax.axis("off")
+        if n >= len(shown):
+            if n == 0:
+                ax.text(0.5, 0.5, "No uncertain slice", color="white", fontsize=11, ha="center",
+                        transform=ax.transAxes)
+            continue
+        k = shown[n]
+        z = float(grid.index_to_lps(np.array([[centre_ij[0], centre_ij[1], float(k)]]))[0, 2])
+        origin = (low[0], low[1], z)
+        image = _plane(ct, origin, (ex, ey), shape, spacing, sitk.sitkLinear, -1024.0)
+        outline = _plane(mask_f, origin, (ex, ey), shape, spacing, sitk.sitkLinear, 0.0)
+        values = _plane(percent, origin, (ex, ey), shape, spacing, sitk.sitkLinear, 0.0)
+        ax.imshow(image, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], interpolation="bilinear")
+        ax.imshow(np.ma.masked_less(values, 5.0), cmap="plasma", vmin=0.0, vmax=100.0, alpha=0.6,
+                  interpolation="bilinear")
+        if outline.max() >= 0.5:
+            ax.contour(outline, levels=[0.5], colors=["#00ff00"], linewidths=1.0)
+        ax.set_title(f"uncertain: slice {k}, band {uncertainty.slice_scores[k]:.1f} mm", color="white", fontsize=10)
+        ax.text(0.01, 0.5, "R", color="yellow", transform=ax.transAxes, fontsize=12, va="center")
+        ax.text(0.97, 0.5, "L", color="yellow", transform=ax.transAxes, fontsize=12, va="center")

@@ -11,20 +11,25 @@ HU on its own geometry, LPS, as SimpleITK writes it), ``mask`` and ``result`` (t
 write), ``model`` (a package folder, or null for the bundled model), ``device`` ("auto", "cpu",
 "cuda"), ``engine`` ("auto", "openvino", "torch"; absent: "auto") and the options ``passes``
 (recurrent refinement passes, null for the model's own),
-``test_time_flips`` (null for the model's own) and ``postprocessing`` (false keeps every voxel
-above the threshold).
+``test_time_flips`` (null for the model's own), ``postprocessing`` (false keeps every voxel
+above the threshold) and ``uncertainty`` (absent, null or true: also write the voxel uncertainty map,
+:mod:`.uncertainty`, as the file :func:`uncertainty_file` names: ``uncertainty`` with the mask's
+ending, in the mask's folder, e.g. ``ctv.nrrd`` -> ``uncertainty.nrrd``; false: no map).
 
 The conversation is the prediction-process protocol (:mod:`.process_protocol`): ``ready`` once the
 model is loaded, then ``go`` from the caller once the image file is complete (the caller writes it
 while this process imports its engine and loads the model), ``progress`` events, and one final event:
-``done`` (``report``: the content of ``result.json``; ``files``: the mask and the result), ``cancelled``
+``done`` (``report``: the content of ``result.json``; ``files``: the mask, the result and, when asked
+for, the ``uncertainty`` map), ``cancelled``
 or ``error``. A probe answers ``probe`` and ends. ``cancel``, or a closed stdin (the caller quit),
 stops the run.
 
-The mask (uint8 0/1 on the input image's grid) and the result (``result.json``: CTV volume,
-warnings, device, seconds per stage, model name/version/SHA-256, options used) are written
-under temporary names and renamed, the result last: a caller that sees ``done`` finds both
-complete, and a stopped run leaves neither. Exit status: the protocol's (0 done, 2 an error a user can
+The mask (uint8 0/1 on the input image's grid), the uncertainty map (uint8 percent 0-100 on the
+same grid) and the result (``result.json``: CTV volume, warnings, device, seconds per stage, model
+name/version/SHA-256, options used, and ``uncertainty``: the signal, the per-slice scores in mm,
+the least certain slices, the seconds it took and ``map``, the map's file; null when not asked
+for) are written under temporary names and renamed, the result last: a caller that sees ``done``
+finds them all complete, and a stopped run leaves none. Exit status: the protocol's (0 done, 2 an error a user can
 fix, 3 cancelled, 1 an unexpected failure, whose traceback goes to stderr for the log).
 """
 
@@ -70,10 +75,23 @@ def read_request(path: str | Path) -> dict[str, Any]:
         passes = request.get("passes")
         if passes is not None and (not isinstance(passes, int) or isinstance(passes, bool) or not 1 <= passes <= 8):
             raise RequestError(f"Refinement passes must be a whole number from 1 to 8, not {passes!r}.")
-        for key in ("test_time_flips", "postprocessing"):
+        for key in ("test_time_flips", "postprocessing", "uncertainty"):
             if request.get(key) is not None and not isinstance(request[key], bool):
                 raise RequestError(f"'{key}' must be true, false or null, not {request[key]!r}.")
     return request
+
+
+def wants_uncertainty(request: dict[str, Any]) -> bool:
+    """Whether a (checked) prediction request asks for the uncertainty map: unless ``uncertainty`` is false."""
+    return request.get("uncertainty") is not False
+
+
+def uncertainty_file(request: dict[str, Any]) -> Path:
+    """Where the uncertainty map of a prediction request goes: ``uncertainty`` + the mask's ending, beside the mask."""
+    from ..structures.image_files import image_suffix
+
+    mask = Path(request["mask"])
+    return mask.with_name("uncertainty" + image_suffix(mask))
 
 
 def with_options(package, passes: int | None, test_time_flips: bool | None, postprocessing: bool):
@@ -138,9 +156,8 @@ def _read_image(path: str):
 
 
 def _predict(request: dict[str, Any], commands: Commands, emit) -> dict[str, Any]:
-    import SimpleITK as sitk
-
     from ..model.package import load_model_package
+    from ..structures.image_files import write_image
     from .input_checks import check_pelvic_coverage
     from .predictor import CTVPredictor
 
@@ -160,15 +177,15 @@ def _predict(request: dict[str, Any], commands: Commands, emit) -> dict[str, Any
         image,
         progress=lambda stage, fraction: emit({"event": "progress", "stage": stage, "fraction": round(fraction, 4)}),
         cancelled=commands.cancel.is_set,
+        uncertainty=wants_uncertainty(request),
     )
-    with atomic_file(request["mask"]) as tmp:
-        # SimpleITK picks the format by the file's ending; uncompressed: the file lives for seconds.
-        target = tmp.with_name(tmp.name + "".join(Path(request["mask"]).suffixes))
-        try:
-            sitk.WriteImage(prediction.mask, str(target), useCompression=False)
-            target.replace(tmp)
-        finally:
-            target.unlink(missing_ok=True)
+    # Uncompressed: the files live for seconds.
+    write_image(prediction.mask, request["mask"], compress=False)
+    uncertainty = None
+    if prediction.uncertainty is not None:
+        map_file = uncertainty_file(request)
+        write_image(prediction.uncertainty.map, map_file, compress=False)
+        uncertainty = prediction.uncertainty.to_report() | {"map": str(map_file)}
     options = {"passes": getattr(package.network_config, "passes", None),
                "test_time_flips": package.settings.inference.test_time_flips,
                "postprocessing": request.get("postprocessing", True) is not False}
@@ -176,7 +193,7 @@ def _predict(request: dict[str, Any], commands: Commands, emit) -> dict[str, Any
               "volume_cc": round(prediction.volume_cc, 3), "warnings": list(prediction.warnings),
               "device": prediction.device, "engine": prediction.engine,
               "seconds": {k: round(v, 3) for k, v in prediction.seconds.items()},
-              "model": model, "options": options}
+              "model": model, "options": options, "uncertainty": uncertainty}
     with atomic_file(request["result"]) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
@@ -200,7 +217,10 @@ def _run(args: list[str], stdin: IO[str], emit) -> int:
             emit(_probe())
             return EXIT_DONE
         result = _predict(request, Commands(stdin, eof_cancels=True), emit)
-        emit({"event": "done", "report": result, "files": {"mask": request["mask"], "result": request["result"]}})
+        files = {"mask": request["mask"], "result": request["result"]}
+        if result["uncertainty"] is not None:
+            files["uncertainty"] = result["uncertainty"]["map"]
+        emit({"event": "done", "report": result, "files": files})
         return EXIT_DONE
     except PredictionCancelled as exc:
         emit({"event": "cancelled", "message": str(exc)})

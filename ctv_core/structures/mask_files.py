@@ -11,12 +11,12 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from ..atomic_files import atomic_file
 from ..errors import StructureSetError
 from ..geometry import Grid
+from .image_files import IMAGE_SUFFIXES, write_image
 from .writer_checks import check_binary, check_mask_on_grid
 
-MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+MASK_SUFFIXES = IMAGE_SUFFIXES
 
 
 def is_mask_file(path: str | Path) -> bool:
@@ -29,15 +29,7 @@ def write_mask(mask: sitk.Image, path: str | Path) -> Path:
     path = Path(path)
     if not is_mask_file(path):
         raise StructureSetError(f"'{path.name}': mask files end with one of {', '.join(MASK_SUFFIXES)}.")
-    binary = sitk.Cast(mask != 0, sitk.sitkUInt8)
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    with atomic_file(path) as tmp:
-        target = tmp.with_name(tmp.name + suffix)  # SimpleITK picks the format by the ending
-        try:
-            sitk.WriteImage(binary, str(target), useCompression=True)
-            target.replace(tmp)
-        finally:
-            target.unlink(missing_ok=True)
+    write_image(sitk.Cast(mask != 0, sitk.sitkUInt8), path)
     return path
 
 

@@ -32,7 +32,10 @@ DEFAULTS = {"ctv_cases": [], "ctv_open_id": "", "ctv_open": None, "ctv_shown": "
             "ctv_warnings": [], "ctv_status": "", "ctv_position": "", "ctv_playing": False, "ctv_speed": 1.0,
             "ctv_window": "soft tissue", "ctv_upload_progress": -1, "ctv_upload_message": "",
             "ctv_series_choice": None, "ctv_confirm_open": None, "ctv_author": "", "ctv_note": "",
-            "ctv_rerun_model": ""}
+            "ctv_rerun_model": "", "ctv_uncertainty": True, "ctv_uncertainty_available": False,
+            "ctv_least_certain_first": False}
+#: The page's on/off switches: state name -> what it switches, for the message refusing a value that is not a bool.
+SWITCHES = {"ctv_uncertainty": "the uncertainty overlay", "ctv_least_certain_first": "least certain slices first"}
 
 
 class ReviewApp:
@@ -65,6 +68,11 @@ class ReviewApp:
             server.trigger(name)(handler)
         self.state.change("ctv_window")(lambda ctv_window, **_: scene.set_window(ctv_window))
         self.state.change("ctv_speed")(lambda ctv_speed, **_: self.autoplay.set_speed(ctv_speed))
+        self.state.change("ctv_uncertainty")(lambda ctv_uncertainty, **_: self._switch(
+            "ctv_uncertainty", ctv_uncertainty, scene.set_uncertainty_visible, lambda: scene.uncertainty_visible))
+        self.state.change("ctv_least_certain_first")(lambda ctv_least_certain_first, **_: self._switch(
+            "ctv_least_certain_first", ctv_least_certain_first, self.autoplay.set_least_certain_first,
+            lambda: self.autoplay.least_certain_first))
         self._refresher: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -106,6 +114,7 @@ class ReviewApp:
             self.autoplay.forget()
             self.state.update({"ctv_open_id": case_id, "ctv_shown": "No result yet: the CTV appears when the "
                                "prediction is done.", "ctv_shown_version": 0, "ctv_warnings": [],
+                               "ctv_uncertainty_available": False,
                                "ctv_position": "", "ctv_window": "soft tissue"})
         self._update_open(case)
         numbers = [v["number"] for v in case["versions"]]
@@ -136,6 +145,7 @@ class ReviewApp:
         self.autoplay.forget()
         who = version["author"] or version["model"] or "the model"
         self.state.update({"ctv_shown_version": number, "ctv_warnings": case.warnings,
+                           "ctv_uncertainty_available": case.uncertainty is not None,
                            "ctv_shown": f"Shown: version {number} ({version['kind']} by {who}, {version['created']})"})
         await asyncio.sleep(SURFACE_AFTER_S)  # the slice views go out before the 3D surface is computed
         with self.state:
@@ -234,6 +244,16 @@ class ReviewApp:
     def _on_position(self, text: str) -> None:
         with self.state:  # also from the autoplay's own task, outside any trigger
             self.state.ctv_position = text
+
+    def _switch(self, name: str, value: Any, apply, current) -> None:
+        """An on/off switch of the page changed: ``apply(value)`` for a bool; anything else (the page never sends
+        it; a script on a connected page might) is refused and the switch set back to ``current()``."""
+        if isinstance(value, bool):
+            apply(value)
+            return
+        logger.warning("refused %s = %.80r from %s", name, value, self._who())
+        self.state[name] = current()
+        self._say(f"Refused a value for {SWITCHES[name]} that is not on or off.")
 
     def _set_playing(self) -> None:
         self.state.ctv_playing = self.autoplay.playing

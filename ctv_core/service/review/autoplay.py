@@ -4,7 +4,8 @@ The slices come from the stepping the Slicer module uses too (:mod:`ctv_core.sce
 the offsets of the CT planes holding the segment, edits included, along the axial view's
 normal); this module moves trame-slicer's axial view along them, one step at a time or on a timer in the
 server's event loop, at 0.5x to 4x the original pace. The list is made again when the segment
-changes.
+changes. With :attr:`Autoplay.least_certain_first` the version's least certain CT slices (its
+``report.json`` ``uncertainty``) come first, then the CTV's other slices.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Autoplay:
         self.on_position = on_position
         self.interval_s = AUTOPLAY_INTERVAL_MS / 1000.0
         self.speed = 1.0
+        #: Visit the version's least certain CT slices first, then the CTV's others (off: the CTV's slices in
+        #: anatomical order, as the thesis' system reviewed them).
+        self.least_certain_first = False
         self._player = None
         self._task: asyncio.Task | None = None
         self._held: list = []
@@ -103,6 +107,11 @@ class Autoplay:
         for view in held:
             view.set_render_blocked(False)  # and render what changed meanwhile (an edit shows there too)
 
+    def set_least_certain_first(self, on: bool) -> None:
+        """Switch the order of the slices (see :attr:`least_certain_first`); the list is made again at the next step."""
+        self.least_certain_first = bool(on)
+        self.forget()
+
     def set_speed(self, speed: float) -> None:
         self.speed = min(SPEEDS, key=lambda s: abs(s - float(speed)))
 
@@ -135,4 +144,9 @@ class Autoplay:
             slice_node = view.get_view_node()
             self._player = ReviewPlayer.forSegment(case.segmentation, case.segment_id, case.volume,
                                                    slice_node.GetSliceToRAS(), view.get_slice_value())
+            if self.least_certain_first and case.least_certain:
+                from ...scene.uncertainty import leastCertainFirst
+
+                self._player = ReviewPlayer(leastCertainFirst(self._player.offsets, case.ct.grid, case.least_certain,
+                                                              slice_node.GetSliceToRAS()))
         return self._player if len(self._player) else None

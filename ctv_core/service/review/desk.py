@@ -33,7 +33,7 @@ from ...dicom.files import scan_folder
 from ...dicom.series import load_ct_series
 from ...dicom.uids import uid_problem
 from ...errors import CTVError, SeriesNotFoundError, UploadError
-from ...inference.predict_job import KNOWN_FILES, REPORT
+from ...inference.predict_job import KNOWN_FILES, REPORT, UNCERTAINTY_FILE
 from ..approvals import approval_record, write_sidecar
 from ..audit import AuditLog
 from ..jobs import JobWorkers
@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 QUEUE = "station"
 #: What a station prediction writes: the viewer reads ctv.nii.gz; every format downloads.
 PREDICTION_FORMATS = ("rtstruct", "seg", "nifti")
-#: Files of a version that download, in the order the page lists them.
-VERSION_FILES = tuple(name for name in ("rtstruct.dcm", "seg.dcm", "ctv.nii.gz", "qa.png", REPORT)
+#: Files of a version that download, in the order the page lists them (the uncertainty map, shown over the CT,
+#: downloads too).
+VERSION_FILES = tuple(name for name in ("rtstruct.dcm", "seg.dcm", "ctv.nii.gz", UNCERTAINTY_FILE, "qa.png", REPORT)
                       if name in KNOWN_FILES)
 UPLOAD_TTL_S = 24 * 3600.0
 #: The file that marks an upload kept for its series choice.

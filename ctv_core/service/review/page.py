@@ -161,6 +161,8 @@ def _review_tab() -> None:
                        classes="mb-3"):
         v3.VBtn("Soft tissue", value="soft tissue", size="small", id="ctv-window-soft")
         v3.VBtn("Bone", value="bone", size="small", id="ctv-window-bone")
+    v3.VSwitch(v_model=("ctv_uncertainty", True), label="Uncertainty over the CT", color="orange",
+               disabled=("!ctv_uncertainty_available",), density="compact", hide_details=True, id="ctv-uncertainty")
     html.Div("CTV slices (axial view)", classes="ctv-small text-medium-emphasis")
     with html.Div(classes="d-flex align-center mb-1"):
         v3.VBtn(icon="mdi-skip-previous", size="small", id="ctv-prev", click="trigger('ctv_step', [-1])")
@@ -169,6 +171,8 @@ def _review_tab() -> None:
         v3.VBtn(icon="mdi-skip-next", size="small", id="ctv-next", click="trigger('ctv_step', [1])")
         v3.VSelect(v_model=("ctv_speed", 1.0), items=("ctv_speeds", [0.5, 1.0, 2.0, 4.0]), density="compact",
                    label="Speed", suffix="x", hide_details=True, classes="ml-2", style="max-width: 120px")
+    v3.VSwitch(v_model=("ctv_least_certain_first", False), label="Least certain slices first", density="compact",
+               disabled=("!ctv_uncertainty_available",), hide_details=True, id="ctv-least-certain-first")
     html.Div("{{ ctv_position }}", id="ctv-position", classes="ctv-small mb-3")
     html.Div("Fill, outline and opacity of the CTV, and the 3D surface, are under Edit > Rendering. Every view has "
              "its own slice slider; the mouse wheel moves through slices, right-drag zooms.",

@@ -40,6 +40,8 @@ class OpenCase:
     segment_id: str = ""
     edited: bool = False
     warnings: list[str] = field(default_factory=list)
+    uncertainty: object = None
+    least_certain: tuple[int, ...] = ()
 
 
 def _model_tags(kind: str, report: dict) -> dict[str, str]:
@@ -71,6 +73,7 @@ class CaseScene:
         self.editor_logic = editor_logic
         self.terminology = CTVTerminology(slicer_app.terminologies_logic)
         self.open: OpenCase | None = None
+        self.uncertainty_visible = True
         slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
         self._importing = False
 
@@ -115,6 +118,39 @@ class CaseScene:
             self._importing = False
         case.version, case.version_kind, case.edited = number, kind, False
         case.warnings = [str(w) for w in report.get("warnings", [])]
+        self._show_uncertainty(folder, report)
+
+    def _show_uncertainty(self, folder: Path, report: dict) -> None:
+        """The version's uncertainty map over the CT (:mod:`ctv_core.scene.uncertainty`, as in Slicer) and its least
+        certain slices; a version without one (an edit, an older prediction) shows none, and a malformed map or
+        report becomes a warning on the page."""
+        from ...errors import CTVError
+        from ...scene.uncertainty import showUncertainty
+        from ...inference.predict_job import UNCERTAINTY_FILE
+        from ...scene.uncertainty_report import readUncertaintyFigures
+
+        case = self.open
+        if case.uncertainty is not None:
+            self.scene.RemoveNode(case.uncertainty)
+        case.uncertainty, case.least_certain = None, ()
+        path = folder / UNCERTAINTY_FILE
+        if not path.is_file():
+            return
+        try:
+            figures = readUncertaintyFigures(report, case.ct.grid.size[2])
+            case.uncertainty = showUncertainty(case.volume, sitk.ReadImage(str(path)), visible=self.uncertainty_visible)
+        except (CTVError, RuntimeError) as exc:
+            case.warnings.append(f"The uncertainty of this version cannot be shown: {exc}")
+            return
+        case.least_certain = figures.leastCertainSlices
+
+    def set_uncertainty_visible(self, visible: bool) -> None:
+        """Show or hide the open version's uncertainty over the CT (remembered for the next version shown)."""
+        from ...scene.uncertainty import setUncertaintyVisible
+
+        self.uncertainty_visible = bool(visible)
+        if self.open is not None and self.open.uncertainty is not None:
+            setUncertaintyVisible(self.scene, self.open.uncertainty, self.uncertainty_visible)
 
     @staticmethod
     def _version_mask(folder: Path, ct: CTSeries) -> sitk.Image:
