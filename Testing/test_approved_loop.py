@@ -4,6 +4,8 @@ attribute), and ``ctv model compare`` (promotion rule, exit codes, the manifest'
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 
 import h5py
@@ -12,11 +14,15 @@ import pytest
 import SimpleITK as sitk
 from conftest import ctv_command
 from test_edit_tracking import _edit_version, _grown, _uploaded_case, cts  # noqa: F401 - cts is a fixture
+from test_hardening import qa_package
 
 from ctv_core import load_ct_series
 from ctv_core.dataset.hdf5_reader import CTVDataset
 from ctv_core.dataset.hdf5_writer import DatasetWriter
-from ctv_core.errors import DatasetError
+from ctv_core.errors import DatasetError, ModelPackageError
+from ctv_core.model.comparison import promoted_by_rule
+from ctv_core.model.manifest import sha256_of
+from ctv_core.model.package import load_model_package
 from ctv_core.service.approvals import approved_records
 from ctv_core.service.review.config import StationConfig
 from ctv_core.service.review.desk import ReviewDesk
@@ -132,3 +138,77 @@ def test_an_approval_attribute_that_is_not_an_edit_record_is_refused(tmp_path):
             h5["cases/case_00000"].attrs["approval"] = value
         with CTVDataset(tmp_path / "plain.h5") as dataset, pytest.raises(DatasetError, match=message):
             dataset.approval("case_00000")
+
+
+# --- ctv model compare ------------------------------------------------------------------------------------------
+
+def _compare(candidate, current, held_out, *options) -> subprocess.CompletedProcess:
+    return subprocess.run([ctv_command(), "model", "compare", str(candidate), str(current), "--held-out",
+                           str(held_out), "--quiet", *options], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def held_out(cts, tmp_path_factory):  # noqa: F811
+    """A held-out set of one case whose "approved" target is the CT's bone (HU 150-3000): a bone-window package
+    finds it, a soft-tissue-window package does not (both HU-window "models": exact and fast)."""
+    root = tmp_path_factory.mktemp("compare")
+    ct = load_ct_series(cts["a"])
+    target = sitk.Cast(sitk.BinaryThreshold(ct.image, 150, 3000), sitk.sitkUInt8)
+    with DatasetWriter(root / "held_out.h5") as writer:
+        writer.add_case("case_00000", ct.image, {"target": ("CTV", target)}, patient_key="p")
+    return root / "held_out.h5"
+
+
+def test_the_better_package_is_promoted_the_worse_not_and_each_carries_the_comparison(held_out, tmp_path):
+    bone, soft = qa_package(tmp_path / "bone", (150.0, 3000.0)), qa_package(tmp_path / "soft", (20.0, 90.0))
+    fingerprint = load_model_package(bone).manifest["fingerprint"]
+
+    done = _compare(bone, soft, held_out)
+    assert done.returncode == 0, done.stderr
+    assert "PROMOTED" in done.stdout and "NOT PROMOTED" not in done.stdout
+    comparison = json.loads((bone / "manifest.json").read_text())["comparison"]
+    assert comparison["promoted"] is True and comparison["held_out"] == {
+        "file": "held_out.h5", "sha256": sha256_of(held_out), "cases": 1}
+    (case,) = comparison["cases"]
+    assert case["case"] == "case_00000" and case["candidate_dice"] > 0.5 > 0.2 > case["current_dice"]
+    assert comparison["mean"]["candidate"]["dice"] == case["candidate_dice"]
+    assert comparison["candidate"]["name"] == "qa-window" and len(comparison["current"]["fingerprint"]) == 64
+    assert "mean Dice on the held-out approved cases is higher" in comparison["rule"] and comparison["tolerance_dice"] == 0.02
+    assert load_model_package(bone).manifest["fingerprint"] == fingerprint  # a record: the model's output is unchanged
+
+    done = _compare(soft, bone, held_out)
+    assert done.returncode == 1, done.stderr
+    assert "NOT PROMOTED" in done.stdout
+    assert json.loads((soft / "manifest.json").read_text())["comparison"]["promoted"] is False
+
+    shutil.copytree(bone, tmp_path / "same")  # no better than the package in use: not promoted
+    assert _compare(tmp_path / "same", bone, held_out).returncode == 1
+
+    done = _compare(bone, soft, tmp_path / "missing.h5")
+    assert done.returncode == 2 and "missing.h5" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_manifest_with_a_malformed_comparison_is_refused(held_out, tmp_path):
+    bone, soft = qa_package(tmp_path / "bone", (150.0, 3000.0)), qa_package(tmp_path / "soft", (20.0, 90.0))
+    assert _compare(bone, soft, held_out).returncode == 0
+    good = json.loads((bone / "manifest.json").read_text())
+    for change, problem in ((lambda c: c.update(promoted=False), "not what the rule gives"),
+                            (lambda c: c.pop("rule"), "exactly the keys"),
+                            (lambda c: c["cases"][0].update(candidate_dice="0.9"), "wrong type"),
+                            (lambda c: c.update(cases=[]), "every held-out case")):
+        manifest = json.loads(json.dumps(good))
+        change(manifest["comparison"])
+        (bone / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ModelPackageError, match=f"malformed comparison.*{problem}"):
+            load_model_package(bone)
+
+
+def test_the_promotion_rule_needs_a_higher_mean_and_no_case_worse_than_the_tolerance():
+    def cases(*pairs):
+        return [{"current_dice": a, "candidate_dice": b} for a, b in pairs]
+
+    assert promoted_by_rule(cases((0.80, 0.85), (0.80, 0.82)), 0.02)
+    assert not promoted_by_rule(cases((0.80, 0.90), (0.80, 0.77)), 0.02)  # mean +0.035, one case -0.03
+    assert promoted_by_rule(cases((0.80, 0.90), (0.80, 0.77)), 0.05)
+    assert not promoted_by_rule(cases((0.80, 0.80)), 0.02)  # equal is not better
+    assert not promoted_by_rule([], 0.02)

@@ -163,7 +163,7 @@ def build_approved_dataset(contours: Sequence[ApprovedContour], out_path: str | 
             if progress is not None:
                 progress("building", n, len(contours))
         if not summary.cases:
-            raise DatasetError(f"None of the {len(contours)} approved case(s) in '{where}' could be used:\n" +
-                               "\n".join(f"  {s.source}: {s.reason}" for s in summary.skipped))
+            raise DatasetError(f"None of the {len(contours)} approved case(s) in '{where}' could be used: " +
+                               "; ".join(f"{s.source}: {s.reason}" for s in summary.skipped))
     summary.seconds = time.perf_counter() - start
     return summary
