@@ -16,14 +16,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ctv_core"
 
 #: Stage -> the stages it may import (besides itself and the top level: errors, geometry, ...).
 #: ``evaluation`` sits below ``training`` so that validation uses the metrics' one Dice, and below ``scene`` and
-#: ``service`` so that an approval's edit figures are the metrics' own; ``scene`` (MRML beside ctv_core, for the
-#: Slicer module and the review station) sits below ``service``.
+#: ``service`` so that an approval's edit figures are the metrics' own, and below ``dataset`` so that a training
+#: set of approved contours keeps each approval's edit record as ``evaluation.edits`` checks it; ``scene`` (MRML
+#: beside ctv_core, for the Slicer module and the review station) sits below ``service``.
 ALLOWED = {
     "dicom": set(),
     "structures": {"dicom"},
     "model": set(),
     "inference": {"dicom", "structures", "model"},
-    "dataset": {"dicom", "structures"},
+    "dataset": {"dicom", "structures", "evaluation"},
     "evaluation": {"dicom", "structures"},
     "training": {"dicom", "structures", "model", "inference", "dataset", "evaluation"},
     "phantom": {"dicom", "structures"},

@@ -82,6 +82,8 @@ COMMANDS = {
     "export": ("--checkpoint", lambda tmp: ["export", str(_empty(tmp)), str(tmp / "pkg")]),
     "evaluate": ("--tolerance", lambda tmp: ["evaluate", str(tmp / "p.nii.gz"), str(tmp / "r.nii.gz"), str(tmp / "o")]),
     "report": ("SOURCE", lambda tmp: ["report", str(tmp / "no_store"), str(tmp / "o")]),
+    "model compare": ("--held-out", lambda tmp: ["model", "compare", str(_empty(tmp)), str(_empty(tmp)), "--held-out",
+                                                 str(tmp / "missing.h5")]),
 }
 
 

@@ -9,6 +9,9 @@ from typing import Any
 
 from .progress import StageBars
 
+#: A folder holding this file is a case store (``ctv review`` / ``ctv node`` --data), not a DICOM archive.
+STORE_INDEX = "index.sqlite"
+
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``ctv dataset build`` and ``ctv dataset info`` to the ``ctv`` parser's subcommands."""
@@ -17,8 +20,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
     p = commands.add_parser("build", parents=[common], help="DICOM archive (CTs + RTSTRUCTs) -> one HDF5 file",
                             description="Pair every RTSTRUCT with its CT, pick the target ROI by name and write "
-                                        "one HDF5 training set; unusable cases are skipped with their reason.")
-    p.add_argument("archive", type=Path, help="folder with the CT series and RTSTRUCTs (any layout)")
+                                        "one HDF5 training set; unusable cases are skipped with their reason. "
+                                        "A case store (a --data folder of ctv review or ctv node) gives its "
+                                        "approved cases, each with its approval's record.")
+    p.add_argument("archive", type=Path, help="folder with the CT series and RTSTRUCTs (any layout), or a case "
+                                              "store (the folder holding index.sqlite): its approved cases")
     p.add_argument("out", type=Path, help="the .h5 file to write")
     p.add_argument("--roi", default=None, metavar="PATTERN",
                    help="target ROI name as a regular expression (case-insensitive, full match)")
@@ -48,12 +54,40 @@ def run_dataset_build(args: argparse.Namespace) -> int:
     """Build the HDF5 file with progress bars and print the summary."""
     from ..dataset.builder import RoiSelection, build_dataset
 
+    if (args.archive / STORE_INDEX).is_file():
+        return run_approved_build(args)
     rois = RoiSelection.from_options(pattern=args.roi, aliases=args.alias, default_aliases=args.default_aliases,
                                      extra_rois=args.extra_roi)
     with StageBars(args.quiet, {"scanning": "folder", "building": "RTSTRUCT"}) as bars:
         summary = build_dataset(args.archive, args.out, rois, deidentify=args.deidentify, overwrite=args.overwrite,
                                 strict=args.strict, tissue_labels=args.tissue_labels,
                                 progress=bars)
+    print(summary.describe())
+    return 0
+
+
+def run_approved_build(args: argparse.Namespace) -> int:
+    """Build the HDF5 file from a case store's approved cases and print the summary."""
+    from ..dataset.approved_build import ApprovedContour, build_approved_dataset
+    from ..errors import DatasetError
+    from ..service.approvals import approved_versions
+    from ..service.store import CaseStore
+
+    ignored = [flag for flag, given in (("--roi", args.roi), ("--alias", args.alias), ("--extra-roi", args.extra_roi),
+                                        ("--deidentify", args.deidentify), ("--tissue-labels", args.tissue_labels),
+                                        ("--default-aliases", args.default_aliases), ("--strict", args.strict)) if given]
+    if ignored:
+        raise DatasetError(f"'{args.archive}' is a case store: its approved contours are the targets, with their "
+                           f"approval's record; {', '.join(ignored)} does not apply. Leave it out.")
+    store = CaseStore(args.archive)
+    try:
+        contours = [ApprovedContour(f"case {case} version {version}", ct_dir, rtstruct, record)
+                    for case, version, ct_dir, rtstruct, record in approved_versions(store)]
+    finally:
+        store.close()
+    with StageBars(args.quiet, {"building": "approved case"}) as bars:
+        summary = build_approved_dataset(contours, args.out, where=args.archive, overwrite=args.overwrite,
+                                         progress=bars)
     print(summary.describe())
     return 0
 

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import CTVError, describe_os_error
-from . import convert, dataset, evaluate, inspect, node, phantom, predict, report, review, training
+from . import convert, dataset, evaluate, inspect, model, node, phantom, predict, report, review, training
 
 logger = logging.getLogger("ctv_core")
 
 #: The command modules, in the order ``ctv --help`` lists them; each has ``add_commands(sub, common)``.
-COMMANDS = (phantom, inspect, convert, predict, dataset, training, evaluate, report, node, review)
+COMMANDS = (phantom, inspect, convert, predict, dataset, training, model, evaluate, report, node, review)
 
 
 def build_parser() -> argparse.ArgumentParser:

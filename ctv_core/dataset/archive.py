@@ -57,7 +57,8 @@ def _scan_units(archive: Path) -> list[Path]:
     return [e for e in entries if e.is_dir()]
 
 
-def _structure_set_record(path: Path, ds: pydicom.Dataset) -> StructureSetRecord:
+def structure_set_record(path: Path, ds: pydicom.Dataset) -> StructureSetRecord:
+    """What an RTSTRUCT's header says: its UIDs, the (frame of reference, series) pairs it references, its ROI names."""
     references, frames = [], set()
     for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
         for_uid = str(frame.get("FrameOfReferenceUID", ""))
@@ -98,7 +99,7 @@ def scan_archive(archive: Path, progress: ProgressCallback | None = None
             if s.modality == "RTSTRUCT" or s.sop_class_uid == RT_STRUCTURE_SET_STORAGE:
                 for path, ds in s.headers:
                     try:
-                        structure_sets.append(_structure_set_record(path, ds))
+                        structure_sets.append(structure_set_record(path, ds))
                     except Exception as exc:  # noqa: BLE001 - a malformed sequence is this file's problem only
                         unreadable.append(SkippedFile(path, f"unreadable structure set ({exc})"))
                         logger.warning("passed over %s: unreadable structure set (%s)", path, exc)

@@ -21,9 +21,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import DatasetError
+from ..evaluation.edits import RECORD_FORMAT, is_edit_record
 from ..geometry import Grid
 from ..structures.label_maps import TissueLegend
-from .hdf5_schema import FORMAT_NAME, FORMAT_VERSION, TARGET_MASK, TISSUE_LABELS
+from .hdf5_schema import APPROVAL, FORMAT_NAME, FORMAT_VERSION, TARGET_MASK, TISSUE_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,28 @@ class CTVDataset:
     def case_attrs(self, case_id: str) -> dict[str, Any]:
         """All attributes of a case (geometry, ROI name, patient key, provenance) as plain values."""
         return {k: _plain(v) for k, v in self._group(case_id).attrs.items()}
+
+    def approval(self, case_id: str) -> dict[str, Any] | None:
+        """The edit record of the approval a case's target comes from (see :mod:`.hdf5_schema`); None for a case
+        not built from an approved contour.
+
+        Raises
+        ------
+        DatasetError
+            The attribute is not JSON or not an edit record (a damaged or hand-edited file).
+        """
+        value = self._group(case_id).attrs.get(APPROVAL)
+        if value is None:
+            return None
+        try:
+            record = json.loads(_text(value))
+        except ValueError as exc:
+            raise DatasetError(f"Case '{case_id}' of '{self._path}' has an approval that is not JSON ({exc}); rebuild "
+                               "the file with 'ctv dataset build'.") from exc
+        if not is_edit_record(record):
+            raise DatasetError(f"Case '{case_id}' of '{self._path}' has an approval that is not an edit record "
+                               f"({RECORD_FORMAT}); rebuild the file with 'ctv dataset build'.")
+        return record
 
     def grid(self, case_id: str) -> Grid:
         """The case's CT grid (size (i, j, k), spacing mm, origin and direction in LPS)."""

@@ -47,6 +47,14 @@ returns them; geometry is SimpleITK's, in DICOM patient coordinates (LPS, mm), s
     the CT was loaded from) and ``rtstruct_source`` (file), both relative to
     ``source_archive``; ``ct_warnings`` (string array, what the loader reported).
 
+    ``approval`` (optional; cases built from approved contours, ``ctv dataset build`` of a case store or
+    ``--approved-only``): JSON object, the edit record of the approval the target comes from
+    (``ctv-edit-record/1`` of :mod:`ctv_core.evaluation.edits`: ``ai`` the model's name, version and
+    SHA-256 and the input series; ``ct`` the CT the approved contour lies on, always this case's;
+    ``approved_by``, ``recorded``, ``door``, ``context`` and the edit ``figures``); absent when
+    de-identified (it names the approver and UIDs). Read through :meth:`.hdf5_reader.CTVDataset.approval`, which refuses a value that is not such a
+    record. Files without it read as before; the format version is unchanged.
+
 ``/skipped`` (compound table, one row per structure set that gave no case)
     ``source`` (the RTSTRUCT's path relative to the archive, or ``structure_set_NNNN`` when
     de-identified), ``category`` (short reason, for counting: "missing CT", "no ROI matches",
@@ -67,5 +75,7 @@ FORMAT_VERSION = 1
 TARGET_MASK = "target"
 #: The tissue label map of a case, ``/cases/<case_id>/tissue_labels`` (optional).
 TISSUE_LABELS = "tissue_labels"
+#: The case attribute holding the approval's edit record (JSON), ``/cases/<case_id>`` attrs (optional).
+APPROVAL = "approval"
 #: Chunk shape ``[k, j, i]`` of every array (clipped to the array's shape).
 CHUNK_KJI = (16, 64, 64)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -22,8 +23,9 @@ import SimpleITK as sitk
 from .._version import __version__
 from ..atomic_files import atomic_file
 from ..errors import DatasetError
+from ..evaluation.edits import RECORD_FORMAT, is_edit_record
 from ..structures.label_maps import TissueLegend
-from .hdf5_schema import CHUNK_KJI, FORMAT_NAME, FORMAT_VERSION, TARGET_MASK, TISSUE_LABELS
+from .hdf5_schema import APPROVAL, CHUNK_KJI, FORMAT_NAME, FORMAT_VERSION, TARGET_MASK, TISSUE_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,8 @@ class DatasetWriter:
                  patient_key: str, patient_position: str = "", extras_missing: Mapping[str, str] | None = None,
                  dropped_contours: Mapping[str, int] | None = None,
                  provenance: Mapping[str, str | Sequence[str]] | None = None,
-                 tissue_labels: tuple[np.ndarray, TissueLegend] | None = None) -> None:
+                 tissue_labels: tuple[np.ndarray, TissueLegend] | None = None,
+                 approval: Mapping[str, Any] | None = None) -> None:
         """Write one case.
 
         Parameters
@@ -135,6 +138,10 @@ class DatasetWriter:
         tissue_labels
             The case's tissue label map (uint8 ``[k, j, i]`` on the CT grid) and its legend, which
             must be the legend of every other case of the file (written once, as a root attribute).
+        approval
+            The edit record of the approval the target contour comes from (``ctv-edit-record/1``: the AI's
+            provenance, approver, time, edit figures), stored as the JSON attribute ``approval``; None for a
+            contour that was not approved through ctv_core.
         """
         if self._h5 is None:
             raise RuntimeError("DatasetWriter.add_case outside its 'with' block")
@@ -143,6 +150,8 @@ class DatasetWriter:
         unknown = sorted(set(provenance or {}) - set(PROVENANCE_KEYS))
         if unknown:
             raise ValueError(f"unknown provenance keys {unknown}; known: {PROVENANCE_KEYS}")
+        if approval is not None and not is_edit_record(approval):
+            raise DatasetError(f"Case {case_id}: its approval is not an edit record ({RECORD_FORMAT}).")
         hu = sitk.GetArrayViewFromImage(image)
         if tissue_labels is not None:
             self._check_tissue_labels(case_id, tissue_labels, hu.shape)
@@ -181,6 +190,8 @@ class DatasetWriter:
         a["extra_rois_missing"] = _strings(missing)
         a["extra_rois_missing_reasons"] = _strings(missing.values())
         a["dropped_contours"] = json.dumps(dict(dropped_contours or {}))
+        if approval is not None:
+            a[APPROVAL] = json.dumps(dict(approval), allow_nan=False)
         for key, value in (provenance or {}).items():
             a[key] = value if isinstance(value, str) else _strings(value)
         self.case_ids.append(case_id)

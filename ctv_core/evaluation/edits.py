@@ -217,11 +217,20 @@ def read_edit_record(path: str | Path) -> dict[str, Any]:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EditRecordError(f"The edit record '{path}' cannot be read ({exc}); remove or restore it.") from exc
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or not all(
-            key in (record.get("figures") or {}) for key in FIGURE_KEYS):
+    if not is_edit_record(record):
         raise EditRecordError(f"'{path}' is not an edit record of this ctv_core ({RECORD_FORMAT}); remove or restore "
                               "it.")
     return record
+
+
+def is_edit_record(record: Any) -> bool:
+    """Whether ``record`` is an edit record of this format: an object with every figure, the AI's provenance and the
+    CT the approved contour lies on (objects of strings)."""
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        return False
+    figures, ai, ct = record.get("figures"), record.get("ai"), record.get("ct")
+    return (isinstance(figures, dict) and all(key in figures for key in FIGURE_KEYS)
+            and all(isinstance(part, dict) and all(isinstance(v, str) for v in part.values()) for part in (ai, ct)))
 
 
 def _plain(value: Any) -> Any:

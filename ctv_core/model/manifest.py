@@ -23,6 +23,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ModelPackageError
+from .comparison import check_comparison
 from .graph import FILE_KEYS, GRAPH_FORMAT, GRAPH_KEYS
 from .settings import ModelSettings
 
@@ -43,7 +44,7 @@ _REQUIRED = ("format", "format_version", "name", "version", "architecture", "net
 _KEYS: dict[str, type | tuple[type, ...]] = {
     "format": str, "format_version": int, "name": str, "version": str, "created": str, "ctv_core_version": str,
     "description": str, "intended_use": str, "architecture": str, "network": dict, "settings": dict,
-    "weights": dict, "graph": dict, "training": dict, "metrics": dict, "fingerprint": str,
+    "weights": dict, "graph": dict, "training": dict, "metrics": dict, "fingerprint": str, "comparison": dict,
 }
 _WEIGHT_KEYS: dict[str, type] = {"file": str, "sha256": str, "bytes": int}
 
@@ -127,6 +128,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
                                   f"{FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))}; this ctv_core "
                                   f"{__version__} cannot read it")
     _check_record(path, manifest["weights"], _WEIGHT_KEYS, "weights")
+    if "comparison" in manifest:
+        try:
+            check_comparison(manifest["comparison"])
+        except ValueError as exc:
+            raise package_error(path, f"{MANIFEST} has a malformed comparison ({exc}); run 'ctv model compare' "
+                                      "again or remove the field") from exc
     if "graph" in manifest:
         graph = manifest["graph"]
         _check_record(path, graph, GRAPH_KEYS, "graph")

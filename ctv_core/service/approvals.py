@@ -118,10 +118,7 @@ def write_sidecar(store: CaseStore, case_id: str, version: int, record: dict[str
 
 def approved_records(store: CaseStore) -> list[dict[str, Any]]:
     """The record of every approved case's current approval (a case approved twice counts once, as last approved)."""
-    rows = store.query("SELECT a.record FROM approvals a JOIN cases c ON c.id = a.case_id "
-                       "WHERE a.id = (SELECT MAX(id) FROM approvals WHERE case_id = a.case_id) "
-                       "AND a.version = c.approved_version ORDER BY a.id")
-    return [json.loads(r["record"]) for r in rows]
+    return [record for *_, record in approved_versions(store)]
 
 
 def _report(store: CaseStore, case_id: str, version: int) -> dict[str, Any]:
@@ -135,3 +132,14 @@ def _report(store: CaseStore, case_id: str, version: int) -> dict[str, Any]:
     if not isinstance(report, dict):
         raise EditRecordError(f"The {REPORT} of version {version} of case {case_id} is not a report.")
     return report
+
+
+def approved_versions(store: CaseStore) -> list[tuple[str, int, Path, Path, dict[str, Any]]]:
+    """Every approved case's current approval, for training: (case id, version, the case's CT folder, the approved
+    RTSTRUCT, the approval's record), in the order approved. A case approved before approvals were recorded (an
+    index upgraded from schema 2) has no record and is left out."""
+    rows = store.query("SELECT a.case_id, a.version, a.record FROM approvals a JOIN cases c ON c.id = a.case_id "
+                       "WHERE a.id = (SELECT MAX(id) FROM approvals WHERE case_id = a.case_id) "
+                       "AND a.version = c.approved_version ORDER BY a.id")
+    return [(r["case_id"], int(r["version"]), store.ct_dir(r["case_id"]),
+             store.version_dir(r["case_id"], int(r["version"])) / RTSTRUCT, json.loads(r["record"])) for r in rows]
