@@ -180,3 +180,14 @@ def test_the_weight_separation_is_the_auc_of_clean_against_dilated_and_eroded_sa
     table = separation_table([result, {**result, "weight_separation": [
         {"step": 2, "auc_dilated": 0.5, "auc_eroded": None}, {"step": 4, "auc_dilated": 0.8, "auc_eroded": 0.6}]}])
     assert "| qam+ocm | 75 % 5-13 px | 2 | 0.25 / 0.50 | 0.90 / 0.80 |" in table
+
+
+def test_a_table_cell_gives_the_spread_over_seeds_and_none_for_one_seed():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        from report import mean_sd
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    assert mean_sd([0.9, 0.8, 0.7]) == "0.800 ± 0.100"
+    assert mean_sd([0.9, 0.7]) == "0.800 ± 0.141 (n=2)"
+    assert mean_sd([0.9]) == "0.900 (n=1)" and mean_sd([]) == "–"

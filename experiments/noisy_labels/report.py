@@ -27,10 +27,13 @@ PAPER = {("baseline", 0.0, None): 0.915, ("baseline", 0.75, "5-13"): 0.621, ("qa
 
 
 def mean_sd(values: Sequence[float]) -> str:
-    """``"0.912 ± 0.004 (n)"``: mean, sample standard deviation, number of seeds."""
+    """``"0.912 ± 0.004"``: mean and sample standard deviation over seeds, with ``" (n=2)"`` under three
+    seeds; one seed has no spread: ``"0.912 (n=1)"``."""
     if not values:
         return "–"
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    if len(values) == 1:
+        return f"{values[0]:.3f} (n=1)"
+    sd = float(np.std(values, ddof=1))
     return f"{np.mean(values):.3f} ± {sd:.3f}" + ("" if len(values) >= 3 else f" (n={len(values)})")
 
 
