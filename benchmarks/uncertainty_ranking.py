@@ -14,18 +14,20 @@ the mean distance between the two outlines on that slice exceeds 4 mm (symmetric
 where only one of them has CTV is wrong). Each candidate signal gives a slice score:
 
 margin
-    the default (:mod:`ctv_core.inference.uncertainty`): area of margin ``1 - |2p - 1|`` > 0.5 over
-    the predicted outline's length (mm).
+    the default (:mod:`ctv_core.inference.uncertainty`): area of margin ``1 - |2p - 1|`` above the default
+    band threshold over the predicted outline's length (mm); ``margin>T``: the same with the band at T.
 entropy
-    the same with the binary entropy of ``p`` (bits) > 0.5.
+    the same with the binary entropy of ``p`` (bits) > 0.5 (a monotone function of the margin: the
+    band of entropy > 0.5 bits is that of margin > 0.22).
 passes
     disagreement between the refinement passes: the area-integral of ``|p_N - p_(N-1)|`` over the outline
     length (mm); costs a network run with one pass fewer.
 flips
     disagreement with the left-right mirrored input, integrated likewise; costs a second network pass
     (seconds printed).
-size
-    the baseline: the predicted CTV's area on the slice (mm²).
+size, smallness
+    the baselines: the predicted CTV's area on the slice (mm²), and its negative (small slices, at the
+    CTV's ends, ranked first).
 
 It prints the AUC of each score for wrong above right, pooled over all slices and within each CT
 (mean over the CTs holding both), the seconds each costs, and the cost of the default map on a
@@ -61,7 +63,9 @@ from ctv_core.phantom.scan import plan_scan
 from ctv_core.structures.image_files import write_image
 
 WRONG_MM = 4.0
-SIGNALS = ("margin", "entropy", "passes", "flips", "size")
+#: Other band thresholds of the margin tried (the default's is ``BAND_THRESHOLD``).
+OTHER_BANDS = (0.35, 0.5, 0.7)
+SIGNALS = ("margin", *(f"margin>{b:g}" for b in OTHER_BANDS), "entropy", "passes", "flips", "size", "smallness")
 
 
 def _unusual_full(params):
@@ -178,6 +182,9 @@ def run_case(image: sitk.Image, truth: np.ndarray, package, fewer_passes, second
     seconds.setdefault("entropy", []).append(time.perf_counter() - start)
 
     scores = {"margin": np.asarray(measured.slice_scores), "entropy": entropy}
+    percent = np.rint(margin(p_ct) * 100)
+    for band in OTHER_BANDS:
+        scores[f"margin>{band:g}"] = slice_scores(percent, mask, spacing_xy, band_threshold=band)
     if fewer_passes is not None:
         start = time.perf_counter()
         p_fewer = probability(CTVPredictor(fewer_passes, device="cpu", engine="auto").engine, model_input.array)
@@ -188,6 +195,7 @@ def run_case(image: sitk.Image, truth: np.ndarray, package, fewer_passes, second
     scores["flips"] = _integrated(np.abs(p_ct - _on_ct(p_flip, model_input.grid, image)), mask, spacing_xy)
     seconds.setdefault("flips", []).append(time.perf_counter() - start)
     scores["size"] = (mask != 0).sum(axis=(1, 2)) * spacing_xy[0] * spacing_xy[1]
+    scores["smallness"] = -scores["size"]
 
     ks, wrong = wrong_slices(truth, mask, spacing_xy[::-1])
     return {"slices": ks, "wrong": wrong, "scores": {name: s[ks] for name, s in scores.items()},
@@ -253,10 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                          "seconds_mean": float(np.mean(seconds[name])) if name in seconds else 0.0}
     print(f"\n{len(results)} CTs, {len(wrong)} slices with CTV, {int(wrong.sum())} wrong (mean outline distance > "
           f"{WRONG_MM:g} mm or CTV in one only); network pass {np.mean(seconds['network']):.2f} s mean")
-    print(f"{'signal':10s} {'AUC pooled':>11s} {'AUC within CT':>14s} {'CTs':>4s} {'seconds':>8s}")
+    print(f"{'signal':11s} {'AUC pooled':>10s} {'AUC within CT':>14s} {'CTs':>4s} {'seconds':>8s}")
     for name, f in figures.items():
         within = "-" if f["auc_within_ct"] is None else f"{f['auc_within_ct']:.3f}"
-        print(f"{name:10s} {f['auc_pooled']:11.3f} {within:>14s} {f['cts_with_both']:4d} {f['seconds_mean']:8.2f}")
+        print(f"{name:11s} {f['auc_pooled']:10.3f} {within:>14s} {f['cts_with_both']:4d} {f['seconds_mean']:8.2f}")
     cost = map_cost(package)
     print(f"\ndefault map on 512 x 512 x 120: {cost['map_seconds']:.2f} s to compute, {cost['write_seconds']:.2f} s to "
           f"write ({cost['file_kb']:.0f} kB)")
