@@ -71,7 +71,20 @@ def test_prediction_writes_mask_and_result_and_talks_json_lines(tmp_path, qa_mod
     result = json.loads((tmp_path / "result.json").read_text())
     assert result == events[-1]["report"]
     assert result["volume_cc"] > 0 and result["device"] == "cpu" and result["options"]["postprocessing"] is True
+    # the uncertainty map beside the mask, on the same grid, named in the result and the done event
+    assert result["uncertainty"]["map"] == str(tmp_path / "uncertainty.nrrd") == events[-1]["files"]["uncertainty"]
+    assert result["uncertainty"]["signal"] == "margin" and len(result["uncertainty"]["slice_scores"]) == 36
+    uncertainty = sitk.ReadImage(str(tmp_path / "uncertainty.nrrd"))
+    assert uncertainty.GetPixelID() == sitk.sitkUInt8 and uncertainty.GetSize() == image.GetSize()
+    assert np.allclose(uncertainty.GetOrigin(), image.GetOrigin())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_request_without_uncertainty_writes_no_map(tmp_path, qa_model):
+    _bone_ct(tmp_path / "ct.nrrd")
+    code, events = _run(_request(tmp_path, model=str(qa_model), uncertainty=False), "go\n")
+    assert code == process_protocol.EXIT_DONE and events[-1]["report"]["uncertainty"] is None
+    assert set(events[-1]["files"]) == {"mask", "result"} and not (tmp_path / "uncertainty.nrrd").exists()
 
 
 def test_a_ct_too_short_for_a_pelvis_is_refused_before_predicting(tmp_path, qa_model):
