@@ -6,6 +6,7 @@ certain slices first when asked, hostile switch values refused, and a foreign pa
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -55,6 +56,19 @@ def _frame(browser, previous=None, timeout_s: float = 30):
         "a new frame")
 
 
+def _settled(browser, timeout_s: float = 30):
+    """The axial view once two frames a second apart are the same (the other views have rendered again after a
+    step, the last frame of the step has arrived)."""
+    def same():
+        first = axial_view(browser)[0]
+        time.sleep(1.0)
+        second = axial_view(browser)[0]
+        return second if first.shape == second.shape and (np.abs(first - second).sum(axis=-1) > 30).sum() < 5 \
+            else None
+
+    return _wait(same, timeout_s, "a settled view")
+
+
 def _k(browser, ct) -> int:
     return int(round((_state(browser, "Red__SliderState__value") - ct.grid.origin[2]) / ct.grid.spacing[2]))
 
@@ -101,10 +115,11 @@ def test_the_overlay_switch_and_the_least_certain_autoplay_in_the_browser(phanto
 
         # the overlay at the least certain slice: switched off, the frame changes where the map is drawn; back on,
         # it is drawn again
-        with_map = _frame(browser)
+        with_map = _settled(browser)
         browser.find_element("css selector", "#ctv-uncertainty input, input#ctv-uncertainty").click()
         _wait(lambda: _state(browser, "ctv_uncertainty") is False, 10, "the overlay switched off")
-        without_map = _frame(browser, with_map)
+        _frame(browser, with_map)
+        without_map = _settled(browser)
         changed = np.abs(with_map - without_map).sum(axis=-1) > 30
         assert changed.sum() > 200, changed.sum()
         warm = (with_map[..., 0] - with_map[..., 2] > 40)[changed]  # Iron: red over blue where the map shows
