@@ -108,9 +108,11 @@ class Autoplay:
             view.set_render_blocked(False)  # and render what changed meanwhile (an edit shows there too)
 
     def set_least_certain_first(self, on: bool) -> None:
-        """Switch the order of the slices (see :attr:`least_certain_first`); the list is made again at the next step."""
+        """Switch the order of the slices (see :attr:`least_certain_first`); the list is made again at the next step,
+        from its start, and the position line says which order is on."""
         self.least_certain_first = bool(on)
         self.forget()
+        self.on_position("Next: the least certain slices first" if on else "Next: the CTV's slices in order")
 
     def set_speed(self, speed: float) -> None:
         self.speed = min(SPEEDS, key=lambda s: abs(s - float(speed)))

@@ -4,9 +4,10 @@ A version folder is written whole or not at all (:func:`ctv_core.output_folder.o
 RTSTRUCT through the Slicer module's own export (``exportRTStruct`` on the case's CT folder: every
 non-empty segment on the CT's own UIDs, the CTV typed CTV, UNAPPROVED, an edited CTV SEMIAUTOMATIC
 with the model it started from named), the DICOM SEG of the same segments, ``ctv.nii.gz`` (the CTV on the CT's
-grid, which the viewer reads back), the QA image and ``report.json`` (who, when, what it derives
-from). Its number is reserved before the folder is written and recorded after it is complete; a
-failed save gives the number back and leaves no folder.
+grid, which the viewer reads back), the QA image, the uncertainty map of the prediction it derives
+from (``uncertainty.nii.gz``, its figures in the report with ``of_version``) when there is one, and
+``report.json`` (who, when, what it derives from). Its number is reserved before the folder is
+written and recorded after it is complete; a failed save gives the number back and leaves no folder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +24,7 @@ import SimpleITK as sitk
 from ..._version import __version__
 from ...errors import EditRecordError, StructureSetError
 from ...evaluation.edits import AIProvenance
-from ...inference.predict_job import KNOWN_FILES, REPORT, describe_input
+from ...inference.predict_job import KNOWN_FILES, REPORT, UNCERTAINTY_FILE, describe_input
 from ...inference.qa_image import write_qa_image
 from ...output_folder import output_set
 from ...structures.mask_files import write_mask
@@ -81,6 +83,7 @@ def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "", w
             notes = [f"CTV volume: {volume_cc:.0f} cc", f"Edited by {author}, from version {case.version}",
                      "Review before use (unapproved)."]
             write_qa_image(case.ct.image, ctv, staging / "qa.png", "CTV edited in the review station", notes)
+            uncertainty = _keep_uncertainty(desk, case.case_id, case.version, staging)
             report = {
                 "ctv_core_version": __version__, "kind": "edit",
                 "created": dt.datetime.now().isoformat(timespec="seconds"),
@@ -88,8 +91,9 @@ def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "", w
                 "derives_from": {"version": case.version, "kind": case.version_kind},
                 **_ai_provenance(desk, case.case_id, case.version),
                 "input": describe_input(case.ct), "ctv": {"volume_cc": round(volume_cc, 1)},
-                "rois": export.rois, "outputs": ["rtstruct.dcm", "seg.dcm", "ctv.nii.gz", "qa.png", REPORT],
-                "warnings": export.warnings}
+                "rois": export.rois, "outputs": ["rtstruct.dcm", "seg.dcm", "ctv.nii.gz", "qa.png", REPORT] + (
+                    [UNCERTAINTY_FILE] if uncertainty else []),
+                "warnings": export.warnings, **uncertainty}
             (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except BaseException:
         store.release_version(case.case_id, number)
@@ -99,6 +103,18 @@ def save_edit(desk: ReviewDesk, scene: CaseScene, author: str, note: str = "", w
     desk.audit("edit", f"case {case.case_id} version {number} by {who} (signed {author!r}) from version "
                        f"{case.version}: {', '.join(export.rois)}; CTV {volume_cc:.1f} cc")
     return SavedEdit(number, report)
+
+
+def _keep_uncertainty(desk: ReviewDesk, case_id: str, version: int, staging) -> dict:
+    """The uncertainty of the version the edit started from, kept with the edit: its map copied into ``staging``
+    and ``{"uncertainty": figures}`` with ``of_version`` (where the model hesitated is still where to look while
+    editing); {} when that version has none."""
+    source = desk.store.version_dir(case_id, version) / UNCERTAINTY_FILE
+    figures = desk.report(case_id, version).get("uncertainty")
+    if not source.is_file() or not isinstance(figures, dict):
+        return {}
+    shutil.copyfile(source, staging / UNCERTAINTY_FILE)
+    return {"uncertainty": {**figures, "of_version": figures.get("of_version", version)}}
 
 
 def _ai_provenance(desk: ReviewDesk, case_id: str, version: int) -> dict:
