@@ -73,9 +73,10 @@ def run_approved_build(args: argparse.Namespace) -> int:
     from ..service.approvals import approved_versions
     from ..service.store import CaseStore
 
-    ignored = [flag for flag, given in (("--roi", args.roi), ("--alias", args.alias), ("--extra-roi", args.extra_roi),
-                                        ("--deidentify", args.deidentify), ("--tissue-labels", args.tissue_labels),
-                                        ("--default-aliases", args.default_aliases), ("--strict", args.strict)) if given]
+    options = (("--roi", args.roi), ("--alias", args.alias), ("--extra-roi", args.extra_roi),
+               ("--deidentify", args.deidentify), ("--tissue-labels", args.tissue_labels),
+               ("--default-aliases", args.default_aliases), ("--strict", args.strict))
+    ignored = [flag for flag, given in options if given]
     if ignored:
         raise DatasetError(f"'{args.archive}' is a case store: its approved contours are the targets, with their "
                            f"approval's record; {', '.join(ignored)} does not apply. Leave it out.")

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
 from ..errors import CTVError, DatasetError, StructureSetError
+from ..evaluation.edits import RECORD_FORMAT, is_edit_record
 from ..structures.rtstruct_reader import read_rtstruct
 from .archive import StructureSetRecord, structure_set_record
 from .builder import BuildSummary, BuiltCase, SkippedCase
@@ -88,18 +89,24 @@ def _case(contour: ApprovedContour) -> tuple[CTSeries, StructureSetRecord, tuple
     Raises
     ------
     _Skip
-        The contour lies on another CT.
+        The record is not an edit record, the contour lies on another CT, or several ROIs match.
     CTVError
         The CT or the RTSTRUCT cannot be read, or the RTSTRUCT has no such ROI.
     """
+    if not is_edit_record(contour.record):
+        raise _Skip("unreadable approval", f"unreadable approval: its record is not an edit record ({RECORD_FORMAT}); "
+                                           "approve the case again in the review station.")
     try:
         header = structure_set_record(contour.rtstruct, pydicom.dcmread(contour.rtstruct, stop_before_pixels=True))
     except (OSError, pydicom.errors.InvalidDicomError) as exc:
         raise StructureSetError(f"the approved RTSTRUCT '{contour.rtstruct}' cannot be read ({exc})") from exc
     ct = load_ct_series(contour.ct_dir)
     _check_same_ct(contour, header, ct)
-    (name, mask), = read_rtstruct(contour.rtstruct, ct, roi=str(contour.record.get("roi") or "CTV")).items()
-    return ct, header, (name, mask)
+    masks = read_rtstruct(contour.rtstruct, ct, roi=str(contour.record.get("roi") or "CTV"))
+    if len(masks) != 1:
+        raise _Skip("ambiguous ROI", f"ambiguous ROI: the approved RTSTRUCT has {len(masks)} ROIs named like the "
+                                     f"approved one ({', '.join(masks)}); approve a version with one CTV.")
+    return ct, header, next(iter(masks.items()))
 
 
 def build_approved_dataset(contours: Sequence[ApprovedContour], out_path: str | Path, *, where: str | Path,
@@ -145,7 +152,8 @@ def build_approved_dataset(contours: Sequence[ApprovedContour], out_path: str | 
                 case_id = f"case_{len(summary.cases):05d}"
                 ref = ct.reference
                 key = ref.patient_study.patient_id or f"series:{ref.series_instance_uid}"
-                writer.add_case(case_id, ct.image, {"target": target}, patient_key=key, patient_position=ref.patient_position,
+                writer.add_case(case_id, ct.image, {"target": target}, patient_key=key,
+                                patient_position=ref.patient_position,
                                 provenance={"study_instance_uid": ref.study_instance_uid,
                                             "series_instance_uid": ref.series_instance_uid,
                                             "frame_of_reference_uid": ref.frame_of_reference_uid,
