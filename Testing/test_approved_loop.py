@@ -20,6 +20,7 @@ from ctv_core import load_ct_series
 from ctv_core.dataset.hdf5_reader import CTVDataset
 from ctv_core.dataset.hdf5_writer import DatasetWriter
 from ctv_core.errors import DatasetError, ModelPackageError
+from ctv_core.evaluation.edits import AIProvenance, edit_figures, edit_record, read_edit_record, write_edit_record
 from ctv_core.model.comparison import promoted_by_rule
 from ctv_core.model.manifest import sha256_of
 from ctv_core.model.package import load_model_package
@@ -121,6 +122,38 @@ def test_a_store_with_no_approved_case_is_refused_naming_the_fix(cts, tmp_path):
     assert done.returncode == 2 and "--deidentify does not apply" in done.stderr
 
 
+def test_an_archive_of_exported_rtstructs_gives_those_approved_beside_them(cts, tmp_path):  # noqa: F811
+    a, b = load_ct_series(cts["a"]), load_ct_series(cts["b"])
+    ai = read_mask(cts["prediction"] / "ctv.nii.gz", a.grid)
+    provenance = AIProvenance.from_report(json.loads((cts["prediction"] / "report.json").read_text()))
+    record = edit_record(provenance, edit_figures(ai, _grown(ai)), door="slicer-export", approved_ct=a.reference)
+    archive = tmp_path / "exports"
+    for name, ct_dir in (("a", cts["a"]), ("b", cts["b"])):
+        shutil.copytree(ct_dir, archive / name / "ct")
+    write_rtstruct(a, {"CTV": _grown(ai)}, archive / "a" / "CTV.dcm", algorithm=None)  # as Slicer exports it
+    write_edit_record(record, archive / "a" / "CTV.ai-edits.json")
+    b_truth = read_mask(cts["b"].parent / "masks" / "CTV.nii.gz", b.grid)
+    write_rtstruct(b, {"CTV": b_truth}, archive / "b" / "CTV.dcm", algorithm=None)
+    write_edit_record(record, archive / "b" / "CTV.ai-edits.json")  # a's record beside b's contour: another CT
+    write_rtstruct(b, {"CTV": b_truth}, archive / "b" / "plain.dcm", algorithm=None)  # never approved
+
+    done = subprocess.run([ctv_command(), "dataset", "build", str(archive), str(tmp_path / "out.h5"), "--approved-only",
+                           "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with CTVDataset(tmp_path / "out.h5") as dataset:
+        assert len(dataset) == 1 and dataset.approval("case_00000") == read_edit_record(
+            archive / "a" / "CTV.ai-edits.json")
+        assert dataset.case_attrs("case_00000")["rtstruct_source"] == "a/CTV.dcm"
+        assert sorted(row["category"] for row in dataset.skipped()) == ["approval on another CT", "not approved"]
+    assert b.reference.series_instance_uid in done.stdout
+
+    for sidecar in archive.rglob("*.ai-edits.json"):
+        sidecar.unlink()
+    done = subprocess.run([ctv_command(), "dataset", "build", str(archive), str(tmp_path / "none.h5"),
+                           "--approved-only"], capture_output=True, text=True)
+    assert done.returncode == 2 and "holds no approved case" in done.stderr and not (tmp_path / "none.h5").exists()
+
+
 def test_an_approval_attribute_that_is_not_an_edit_record_is_refused(tmp_path):
     image = sitk.Image(8, 8, 4, sitk.sitkInt16)
     mask = sitk.Image(8, 8, 4, sitk.sitkUInt8)
@@ -173,7 +206,8 @@ def test_the_better_package_is_promoted_the_worse_not_and_each_carries_the_compa
     assert case["case"] == "case_00000" and case["candidate_dice"] > 0.5 > 0.2 > case["current_dice"]
     assert comparison["mean"]["candidate"]["dice"] == case["candidate_dice"]
     assert comparison["candidate"]["name"] == "qa-window" and len(comparison["current"]["fingerprint"]) == 64
-    assert "mean Dice on the held-out approved cases is higher" in comparison["rule"] and comparison["tolerance_dice"] == 0.02
+    assert "mean Dice on the held-out approved cases is higher" in comparison["rule"]
+    assert comparison["tolerance_dice"] == 0.02
     assert load_model_package(bone).manifest["fingerprint"] == fingerprint  # a record: the model's output is unchanged
 
     done = _compare(soft, bone, held_out)

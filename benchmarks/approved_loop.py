@@ -126,7 +126,8 @@ def clinician_means(comparison: dict, approvers: dict[str, str]) -> list[str]:
         rows = [c for c in comparison["cases"] if approvers[c["case"]] == clinician]
         before = np.mean([c["current_dice"] for c in rows])
         after = np.mean([c["candidate_dice"] for c in rows])
-        lines.append(f"  {clinician}: {len(rows)} case(s), mean Dice {before:.3f} -> {after:.3f} ({after - before:+.3f})")
+        lines.append(f"  {clinician}: {len(rows)} case(s), mean Dice {before:.3f} -> {after:.3f} "
+                     f"({after - before:+.3f})")
     return lines
 
 

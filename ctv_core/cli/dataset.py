@@ -42,6 +42,10 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--tissue-labels", action="store_true",
                    help="also store each case's tissue label map (tissue_labels.nii.gz beside its RTSTRUCT, as "
                         "ctv phantom writes it) for appearance-randomised training; cases without one are skipped")
+    p.add_argument("--approved-only", action="store_true",
+                   help="only RTSTRUCTs exported with their approval's record beside them (X.ai-edits.json beside "
+                        "X.dcm, as Slicer's Export writes it), the record stored with each case (a case store: "
+                        "always its approved cases)")
     p.set_defaults(func=run_dataset_build)
 
     p = commands.add_parser("info", parents=[common], help="summarise a training set")
@@ -61,7 +65,7 @@ def run_dataset_build(args: argparse.Namespace) -> int:
     with StageBars(args.quiet, {"scanning": "folder", "building": "RTSTRUCT"}) as bars:
         summary = build_dataset(args.archive, args.out, rois, deidentify=args.deidentify, overwrite=args.overwrite,
                                 strict=args.strict, tissue_labels=args.tissue_labels,
-                                progress=bars)
+                                approved_only=args.approved_only, progress=bars)
     print(summary.describe())
     return 0
 
@@ -73,9 +77,10 @@ def run_approved_build(args: argparse.Namespace) -> int:
     from ..service.approvals import approved_versions
     from ..service.store import CaseStore
 
-    ignored = [flag for flag, given in (("--roi", args.roi), ("--alias", args.alias), ("--extra-roi", args.extra_roi),
-                                        ("--deidentify", args.deidentify), ("--tissue-labels", args.tissue_labels),
-                                        ("--default-aliases", args.default_aliases), ("--strict", args.strict)) if given]
+    options = (("--roi", args.roi), ("--alias", args.alias), ("--extra-roi", args.extra_roi),
+               ("--deidentify", args.deidentify), ("--tissue-labels", args.tissue_labels),
+               ("--default-aliases", args.default_aliases), ("--strict", args.strict))
+    ignored = [flag for flag, given in options if given]
     if ignored:
         raise DatasetError(f"'{args.archive}' is a case store: its approved contours are the targets, with their "
                            f"approval's record; {', '.join(ignored)} does not apply. Leave it out.")

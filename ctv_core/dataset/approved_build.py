@@ -5,9 +5,9 @@ its target and the approval's edit record (:mod:`ctv_core.evaluation.edits`) as 
 approved cases (:func:`ctv_core.service.approvals.approved_versions`) and writes them here. Each approved contour
 must lie on the CT it is stored with: the approval's record names the CT its contour lies on (series and frame of
 reference UIDs), and the approved RTSTRUCT references that series and frame of reference; a contour whose record or
-RTSTRUCT names another CT than the case's is skipped (category :data:`ANOTHER_CT`) with the UIDs in the build
-report, never stored on the wrong CT. A source with no approved case is refused (:class:`DatasetError` naming the
-fix). The file is written whole or not at all (:class:`.hdf5_writer.DatasetWriter`).
+RTSTRUCT names another CT than the case's is skipped (category ``approval on another CT``) with the UIDs in the build
+report, never stored on the wrong CT (:mod:`.approvals`). A source with no approved case is refused
+(:class:`DatasetError` naming the fix). The file is written whole or not at all (:class:`.hdf5_writer.DatasetWriter`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
 from ..errors import CTVError, DatasetError, StructureSetError
 from ..structures.rtstruct_reader import read_rtstruct
+from .approvals import ANOTHER_CT, check_on_ct, check_record, no_approved_case
 from .archive import StructureSetRecord, structure_set_record
 from .builder import BuildSummary, BuiltCase, SkippedCase
 from .hdf5_writer import DatasetWriter
+from .pairing import CaseSkipped
 
 logger = logging.getLogger(__name__)
-
-#: The skip category of an approval whose contour lies on another CT than the case's.
-ANOTHER_CT = "approval on another CT"
-
 
 @dataclass(frozen=True)
 class ApprovedContour:
@@ -51,35 +49,14 @@ class ApprovedContour:
     record: Mapping[str, Any]
 
 
-def no_approved_case(where: str | Path) -> DatasetError:
-    """The error for a source without any approved case, naming the fix."""
-    return DatasetError(f"'{where}' holds no approved case, so there is nothing to train on. Approve cases first "
-                        "(the review station's Approve, 'ctv review --data FOLDER'), or give a folder of CT series "
-                        "and RTSTRUCTs instead.")
-
-
-class _Skip(Exception):
-    """Why an approved contour gives no case: ``category`` for counting, ``reason`` in full."""
-
-    def __init__(self, category: str, reason: str):
-        super().__init__(reason)
-        self.category, self.reason = category, reason
-
-
 def _check_same_ct(contour: ApprovedContour, header: StructureSetRecord, ct: CTSeries) -> None:
     """Skip a contour whose record or RTSTRUCT names another series or frame of reference than ``ct``'s."""
+    check_on_ct(contour.record, ct.reference)
     here = (ct.reference.frame_of_reference_uid, ct.reference.series_instance_uid)
-    named = contour.record["ct"]
-    recorded = (named.get("frame_of_reference_uid", ""), named.get("series_instance_uid", ""))
-    if recorded != here:
-        problem = (f"the approval's record puts the contour on series {recorded[1] or '?'} (frame of reference "
-                   f"{recorded[0] or '?'}), the case's CT is series {here[1]} (frame of reference {here[0]})")
-    elif header.frames_of_reference - {here[0]} or any(pair != here for pair in header.references):
-        problem = (f"the approved RTSTRUCT references (frame of reference, series) {sorted(header.references)}, the "
-                   f"case's CT is {here}")
-    else:
-        return
-    raise _Skip(ANOTHER_CT, f"{ANOTHER_CT}: {problem}. Not stored: approve the contour again on the case's own CT.")
+    if header.frames_of_reference - {here[0]} or any(pair != here for pair in header.references):
+        raise CaseSkipped(ANOTHER_CT, f"{ANOTHER_CT}: the approved RTSTRUCT references (frame of reference, series) "
+                                      f"{sorted(header.references)}, the case's CT is {here}. Not stored: approve "
+                                      "the contour again on the case's own CT.")
 
 
 def _case(contour: ApprovedContour) -> tuple[CTSeries, StructureSetRecord, tuple[str, sitk.Image]]:
@@ -87,19 +64,23 @@ def _case(contour: ApprovedContour) -> tuple[CTSeries, StructureSetRecord, tuple
 
     Raises
     ------
-    _Skip
-        The contour lies on another CT.
+    CaseSkipped
+        The record is not an edit record, the contour lies on another CT, or several ROIs match.
     CTVError
         The CT or the RTSTRUCT cannot be read, or the RTSTRUCT has no such ROI.
     """
+    check_record(contour.record)
     try:
         header = structure_set_record(contour.rtstruct, pydicom.dcmread(contour.rtstruct, stop_before_pixels=True))
     except (OSError, pydicom.errors.InvalidDicomError) as exc:
         raise StructureSetError(f"the approved RTSTRUCT '{contour.rtstruct}' cannot be read ({exc})") from exc
     ct = load_ct_series(contour.ct_dir)
     _check_same_ct(contour, header, ct)
-    (name, mask), = read_rtstruct(contour.rtstruct, ct, roi=str(contour.record.get("roi") or "CTV")).items()
-    return ct, header, (name, mask)
+    masks = read_rtstruct(contour.rtstruct, ct, roi=str(contour.record.get("roi") or "CTV"))
+    if len(masks) != 1:
+        raise CaseSkipped("ambiguous ROI", f"ambiguous ROI: the approved RTSTRUCT has {len(masks)} ROIs named like "
+                                           f"the approved one ({', '.join(masks)}); approve a version with one CTV.")
+    return ct, header, next(iter(masks.items()))
 
 
 def build_approved_dataset(contours: Sequence[ApprovedContour], out_path: str | Path, *, where: str | Path,
@@ -137,7 +118,7 @@ def build_approved_dataset(contours: Sequence[ApprovedContour], out_path: str | 
         for n, contour in enumerate(contours, start=1):
             try:
                 ct, header, target = _case(contour)
-            except _Skip as skip:
+            except CaseSkipped as skip:
                 category, reason = skip.category, skip.reason
             except CTVError as exc:
                 category, reason = "unusable input", f"unusable input: {exc}"
@@ -145,7 +126,8 @@ def build_approved_dataset(contours: Sequence[ApprovedContour], out_path: str | 
                 case_id = f"case_{len(summary.cases):05d}"
                 ref = ct.reference
                 key = ref.patient_study.patient_id or f"series:{ref.series_instance_uid}"
-                writer.add_case(case_id, ct.image, {"target": target}, patient_key=key, patient_position=ref.patient_position,
+                writer.add_case(case_id, ct.image, {"target": target}, patient_key=key,
+                                patient_position=ref.patient_position,
                                 provenance={"study_instance_uid": ref.study_instance_uid,
                                             "series_instance_uid": ref.series_instance_uid,
                                             "frame_of_reference_uid": ref.frame_of_reference_uid,

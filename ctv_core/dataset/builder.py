@@ -48,6 +48,9 @@ The rules:
   map (beside its RTSTRUCT, as ``ctv phantom`` writes it) is stored as ``tissue_labels`` for
   appearance-randomised training; a structure set without one, or whose legend differs from
   the first case's, is skipped.
+* **Approved only** (``approved_only=True``, ``--approved-only``): only RTSTRUCTs with their approval's
+  edit record beside them (``X.ai-edits.json``, as Slicer's Export writes it) are used, the record stored
+  as the case's ``approval``; see :mod:`.approvals`.
 * **Nothing half-written**: the file is written under a temporary name beside ``OUT.h5`` and
   renamed when complete; an error or interruption removes it and leaves any previous file.
 """
@@ -66,6 +69,8 @@ from pathlib import Path
 from ..dicom.files import SkippedFile
 from ..errors import CTVError, DatasetError
 from ..structures.label_maps import TissueLegend
+from ..evaluation.edits import sidecar_path
+from .approvals import approval_beside, check_on_ct, no_approved_case
 from .archive import ProgressCallback, SeriesRecord, StructureSetRecord, scan_archive
 from .hdf5_writer import DatasetWriter
 from .pairing import CaseSkipped, CTCache, PairedCase, pair_case
@@ -187,6 +192,7 @@ def build_dataset(
     overwrite: bool = False,
     strict: bool = False,
     tissue_labels: bool = False,
+    approved_only: bool = False,
     progress: ProgressCallback | None = None,
 ) -> BuildSummary:
     """Turn a DICOM archive of planning CTs and their RTSTRUCTs into one HDF5 training set.
@@ -212,6 +218,10 @@ def build_dataset(
         storing the case without them (the count per ROI is stored either way).
     tissue_labels
         Store each case's tissue label map (see the module docstring); cases without one are skipped.
+    approved_only
+        Use only RTSTRUCTs exported with their approval's record beside them (``X.ai-edits.json`` beside
+        ``X.dcm``, as Slicer's Export writes it), storing the record as the case's ``approval`` (not when
+        de-identified); one whose record puts the contour on another CT is skipped (:mod:`.approvals`).
     progress
         Called as ``progress(stage, done, total)`` with stage ``"scanning"`` (folders) then
         ``"building"`` (structure sets). An exception it raises aborts the build cleanly.
@@ -224,8 +234,8 @@ def build_dataset(
     Raises
     ------
     DatasetError
-        The archive is not a folder, holds no structure set, no case is usable, or ``out_path``
-        exists (without ``overwrite``).
+        The archive is not a folder, holds no structure set (with ``approved_only``: no approved
+        one), no case is usable, or ``out_path`` exists (without ``overwrite``).
     """
     start = time.perf_counter()
     archive, out_path = Path(archive), Path(out_path)
@@ -246,6 +256,9 @@ def build_dataset(
             "Export the structure sets together with the planning CTs into the archive."
         )
 
+    if approved_only and not any(sidecar_path(rs.path).is_file() for rs in structure_sets):
+        raise no_approved_case(archive)
+
     # Group structure sets by the CT they reference so each CT is loaded once.
     def order(rs: StructureSetRecord):
         return (next((uid for _, uid in rs.references if uid in series), ""), str(rs.path))
@@ -262,8 +275,11 @@ def build_dataset(
     with writer:
         for n, rs in enumerate(structure_sets, start=1):
             try:
+                approval = approval_beside(rs.path) if approved_only else None
                 case = pair_case(rs, series, rois, cts, summary.unmatched_roi_names, built_sops, strict, tissue_labels)
                 _check_legend(case, writer.tissue_legend)
+                if approval is not None:
+                    check_on_ct(approval, case.ct.reference)
             except CaseSkipped as skip:
                 category, reason, public = skip.category, skip.reason, skip.public
                 case = None
@@ -286,7 +302,8 @@ def build_dataset(
                                 patient_position=case.ct.reference.patient_position,
                                 extras_missing=case.extras_missing, dropped_contours=case.dropped_contours,
                                 provenance=None if deidentify else _provenance(case, archive),
-                                tissue_labels=case.tissue_labels)
+                                tissue_labels=case.tissue_labels,
+                                approval=None if deidentify else approval)
                 if rs.sop_instance_uid:
                     built_sops[rs.sop_instance_uid] = rs.path
                 summary.cases.append(BuiltCase(case_id, rs.path, key, case.roi_name, tuple(case.extras_missing),

@@ -52,8 +52,9 @@ returns them; geometry is SimpleITK's, in DICOM patient coordinates (LPS, mm), s
     (``ctv-edit-record/1`` of :mod:`ctv_core.evaluation.edits`: ``ai`` the model's name, version and
     SHA-256 and the input series; ``ct`` the CT the approved contour lies on, always this case's;
     ``approved_by``, ``recorded``, ``door``, ``context`` and the edit ``figures``); absent when
-    de-identified (it names the approver and UIDs). Read through :meth:`.hdf5_reader.CTVDataset.approval`, which refuses a value that is not such a
-    record. Files without it read as before; the format version is unchanged.
+    de-identified (it names the approver and UIDs). Read through
+    :meth:`.hdf5_reader.CTVDataset.approval`, which refuses a value that is not such a record.
+    Files without it read as before; the format version is unchanged.
 
 ``/skipped`` (compound table, one row per structure set that gave no case)
     ``source`` (the RTSTRUCT's path relative to the archive, or ``structure_set_NNNN`` when

@@ -50,7 +50,8 @@ def compare_packages(candidate: str | Path, current: str | Path, held_out: str |
         A package or the held-out file cannot be used, the file has no case, or the tolerance is negative.
     """
     if not 0.0 <= tolerance_dice < 1.0:
-        raise CTVError(f"The Dice tolerance {tolerance_dice} must lie in [0, 1); the default is {DEFAULT_TOLERANCE_DICE}.")
+        raise CTVError(f"The Dice tolerance {tolerance_dice} must lie in [0, 1); the default is "
+                       f"{DEFAULT_TOLERANCE_DICE}.")
     predictors = {"candidate": CTVPredictor(candidate, device=device), "current": CTVPredictor(current, device=device)}
     cases = []
     with CTVDataset(held_out) as data:
