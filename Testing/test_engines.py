@@ -279,3 +279,14 @@ def test_openvino_is_imported_with_its_telemetry_off():
              "print(repr(sys.modules.get('openvino_telemetry', 'absent')), type(ovc.telemetry).__module__)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["None", "openvino.tools.ovc.telemetry_stub"], out.stdout
+
+
+def test_the_openvino_engine_gives_the_same_logits_after_releasing_its_memory(tmp_path):
+    """The predictor releases the compiled network after the network stage; a later prediction with the same
+    engine (a reused predictor) compiles it again and gets the same logits."""
+    engine = open_engine(_tiny_package(tmp_path / "pkg"), "openvino", "cpu")
+    batch = np.random.default_rng(0).normal(size=(1, 1, 32, 48, 64)).astype(np.float32)
+    before = engine.logits(batch)
+    engine.release_memory()
+    np.testing.assert_array_equal(engine.logits(batch), before)
+    assert np.abs(before).max() > 0
