@@ -80,6 +80,7 @@ COMMANDS = {
     "dataset info": ("--json", lambda tmp: ["dataset", "info", str(tmp / "missing.h5")]),
     "train": ("--folds", lambda tmp: ["train", str(tmp / "missing.h5"), str(tmp / "run")]),
     "export": ("--checkpoint", lambda tmp: ["export", str(_empty(tmp)), str(tmp / "pkg")]),
+    "add-graph": ("NEW_PKG", lambda tmp: ["add-graph", str(_empty(tmp)), str(tmp / "pkg")]),
     "evaluate": ("--tolerance", lambda tmp: ["evaluate", str(tmp / "p.nii.gz"), str(tmp / "r.nii.gz"), str(tmp / "o")]),
     "report": ("SOURCE", lambda tmp: ["report", str(tmp / "no_store"), str(tmp / "o")]),
     "model compare": ("--held-out", lambda tmp: ["model", "compare", str(_empty(tmp)), str(_empty(tmp)), "--held-out",

@@ -279,3 +279,42 @@ def test_openvino_is_imported_with_its_telemetry_off():
              "print(repr(sys.modules.get('openvino_telemetry', 'absent')), type(ovc.telemetry).__module__)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["None", "openvino.tools.ovc.telemetry_stub"], out.stdout
+
+
+def test_the_openvino_engine_gives_the_same_logits_after_releasing_its_memory(tmp_path):
+    """The predictor releases the compiled network after the network stage; a later prediction with the same
+    engine (a reused predictor) compiles it again and gets the same logits."""
+    engine = open_engine(_tiny_package(tmp_path / "pkg"), "openvino", "cpu")
+    batch = np.random.default_rng(0).normal(size=(1, 1, 32, 48, 64)).astype(np.float32)
+    before = engine.logits(batch)
+    engine.release_memory()
+    np.testing.assert_array_equal(engine.logits(batch), before)
+    assert np.abs(before).max() > 0
+
+
+def test_ctv_add_graph_writes_a_copy_that_runs_on_openvino_like_the_original_on_torch(tmp_path, capsys):
+    from ctv_core.cli.main import main
+
+    old = _tiny_package(tmp_path / "old", seed=3, graph=False)
+    (old.path / "training_log.csv").write_text("step,loss\n1,0.5\n")
+    before = {p.name: p.read_bytes() for p in old.path.iterdir()}
+    assert not old.has_graph
+    assert main(["add-graph", str(old.path), str(tmp_path / "new")]) == 0
+    assert "checked against the PyTorch network" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in old.path.iterdir()} == before  # the input is never modified
+    new = load_model_package(tmp_path / "new")
+    assert new.has_graph and (new.name, new.version, new.weights_sha256) == (old.name, old.version,
+                                                                            old.weights_sha256)
+    assert (new.path / "weights.safetensors").read_bytes() == before["weights.safetensors"]
+    assert (new.path / "training_log.csv").read_bytes() == before["training_log.csv"]
+    assert new.sha256 != old.sha256  # the fingerprint covers the graph, as for an exported package
+    batch = np.random.default_rng(1).uniform(-1, 1, size=(1, 1, 32, 48, 64)).astype(np.float32)
+    on_openvino = open_engine(new, "openvino", "cpu").logits(batch)
+    on_torch = open_engine(old, "torch", "cpu").logits(batch)
+    assert np.abs(on_torch).max() > 0
+    np.testing.assert_allclose(on_openvino, on_torch, atol=1e-4, rtol=0)
+    assert main(["add-graph", str(new.path), str(tmp_path / "again")]) == 2
+    assert "already has a graph" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+    assert main(["add-graph", str(old.path), str(tmp_path / "new")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err

@@ -469,3 +469,21 @@ def test_qa_image_shows_the_warnings_in_orange(pelvis, tmp_path):
         return int(np.sum((rgb[..., 0] > 220) & (np.abs(rgb[..., 1] - 165) < 30) & (rgb[..., 2] < 60)))
 
     assert len(warning) == 1 and orange_pixels([]) == 0 and orange_pixels(warning) > 200
+
+
+def test_qa_outline_sampled_from_the_uint8_mask_equals_the_float_copy(pelvis):
+    """qa.png samples the mask as uint8 (linear, float32 out) instead of a float32 copy of the whole grid: the
+    same values on an oblique plane through the CTV, so the picture is unchanged."""
+    from ctv_core.inference.qa_image import _plane
+
+    ct, ctv, grid = pelvis
+    mask = grid.image(ctv)
+    centre = grid.index_to_lps(np.argwhere(ctv)[:, ::-1].mean(axis=0))
+    tilt = np.radians(17.0)
+    axes = (np.array([np.cos(tilt), 0.0, np.sin(tilt)]), np.array([0.0, 1.0, 0.0]))
+    origin = centre - 80 * axes[0] - 80 * axes[1]
+    direct = _plane(mask, origin, axes, (200, 200), 0.8, sitk.sitkLinear, 0.0)
+    copied = _plane(sitk.Cast(mask, sitk.sitkFloat32), origin, axes, (200, 200), 0.8, sitk.sitkLinear, 0.0)
+    assert direct.dtype == np.float32 and 0.0 < (direct > 0.5).mean() < 1.0
+    assert ((direct > 0) & (direct < 1)).sum() > 100  # interpolated values on the outline, not only 0 and 1
+    np.testing.assert_array_equal(direct, copied)

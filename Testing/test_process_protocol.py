@@ -352,7 +352,7 @@ def test_the_module_and_the_loader_describe_the_bundled_model_alike(slicer_lib):
     assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES  # the manifest's reading knows what the loader builds
 
     described, loaded = slicer_lib.describeModel(None), load_model_package(None)
-    assert (described.name, described.version, described.sha256) == (loaded.name, loaded.version,
-                                                                     loaded.weights_sha256)
+    assert (described.name, described.version, described.weights_sha256) == (loaded.name, loaded.version,
+                                                                             loaded.weights_sha256)
     assert described.passes == loaded.network_config.passes
-    assert described.testTimeFlips == loaded.settings.inference.test_time_flips
+    assert described.test_time_flips == loaded.settings.inference.test_time_flips

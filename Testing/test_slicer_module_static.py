@@ -152,7 +152,7 @@ def test_model_description_for_the_user(slicer_lib, tmp_path):
     manifest = json.loads((BUNDLED / "manifest.json").read_text())
     cases, dice = manifest["training"]["data"]["cases"], manifest["metrics"]["validation_dice"]
     assert f"{cases} cases of {cases} patients" in text and f"validation dice {dice:.3f}" in text
-    assert described.sha256[:16] in text
+    assert described.weights_sha256[:16] in text
     for bad, message in ((tmp_path, "manifest.json is missing"), (tmp_path / "missing", "it is not a folder")):
         try:
             slicer_lib.describeModel(bad)

@@ -5,7 +5,7 @@ A 512 x 512 x 200 phantom CT is uploaded to a local Orthanc (Debian's package), 
 the series' last instance in the node's index to the moment Orthanc lists the RTSTRUCT
 (polled every 50 ms). Target: series timeout + <= 10 s on this machine.
 
-    .venv/bin/python benchmarks/dicom_node.py [--timeout S] [--workdir DIR]
+    .venv/bin/python benchmarks/dicom_node.py [--timeout S] [--engine auto|openvino|torch] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ctv_core.phantom import ScanSettings, make_phantom  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=5.0, help="the node's --series-timeout, seconds")
+    parser.add_argument("--engine", default="auto", choices=("auto", "openvino", "torch"))
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ctv_node_bench_"))
@@ -38,7 +39,7 @@ def main() -> None:
     pacs = Orthanc(work / "orthanc", {"ctvnode": ("CTVNODE", "127.0.0.1", port)}).start()
     ctv = Path(sys.executable).parent / "ctv"
     node = subprocess.Popen([str(ctv), "node", "--port", str(port), "--data", str(work / "node"), "--device", "cpu",
-                             "--series-timeout", str(args.timeout), "--send-to", f"ORTHANC@127.0.0.1:{pacs.dicom_port}"],
+                             "--engine", args.engine, "--series-timeout", str(args.timeout), "--send-to", f"ORTHANC@127.0.0.1:{pacs.dicom_port}"],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert "listening" in node.stdout.readline()
@@ -58,7 +59,7 @@ def main() -> None:
         pacs.stop()
     total = arrived - last
     print(f"CT 512 x 512 x 200 sent by Orthanc in {transfer:.1f} s (C-STORE of 200 instances)")
-    print(f"last instance stored -> RTSTRUCT stored in Orthanc: {total:.1f} s = series timeout {args.timeout:g} s + "
+    print(f"--engine {args.engine}: last instance stored -> RTSTRUCT stored in Orthanc: {total:.1f} s = series timeout {args.timeout:g} s + "
           f"{total - args.timeout:.1f} s (target: timeout + <= 10 s)")
     for line in audit:
         if any(word in line for word in (" job-start ", " job-done ", " sent ")):

@@ -2,6 +2,7 @@
 on a 512 x 512 x 200 phantom CT made with ``ctv phantom``.
 
 Usage: .venv/bin/python benchmarks/review_station.py [--ct CT_DIR] [--slices 200] [--repeats 2] [--device auto]
+[--engine auto|openvino|torch]
                                                       [--screenshot docs/images/review_station.png]
 
 Starts ``ctv review`` on a free loopback port, opens the page in headless Chromium (Debian's ``chromium`` and
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", default="auto", choices=("auto", "openvino", "torch"))
     parser.add_argument("--screenshot", type=Path, help="save the review page as a PNG here")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
@@ -121,7 +123,7 @@ def main() -> None:
         archive = work / "ct.zip"
         archive.write_bytes(zip_folder(ct_dir))
         print(f"CT zip {archive.stat().st_size / 1e6:.0f} MB ({len(list(ct_dir.iterdir()))} files)")
-        station = Station(work / "data", "--device", args.device, token=None).start()
+        station = Station(work / "data", "--device", args.device, "--engine", args.engine, token=None).start()
         browser = chromium()
         try:
             runs = [upload_once(station, browser, archive) for _ in range(args.repeats)]
@@ -129,7 +131,7 @@ def main() -> None:
                 print(f"run {n}: " + ", ".join(f"{k} {v:.1f} s" for k, v in run.items()))
             best = min(r["upload to contours"] for r in runs)
             median = statistics.median(r["upload to contours"] for r in runs)
-            print(f"upload to contours on screen: median {median:.1f} s, best {best:.1f} s "
+            print(f"--engine {args.engine}: upload to contours on screen: median {median:.1f} s, best {best:.1f} s "
                   f"(target <= {UPLOAD_TARGET_S:.0f} s: {'met' if best <= UPLOAD_TARGET_S else 'NOT met'})")
             figures = autoplay_figures(browser)
             print("autoplay: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))

@@ -1,4 +1,5 @@
-"""``ctv train`` and ``ctv export``: train (or resume) the network on an HDF5 set; a model package from a run.
+"""``ctv train``, ``ctv export`` and ``ctv add-graph``: train (or resume) the network on an HDF5 set; a model package
+from a run; a graph added to a package exported without one.
 
 Several processes: ``torchrun --nproc_per_node N -m ctv_core train DATA.h5 RUN_DIR``.
 """
@@ -22,7 +23,7 @@ PRESET_HELP = {
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Register ``ctv train`` and ``ctv export``."""
+    """Register ``ctv train``, ``ctv export`` and ``ctv add-graph``."""
     p = sub.add_parser(
         "train", parents=[common], help="train (or resume) the CTV network on an HDF5 dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,6 +62,14 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="how the weights are stored: float16 halves the package (batch-norm statistics stay "
                         "float32; prediction runs in float32 either way)")
     p.set_defaults(func=run_export)
+
+    p = sub.add_parser("add-graph", parents=[common],
+                       help="a copy of a model package with its network added as a graph (for the OpenVINO engine)")
+    p.add_argument("pkg", type=Path, metavar="PKG",
+                   help="a model package without a graph (exported before ctv_core 0.4)")
+    p.add_argument("new_pkg", type=Path, metavar="NEW_PKG",
+                   help="new (or empty) folder for the copy; PKG is not modified")
+    p.set_defaults(func=run_add_graph)
 
 
 class TrainingReport:
@@ -166,4 +175,13 @@ def run_export(args: argparse.Namespace) -> int:
                              version=args.version, description=args.description,
                              weights_dtype=args.weights_dtype)
     print(f"Exported {package.model_id} to {package.path}")
+    return 0
+
+
+def run_add_graph(args: argparse.Namespace) -> int:
+    """Write a copy of the package with its graph, checked against its PyTorch network."""
+    from ..model.package import add_graph
+
+    package = add_graph(args.pkg, args.new_pkg)
+    print(f"Wrote {package.model_id} with its graph to {package.path} (checked against the PyTorch network)")
     return 0

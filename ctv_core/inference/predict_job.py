@@ -29,6 +29,7 @@ from .._version import __version__
 from ..dicom.ct_series import CTSeries
 from ..dicom.series import load_ct_series
 from ..errors import OutputFolderError, StructureSetError, describe_os_error
+from ..heap import return_free_memory
 from ..output_folder import output_set
 from ..structures.image_files import write_image
 from ..structures.mask_files import write_mask
@@ -37,7 +38,6 @@ from ..structures.roi_generation import RoiGeneration
 from ..structures.rtstruct import write_rtstruct
 from .input_checks import check_pelvic_coverage
 from .predictor import Cancelled, CTVPredictor, Progress
-from .qa_image import write_qa_image
 
 OUTPUT_FORMATS = ("rtstruct", "seg", "nifti")
 FILE_NAMES = {"rtstruct": "rtstruct.dcm", "seg": "seg.dcm", "nifti": "ctv.nii.gz"}
@@ -114,6 +114,7 @@ def run_predict_job(
     with output_set(out_dir, KNOWN_FILES, marker=REPORT, owner="ctv predict") as staging:
         start = time.perf_counter()
         ct = load_ct_series(ct_dir, series_uid=series_uid)
+        return_free_memory()  # the slices' freed pixel arrays, ~90 MB the network stage would peak above
         seconds["load"] = time.perf_counter() - start
         check_pelvic_coverage(ct.image)
         _check_referenceable(ct, formats)
@@ -172,6 +173,8 @@ def _write_outputs(staging: Path, ct: CTSeries, package, prediction, formats: li
     write_image(prediction.uncertainty.map, staging / UNCERTAINTY_FILE)
     notes = [f"CTV volume: {prediction.volume_cc:.0f} cc", f"Model: {package.model_id}",
              f"Patient: {ct.reference.patient_study.patient_id}", "Automatic contour: review before use."]
+    from .qa_image import write_qa_image  # matplotlib (~40 MB) only now, not during the network stage
+
     write_qa_image(ct.image, prediction.mask, staging / "qa.png", "CTV auto-delineation (unapproved)", notes,
                    warnings=warnings, uncertainty=prediction.uncertainty)
     seconds["writing"] = time.perf_counter() - start

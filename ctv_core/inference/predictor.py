@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from ..errors import PredictionCancelled
 from ..geometry import Grid
+from ..heap import return_free_memory
 from ..model.engines import open_engine
 from ..model.package import ModelPackage, load_model_package
 from .plausibility import anatomy_check, volume_warnings
@@ -108,11 +109,13 @@ class CTVPredictor:
         report("preprocessing", 0.0)
         model_input = prepare_input(image, settings.preprocessing, self.package.divisor)
         seconds["preprocessing"] = time.perf_counter() - start
+        return_free_memory()  # what resampling freed, before the network stage's peak
         _stop_if(cancelled)
 
         start = time.perf_counter()
         report("network", 0.0)  # the stage starts now, also when the volume is one window (reported only when done)
         probability = self._probability(model_input.array, settings.inference, report, cancelled)
+        self.engine.release_memory()  # the rest of the run needs the memory more than the compiled network
         seconds["network"] = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -65,7 +65,6 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
         centre = (low + high) / 2
         axial_z = np.linspace(low[2], high[2], 8)[1:-1]
         notes = ["No CTV was found on this CT."] + notes
-    mask_f = sitk.Cast(mask, sitk.sitkFloat32)
     ex, ey, ez = np.eye(3)
     views = []
     for z in axial_z:
@@ -80,7 +79,7 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
     axes = fig.subplots(rows, 3)
     for ax, (label, sides, origin, plane_axes, shape) in zip(axes.flat, views):
         image = _plane(ct, origin, plane_axes, shape, spacing, sitk.sitkLinear, -1024.0)
-        outline = _plane(mask_f, origin, plane_axes, shape, spacing, sitk.sitkLinear, 0.0)
+        outline = _plane(mask, origin, plane_axes, shape, spacing, sitk.sitkLinear, 0.0)  # uint8 in, float32 out
         ax.imshow(image, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], interpolation="bilinear")
         if outline.max() >= 0.5:
             ax.contour(outline, levels=[0.5], colors=["#ff00ff"], linewidths=1.2)

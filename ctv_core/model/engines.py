@@ -45,6 +45,10 @@ class Engine(Protocol):
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits ``[1, out, z, y, x]`` (float32) of the float32 batch ``[1, C, z, y, x]``."""
 
+    def release_memory(self) -> None:
+        """Free what the engine holds between predictions (called after the network stage); ``logits``
+        still works afterwards, at the cost of preparing the network again."""
+
 
 class OpenVINOEngine:
     """The package's graph on the CPU through OpenVINO, float32, compiled once per input shape."""
@@ -71,6 +75,11 @@ class OpenVINOEngine:
             logger.debug("OpenVINO: compiled for input %s on %d threads", shape, self.threads)
         return np.asarray(compiled(np.ascontiguousarray(batch, dtype=np.float32))[0], dtype=np.float32)
 
+    def release_memory(self) -> None:
+        """Drop the compiled networks and their buffers (about 300 MB for the demo model's window); the next
+        ``logits`` compiles again (a fraction of a second)."""
+        self._compiled.clear()
+
 
 class TorchEngine:
     """A PyTorch network on a torch device, prepared for inference (see :mod:`.runtime`)."""
@@ -93,6 +102,9 @@ class TorchEngine:
         with torch.inference_mode():
             tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device)
             return self._logits_of(tensor).float().cpu().numpy()
+
+    def release_memory(self) -> None:
+        """Nothing to free: PyTorch returns a forward's buffers to its allocator when the forward ends."""
 
 
 def engine_name(engine: str, device: str, package: ModelPackage) -> str:

@@ -245,6 +245,14 @@ class ModelDescription:
         cases = self.metrics.get("validation_cases")
         return ", ".join(figures) + (f" ({cases} held-out cases)" if cases else "")
 
+    def text(self) -> str:
+        """Several lines for a person choosing the model (the Slicer module's model box); empty fields left out."""
+        lines = [f"{self.name} {self.version}" + (" (bundled demonstration model)" if self.bundled else ""),
+                 self.description, f"Intended use: {self.intended_use}", f"Training data: {self.training_data_line()}",
+                 f"Metrics: {self.metrics_line()}",
+                 f"Weights SHA-256: {self.weights_sha256[:16]}... (checked each time the model is loaded)"]
+        return "\n".join(line for line in lines if line.split(":")[-1].strip())
+
 
 def package_folder(path: str | Path | None) -> Path:
     """The package folder ``path`` names (None: the bundled one), checked to be a folder holding a manifest."""

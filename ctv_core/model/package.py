@@ -321,6 +321,41 @@ def save_model_package(
     return load_model_package(path)
 
 
+def add_graph(source: str | Path, path: str | Path) -> ModelPackage:
+    """A copy of the package ``source`` (which has no graph, e.g. exported before ctv_core 0.4) with its network
+    added as a graph for the OpenVINO engine, written (atomically) to the new folder ``path``; ``source`` is
+    left untouched.
+
+    The graph is written and checked against the PyTorch network exactly as :func:`save_model_package` does
+    (:mod:`.graph_export`); the weights are copied byte for byte, with the package's other files. The
+    fingerprint then covers the graph too, as for any package with one. Needs torch and openvino.
+
+    Raises ``ModelPackageError`` when ``source`` is not a usable package or already has a graph, or ``path``
+    exists and is not empty.
+    """
+    package = load_model_package(source)
+    path = Path(path)
+    if "graph" in package.manifest:
+        raise ModelPackageError(f"The model package '{package.path}' already has a graph; it runs on OpenVINO as it "
+                                "is.")
+    if path.exists() and any(path.iterdir()):
+        raise ModelPackageError(f"'{path}' exists and is not empty; choose a new folder for the package.")
+    manifest = json.loads(json.dumps(package.manifest))
+    weights = package.path / manifest["weights"]["file"]
+    with atomic_folder(path) as staging:
+        shutil.copyfile(weights, staging / WEIGHTS)
+        manifest["weights"]["file"] = WEIGHTS
+        for extra in sorted(package.path.iterdir()):
+            if extra.is_file() and not extra.is_symlink() and extra.name not in (MANIFEST, GRAPH, CONSTANTS,
+                                                                                  weights.name, WEIGHTS):
+                shutil.copyfile(extra, staging / extra.name)
+        manifest["graph"] = _export_graph(staging, manifest["architecture"], package.network_config,
+                                          package.settings)
+        manifest["fingerprint"] = model_fingerprint(manifest)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return load_model_package(path)
+
+
 def _export_graph(staging: Path, architecture: str, network_config: Any, settings: ModelSettings) -> dict[str, Any]:
     """Write the graph of the network stored in ``staging``'s weights file; its manifest record."""
     from .graph_export import write_graph

@@ -85,8 +85,10 @@ def write_seg(
             algorithm_identification=algorithm_id,
             display_color=hd.color.CIELabColor.from_rgb(*structure.colour),
         ))
-        planes.append(sitk.GetArrayViewFromImage(mask) != 0)
-    pixels = np.stack(planes, axis=-1).astype(np.uint8)  # [k, j, i, segment], k in CT slice order
+        planes.append(sitk.GetArrayViewFromImage(mask))
+    pixels = np.empty(planes[0].shape + (len(planes),), dtype=np.uint8)  # [k, j, i, segment], k in CT slice order
+    for n, plane in enumerate(planes):  # 0/1 written in place: no boolean copies of the CT grid to stack
+        np.not_equal(plane, 0, out=pixels[..., n], casting="unsafe")
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,
