@@ -90,7 +90,7 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
     if uncertainty is not None:
         named = ", ".join(str(k) for k in uncertainty.least_certain_slices) or "none"
         notes = notes + [f"Least certain slices (CT slice index): {named}"]
-        _uncertain_row(axes[3], ct, mask_f, uncertainty, (low, high), (nx, ny), spacing)
+        _uncertain_row(axes[3], ct, mask, uncertainty, (low, high), (nx, ny), spacing)
     notes_ax = axes.flat[8]
     notes_ax.axis("off")
     lines = [title, ""] + notes
@@ -106,7 +106,7 @@ def write_qa_image(ct: sitk.Image, mask: sitk.Image, path: str | Path, title: st
     return Path(path)
 
 
-def _uncertain_row(axes, ct: sitk.Image, mask_f: sitk.Image, uncertainty: Uncertainty, bounds, shape: tuple[int, int],
+def _uncertain_row(axes, ct: sitk.Image, mask: sitk.Image, uncertainty: Uncertainty, bounds, shape: tuple[int, int],
                    spacing: float) -> None:
     """The least certain slices: the LPS-aligned axial plane through the centre of each CT slice ``k``."""
     grid = Grid.of_image(ct)
@@ -114,7 +114,6 @@ def _uncertain_row(axes, ct: sitk.Image, mask_f: sitk.Image, uncertainty: Uncert
     centre_ij = (np.asarray(grid.size[:2], dtype=float) - 1) / 2
     ex, ey, _ = np.eye(3)
     shown = uncertainty.least_certain_slices[:UNCERTAIN_SHOWN]
-    percent = sitk.Cast(uncertainty.map, sitk.sitkFloat32)
     for n, ax in enumerate(axes):
         ax.axis("off")
         if n >= len(shown):
@@ -126,8 +125,8 @@ def _uncertain_row(axes, ct: sitk.Image, mask_f: sitk.Image, uncertainty: Uncert
         z = float(grid.index_to_lps(np.array([[centre_ij[0], centre_ij[1], float(k)]]))[0, 2])
         origin = (low[0], low[1], z)
         image = _plane(ct, origin, (ex, ey), shape, spacing, sitk.sitkLinear, -1024.0)
-        outline = _plane(mask_f, origin, (ex, ey), shape, spacing, sitk.sitkLinear, 0.0)
-        values = _plane(percent, origin, (ex, ey), shape, spacing, sitk.sitkLinear, 0.0)
+        outline = _plane(mask, origin, (ex, ey), shape, spacing, sitk.sitkLinear, 0.0)
+        values = _plane(uncertainty.map, origin, (ex, ey), shape, spacing, sitk.sitkLinear, 0.0)
         ax.imshow(image, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], interpolation="bilinear")
         ax.imshow(np.ma.masked_less(values, 5.0), cmap="plasma", vmin=0.0, vmax=100.0, alpha=0.6,
                   interpolation="bilinear")
