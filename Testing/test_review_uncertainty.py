@@ -1,6 +1,6 @@
 """The prediction's uncertainty in the review station: the map among a version's files (downloaded through the
 API, kept with an edit), the overlay switched on and off in a real browser, the autoplay visiting the least
-certain slices first when asked, hostile switch values refused, and a foreign page unable to reach the switches
+certain slices first when asked, hostile switch and list values refused, and a foreign page unable to reach the switches
 (the station's websocket refuses it)."""
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from ctv_core import load_ct_series
 from ctv_core.phantom import ScanSettings, make_phantom
 
 pytestmark = pytest.mark.xdist_group("review-browser")
+
+
+def _same(value, expected) -> bool:
+    """``value`` (read back from the page) is ``expected``: equal and, for a switch, a bool (0 is not off)."""
+    return value == expected and isinstance(value, bool) == isinstance(expected, bool)
 
 
 def test_the_map_is_a_version_file_listed_before_the_qa_image():
@@ -134,10 +139,12 @@ def test_the_overlay_switch_and_the_least_certain_autoplay_in_the_browser(phanto
 
         # values a page never sends are refused and the switch set back
         for name, hostile, kept in (("ctv_uncertainty", "yes", True), ("ctv_least_certain_first", {"a": 1}, True),
-                                    ("ctv_uncertainty", 0, True)):
+                                    ("ctv_uncertainty", 0, True), ("ctv_window", "__proto__", "soft tissue"),
+                                    ("ctv_window", ["bone"], "soft tissue"), ("ctv_speed", "2", 1.0),
+                                    ("ctv_speed", 1e308, 1.0)):
             browser.execute_script("window.trame.state.set(arguments[0], arguments[1])", name, hostile)
             _wait(lambda: "Refused" in (_state(browser, "ctv_status") or ""), 10, f"{name}={hostile!r} refused")
-            _wait(lambda: _state(browser, name) is kept, 10, f"{name} set back")
+            _wait(lambda: _same(_state(browser, name), kept), 10, f"{name} set back")
             browser.execute_script("window.trame.state.set('ctv_status', '')")
 
         # a foreign page cannot even open the websocket the switches travel on

@@ -17,9 +17,9 @@ from typing import Any
 from ...dicom.series import load_ct_series
 from ...errors import CTVError, describe_os_error
 from .access import PageUsers
-from .autoplay import Autoplay
+from .autoplay import SPEEDS, Autoplay
 from .desk import ReviewDesk
-from .scene import CaseScene
+from .scene import WINDOWS, CaseScene
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ DEFAULTS = {"ctv_cases": [], "ctv_open_id": "", "ctv_open": None, "ctv_shown": "
             "ctv_least_certain_first": False}
 #: The page's on/off switches: state name -> what it switches, for the message refusing a value that is not a bool.
 SWITCHES = {"ctv_uncertainty": "the uncertainty overlay", "ctv_least_certain_first": "least certain slices first"}
+#: The page's lists: state name -> (what it sets, the values it offers), for the message refusing any other value.
+CHOICES = {"ctv_window": ("the window", tuple(WINDOWS)), "ctv_speed": ("the autoplay speed", SPEEDS)}
 
 
 class ReviewApp:
@@ -66,8 +68,10 @@ class ReviewApp:
                               "ctv_cancel": self.cancel, "ctv_rerun": self.rerun, "ctv_approve": self.approve,
                               "ctv_save": self.save, "ctv_step": self.step, "ctv_play": self.play}.items():
             server.trigger(name)(handler)
-        self.state.change("ctv_window")(lambda ctv_window, **_: scene.set_window(ctv_window))
-        self.state.change("ctv_speed")(lambda ctv_speed, **_: self.autoplay.set_speed(ctv_speed))
+        self.state.change("ctv_window")(lambda ctv_window, **_: self._choose(
+            "ctv_window", ctv_window, scene.set_window, lambda: scene.window))
+        self.state.change("ctv_speed")(lambda ctv_speed, **_: self._choose(
+            "ctv_speed", ctv_speed, self.autoplay.set_speed, lambda: self.autoplay.speed))
         self.state.change("ctv_uncertainty")(lambda ctv_uncertainty, **_: self._switch(
             "ctv_uncertainty", ctv_uncertainty, scene.set_uncertainty_visible, lambda: scene.uncertainty_visible))
         self.state.change("ctv_least_certain_first")(lambda ctv_least_certain_first, **_: self._switch(
@@ -254,6 +258,17 @@ class ReviewApp:
         logger.warning("refused %s = %.80r from %s", name, value, self._who())
         self.state[name] = current()
         self._say(f"Refused a value for {SWITCHES[name]} that is not on or off.")
+
+    def _choose(self, name: str, value: Any, apply, current) -> None:
+        """A list of the page changed: ``apply(value)`` for one of the values it offers (:data:`CHOICES`); anything
+        else (a script on a connected page might send it) is refused and the list set back to ``current()``."""
+        what, offered = CHOICES[name]
+        if not isinstance(value, bool) and isinstance(value, (str, int, float)) and value in offered:
+            apply(value)
+            return
+        logger.warning("refused %s = %.80r from %s", name, value, self._who())
+        self.state[name] = current()
+        self._say(f"Refused a value for {what} that the page does not offer.")
 
     def _set_playing(self) -> None:
         self.state.ctv_playing = self.autoplay.playing

@@ -74,6 +74,7 @@ class CaseScene:
         self.terminology = CTVTerminology(slicer_app.terminologies_logic)
         self.open: OpenCase | None = None
         self.uncertainty_visible = True
+        self.window = "soft tissue"
         slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
         self._importing = False
 
@@ -157,7 +158,8 @@ class CaseScene:
         return version_mask(folder, ct)  # the approvals read a version's CTV the same way
 
     def set_window(self, preset: str) -> None:
-        """Apply a window preset (see :data:`WINDOWS`) to the open CT."""
+        """Apply a window preset (a key of :data:`WINDOWS`) to the open CT."""
+        self.window = preset
         if self.open is None:
             return
         width, level = WINDOWS[preset]
