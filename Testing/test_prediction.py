@@ -487,3 +487,15 @@ def test_qa_outline_sampled_from_the_uint8_mask_equals_the_float_copy(pelvis):
     assert direct.dtype == np.float32 and 0.0 < (direct > 0.5).mean() < 1.0
     assert ((direct > 0) & (direct < 1)).sum() > 100  # interpolated values on the outline, not only 0 and 1
     np.testing.assert_array_equal(direct, copied)
+
+
+def test_nonzero_box_is_the_smallest_box_of_the_nonzero_voxels():
+    from ctv_core.geometry import nonzero_box
+
+    array = np.zeros((7, 9, 11), dtype=np.uint8)
+    assert nonzero_box(array) is None
+    array[2, 3, 4] = 1
+    array[5, 3, 9] = 255
+    assert nonzero_box(array) == (slice(2, 6), slice(3, 4), slice(4, 10))
+    assert nonzero_box(array != 0) == nonzero_box(array)
+

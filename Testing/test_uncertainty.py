@@ -15,7 +15,7 @@ from ctv_core.geometry import Grid
 from ctv_core.inference import predict_job
 from ctv_core.inference.predict_job import run_predict_job
 from ctv_core.inference.predictor import CTVPredictor
-from ctv_core.inference.uncertainty import least_certain_slices, margin, slice_scores, uncertainty_percent
+from ctv_core.inference.uncertainty import least_certain_slices, margin, outline_length_mm, slice_scores, uncertainty_percent
 
 
 def test_margin_is_zero_where_certain_and_one_at_one_half():
@@ -173,3 +173,21 @@ def test_a_failure_writing_the_map_leaves_the_earlier_set_whole(predicted, pelvi
                         formats=["rtstruct", "nifti"])
     after = {p.name: p.read_bytes() for p in result.out_dir.iterdir()}
     assert after == before
+
+
+def test_outline_and_band_counted_on_the_ctvs_box_equal_the_whole_slice_count():
+    """The scores count only inside the CTV's box and slices; the figures are those of the whole CT grid."""
+    rng = np.random.default_rng(3)
+    mask = np.zeros((6, 40, 50), dtype=np.uint8)
+    mask[1:5, 10:30, 5:45] = rng.random((4, 20, 40)) > 0.3
+    mask[:, 0, :] = 0
+    percent = rng.integers(0, 101, size=mask.shape).astype(np.uint8)
+    spacing = (0.8, 1.3)
+    inside = np.pad(mask != 0, ((0, 0), (1, 1), (1, 1)))
+    edges_i = np.count_nonzero(inside[:, :, 1:] != inside[:, :, :-1], axis=(1, 2))
+    edges_j = np.count_nonzero(inside[:, 1:, :] != inside[:, :-1, :], axis=(1, 2))
+    length = np.pi / 4 * (edges_i * spacing[1] + edges_j * spacing[0])
+    np.testing.assert_allclose(outline_length_mm(mask, spacing), length)
+    band = np.count_nonzero(percent > 20, axis=(1, 2)) * spacing[0] * spacing[1]
+    expected = np.where(length > 0, band / np.where(length > 0, length, 1), 0.0)
+    np.testing.assert_allclose(slice_scores(percent, mask, spacing), expected)

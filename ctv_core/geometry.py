@@ -38,6 +38,21 @@ PATIENT_POSITION_IOP: dict[str, tuple[float, float, float, float, float, float]]
 }
 
 
+def nonzero_box(array: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (index slices, one per axis of ``array``) holding its nonzero voxels; None when there is none.
+
+    Found from one projection per axis, so no array of ``array``'s size is made (a CT-sized mask costs nothing
+    more than reading it).
+    """
+    box = []
+    for axis in range(array.ndim):
+        hit = np.flatnonzero(array.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
+        if not len(hit):
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def direction_from_iop(iop: tuple[float, ...] | list[float]) -> np.ndarray:
     """Return the 3x3 direction matrix (columns = i, j, k axes in LPS) for an orientation.
 

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..geometry import Grid
+from ..geometry import Grid, nonzero_box
 
 #: A CTV this much smaller than the smallest, or larger than the largest, the model was trained
 #: on is reported for review.
@@ -137,7 +137,7 @@ def anatomy_check(ct: sitk.Image, mask: np.ndarray) -> AnatomyCheck:
 
 def _parts(mask: np.ndarray, voxel_cc: float) -> tuple[int, float]:
     """Number of 26-connected parts of at least ``MIN_PART_CC`` and the largest part's share of the volume."""
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    box = nonzero_box(mask)
     labels, count = ndimage.label(mask[box] != 0, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(labels.ravel())[1:] * voxel_cc
     return int(np.sum(sizes >= MIN_PART_CC)), float(sizes.max() / sizes.sum())

@@ -9,15 +9,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..geometry import nonzero_box
 from ..model.settings import PostprocessingConfig
 
 
 def postprocess(mask: np.ndarray, voxel_volume_cc: float, config: PostprocessingConfig) -> np.ndarray:
     """Apply ``config`` to a uint8 ``[k, j, i]`` mask; returns a new uint8 mask."""
     out = np.zeros_like(mask, dtype=np.uint8)
-    if not mask.any():
+    box = nonzero_box(mask)
+    if box is None:
         return out
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
     region = mask[box] != 0
     labels, count = ndimage.label(region, structure=np.ones((3, 3, 3), dtype=bool))
     if count > 0 and (config.keep_largest or config.min_component_cc):

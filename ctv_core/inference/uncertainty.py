@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from ..geometry import Grid
+from ..geometry import Grid, nonzero_box
 from .preprocessing import resample_to_ct
 
 SIGNAL = "margin"
@@ -88,11 +88,14 @@ def uncertainty_percent(probability: np.ndarray, grid: Grid, ct_grid: Grid) -> n
     """
     out = np.zeros(ct_grid.shape, dtype=np.uint8)
     resampled = resample_to_ct(probability, grid, ct_grid, _FLOOR)
-    if resampled is not None:
-        region, values = resampled
-        values = margin(values)
-        values *= 100.0
-        out[region] = np.rint(values).astype(np.uint8)
+    if resampled is None:
+        return out
+    region, values = resampled
+    del resampled  # one float32 copy of the region at a time
+    values = margin(values)
+    values *= 100.0
+    np.rint(values, out=values)
+    out[region] = values
     return out
 
 
@@ -103,10 +106,16 @@ def outline_length_mm(mask: np.ndarray, spacing_xy: tuple[float, float]) -> np.n
     ``spacing_y`` long, between rows ``spacing_x``), times pi/4: the mean ratio of a curve's length
     to its length along the pixel edges over all orientations.
     """
-    inside = np.pad(mask != 0, ((0, 0), (1, 1), (1, 1)))
+    length = np.zeros(mask.shape[0])
+    box = nonzero_box(mask)
+    if box is None:
+        return length
+    k, j, i = box  # outside the CTV's box there is no edge: count on the box, padded by one
+    inside = np.pad(mask[k, j, i] != 0, ((0, 0), (1, 1), (1, 1)))
     between_columns = np.count_nonzero(inside[:, :, 1:] != inside[:, :, :-1], axis=(1, 2))
     between_rows = np.count_nonzero(inside[:, 1:, :] != inside[:, :-1, :], axis=(1, 2))
-    return _EDGE_TO_LENGTH * (between_columns * spacing_xy[1] + between_rows * spacing_xy[0])
+    length[k] = _EDGE_TO_LENGTH * (between_columns * spacing_xy[1] + between_rows * spacing_xy[0])
+    return length
 
 
 def slice_scores(percent: np.ndarray, mask: np.ndarray, spacing_xy: tuple[float, float],
@@ -116,10 +125,11 @@ def slice_scores(percent: np.ndarray, mask: np.ndarray, spacing_xy: tuple[float,
     ``percent`` is the uint8 map and ``mask`` the CTV, both ``[k, j, i]`` on a CT grid whose
     in-slice spacing is ``spacing_xy`` (mm, i then j).
     """
-    band = np.count_nonzero(percent > band_threshold * 100.0, axis=(1, 2)) * (spacing_xy[0] * spacing_xy[1])
     length = outline_length_mm(mask, spacing_xy)
     scores = np.zeros(len(length))
-    np.divide(band, length, out=scores, where=length > 0)
+    pixel_mm2 = spacing_xy[0] * spacing_xy[1]
+    for k in np.flatnonzero(length > 0):  # slice by slice: no CT-sized boolean array
+        scores[k] = np.count_nonzero(percent[k] > band_threshold * 100.0) * pixel_mm2 / length[k]
     return scores
 
 
