@@ -499,3 +499,16 @@ def test_nonzero_box_is_the_smallest_box_of_the_nonzero_voxels():
     assert nonzero_box(array) == (slice(2, 6), slice(3, 4), slice(4, 10))
     assert nonzero_box(array != 0) == nonzero_box(array)
 
+
+
+def test_nonzero_points_are_the_lps_centres_of_every_nonzero_voxel_on_an_oblique_grid():
+    from ctv_core.geometry import Grid
+
+    angle = np.deg2rad(12.0)
+    direction = (np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, -1.0)
+    grid = Grid(size=(11, 9, 7), spacing=(0.8, 1.1, 2.5), origin=(-4.0, 3.0, 10.0), direction=direction)
+    array = np.zeros(grid.shape, dtype=np.uint8)
+    array[1, 2, 3] = array[5, 7, 10] = array[3, 3, 3] = 1
+    expected = grid.index_to_lps(np.argwhere(array)[:, ::-1].astype(float))
+    np.testing.assert_allclose(grid.nonzero_points(array), expected)
+    assert grid.nonzero_points(np.zeros_like(array)).shape == (0, 3)

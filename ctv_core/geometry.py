@@ -127,6 +127,18 @@ class Grid:
         scaled = index * np.asarray(self.spacing)
         return scaled @ self.direction_matrix.T + np.asarray(self.origin)
 
+    def nonzero_points(self, array: np.ndarray) -> np.ndarray:
+        """LPS mm ``(N, 3)`` (x, y, z) of the centre of every nonzero voxel of a ``[k, j, i]`` array on this grid.
+
+        Searched within the array's :func:`nonzero_box` only (a CTV fills a small part of a CT).
+        """
+        box = nonzero_box(array)
+        if box is None:
+            return np.zeros((0, 3))
+        index = np.argwhere(array[box])
+        index += np.array([s.start for s in box])
+        return self.index_to_lps(index[:, ::-1].astype(float))
+
     def lps_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Smallest and largest LPS coordinates (x, y, z mm) of the voxel centres: the box of the eight corner voxels."""
         last = np.asarray(self.size) - 1

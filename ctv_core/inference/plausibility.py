@@ -107,7 +107,7 @@ def anatomy_check(ct: sitk.Image, mask: np.ndarray) -> AnatomyCheck:
     grid = Grid.of_image(ct)
     voxel_cc = float(np.prod(grid.spacing)) / 1000.0
     parts, largest = _parts(mask, voxel_cc)
-    points = grid.index_to_lps(np.argwhere(mask)[:, ::-1].astype(float))  # (x, y, z) mm of every CTV voxel
+    points = grid.nonzero_points(mask)  # (x, y, z) mm of every CTV voxel
     bone, local = _bone_around(ct, points)
     bone_cc = float(bone.sum()) * CHECK_SPACING_MM ** 3 / 1000.0
     warnings = []
