@@ -213,7 +213,8 @@ def test_openvino_and_torch_draw_the_same_ctv_on_the_demo_ct(tmp_path):
     assert_same_mask(a, b)
 
 
-#: Runs ``ctv predict`` in a Python where importing torch (or MONAI) fails, then says what was imported.
+#: Runs ``ctv predict`` in a Python where importing torch (or MONAI) fails, then says which torch and SciPy modules
+#: were imported.
 NO_TORCH = textwrap.dedent("""
     import importlib.abc, json, sys
 
@@ -226,7 +227,8 @@ NO_TORCH = textwrap.dedent("""
     sys.meta_path.insert(0, NoTorch())
     from ctv_core.cli import main
     code = main(["predict", sys.argv[1], sys.argv[2], "--device", sys.argv[3], "-q"])
-    print(json.dumps({"code": code, "torch": sorted(m for m in sys.modules if m.split(".")[0] == "torch")}))
+    print(json.dumps({"code": code, "torch": sorted(m for m in sys.modules if m.split(".")[0] == "torch"),
+                      "scipy": sorted(m for m in sys.modules if m.split(".")[0] == "scipy")}))
 """)
 
 
@@ -239,7 +241,7 @@ def test_cpu_prediction_through_openvino_needs_no_torch(tmp_path, device):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     answer = json.loads(run.stdout.strip().splitlines()[-1])
-    assert answer == {"code": 0, "torch": []}
+    assert answer == {"code": 0, "torch": [], "scipy": []}  # nor SciPy: the morphology is SimpleITK's
     report = json.loads((out / "report.json").read_text())
     assert report["engine"] == "openvino" and report["device"] == "cpu"
     assert report["ctv"]["volume_cc"] > 100

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from ..geometry import Grid, nonzero_box
+from .morphology import component_sizes, distance_to, label_components
 
 #: A CTV this much smaller than the smallest, or larger than the largest, the model was trained
 #: on is reported for review.
@@ -119,7 +119,7 @@ def anatomy_check(ct: sitk.Image, mask: np.ndarray) -> AnatomyCheck:
         warnings.append("No pelvic bones were found around the CTV: check that the CT is a pelvic CT in Hounsfield "
                         "units and review the contour.")
         return AnatomyCheck(parts, largest, bone_cc, 1.0, 0.0, 0.0, warnings)
-    distance = ndimage.distance_transform_edt(~bone, sampling=CHECK_SPACING_MM)
+    distance = distance_to(bone, CHECK_SPACING_MM)
     index = np.clip(np.rint(local.lps_to_index(points)).astype(int), 0, np.asarray(local.size) - 1)
     far = float(np.mean(distance[index[:, 2], index[:, 1], index[:, 0]] > FAR_FROM_BONE_MM))
     if far > FAR_FRACTION:
@@ -138,8 +138,8 @@ def anatomy_check(ct: sitk.Image, mask: np.ndarray) -> AnatomyCheck:
 def _parts(mask: np.ndarray, voxel_cc: float) -> tuple[int, float]:
     """Number of 26-connected parts of at least ``MIN_PART_CC`` and the largest part's share of the volume."""
     box = nonzero_box(mask)
-    labels, count = ndimage.label(mask[box] != 0, structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel())[1:] * voxel_cc
+    labels, count = label_components(mask[box], fully_connected=True)
+    sizes = component_sizes(labels, count) * voxel_cc
     return int(np.sum(sizes >= MIN_PART_CC)), float(sizes.max() / sizes.sum())
 
 

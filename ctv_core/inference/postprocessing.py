@@ -7,10 +7,10 @@ Connectivity is 26-neighbour in 3D; holes are filled slice by slice (in the CT's
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..geometry import nonzero_box
 from ..model.settings import PostprocessingConfig
+from .morphology import component_sizes, fill_holes_by_slice, label_components
 
 
 def postprocess(mask: np.ndarray, voxel_volume_cc: float, config: PostprocessingConfig) -> np.ndarray:
@@ -20,15 +20,14 @@ def postprocess(mask: np.ndarray, voxel_volume_cc: float, config: Postprocessing
     if box is None:
         return out
     region = mask[box] != 0
-    labels, count = ndimage.label(region, structure=np.ones((3, 3, 3), dtype=bool))
-    if count > 0 and (config.keep_largest or config.min_component_cc):
-        sizes = np.bincount(labels.ravel())[1:]
+    if config.keep_largest or config.min_component_cc:
+        labels, count = label_components(region, fully_connected=True)
+        sizes = component_sizes(labels, count)
         order = np.argsort(sizes)[::-1]
         keep = order[: config.keep_largest] if config.keep_largest else order
         keep = [int(i) + 1 for i in keep if sizes[i] * voxel_volume_cc >= config.min_component_cc]
         region = np.isin(labels, keep)
     if config.fill_holes:
-        for k in range(region.shape[0]):
-            region[k] = ndimage.binary_fill_holes(region[k])
+        region = fill_holes_by_slice(region)
     out[box] = region
     return out

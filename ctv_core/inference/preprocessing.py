@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from ..errors import PreprocessingError
-from ..geometry import Grid
+from ..geometry import Grid, nonzero_box
 from ..model.settings import PreprocessingConfig
+from .morphology import component_sizes, label_components
 
 AIR_HU = -1024.0
 
@@ -82,16 +82,14 @@ def resample_ct(ct: sitk.Image, grid: Grid, outside: float = AIR_HU) -> np.ndarr
 
 def _body_box(hu: np.ndarray, config: PreprocessingConfig, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index bounds [lo, hi) ``(z, y, x)`` of the largest part above the body threshold, with margin."""
-    labels, count = ndimage.label(hu > config.body_threshold_hu)
+    labels, count = label_components(hu > config.body_threshold_hu, fully_connected=False)
     if count == 0:
         raise PreprocessingError(
             f"No body found in the CT (no voxel above {config.body_threshold_hu:.0f} HU). Check that the series is "
             "a CT of a patient in Hounsfield units."
         )
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    body = labels == int(np.argmax(sizes))
-    slices = ndimage.find_objects(body.astype(np.uint8))[0]
+    body = labels == int(np.argmax(component_sizes(labels, count))) + 1
+    slices = nonzero_box(body)
     margin = np.ceil(config.margin_mm / spacing[::-1]).astype(int)  # spacing is (x, y, z)
     lo = np.array([s.start for s in slices]) - margin
     hi = np.array([s.stop for s in slices]) + margin
@@ -174,7 +172,7 @@ def resample_to_ct(probability: np.ndarray, grid: Grid, ct_grid: Grid,
     above = probability >= floor
     if not above.any():
         return None
-    box = ndimage.find_objects(above.astype(np.uint8))[0]
+    box = nonzero_box(above)
     lo = np.array([max(s.start - 1, 0) for s in box])
     hi = np.array([min(s.stop + 1, n) for s, n in zip(box, probability.shape)])  # exclusive, (z, y, x)
     corners = np.array([[x, y, z] for x in (lo[2], hi[2] - 1) for y in (lo[1], hi[1] - 1) for z in (lo[0], hi[0] - 1)],
