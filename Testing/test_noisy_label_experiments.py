@@ -138,6 +138,28 @@ def test_a_replicated_grid_runs_the_named_settings_at_every_seed_and_those_first
             load_config(Experiment2D, bad)
 
 
+def test_runs_named_first_run_first_each_once_and_shards_split_them_without_overlap(tmp_path):
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        from common import first_runs, run_grid
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    runs = [(f"{m}/{n}/seed{s}", None) for s in (1, 0, 2) for n in ("clean", "75pct") for m in ("baseline", "qam")]
+    ordered = [name for name, _ in first_runs(runs, ["baseline/75pct/seed2", "*/clean/seed0", "baseline/75pct/*"])]
+    assert ordered[:5] == ["baseline/75pct/seed2", "baseline/clean/seed0", "qam/clean/seed0", "baseline/75pct/seed1",
+                           "baseline/75pct/seed0"]
+    assert sorted(ordered) == sorted(name for name, _ in runs)  # every run once
+    assert [name for name, _ in first_runs(runs, [])] == [name for name, _ in runs]
+    (tmp_path / "baseline/clean/seed0").mkdir(parents=True)
+    (tmp_path / "baseline/clean/seed0/result.json").write_text("{}")  # finished: skipped
+    trained: list[str] = []
+    for k in (0, 1):
+        run_grid(runs, tmp_path, (k, 2), lambda spec, folder: trained.append(folder.relative_to(tmp_path).as_posix())
+                 or {"row": {"mean_dice": 0.5}}, log=lambda line: None, first=["baseline/75pct/seed2", "*/clean/seed0"])
+    assert len(trained) == len(set(trained)) == len(runs) - 1 and "baseline/clean/seed0" not in trained
+    assert trained[:2] == ["baseline/75pct/seed2", "qam/clean/seed0"]  # shard 0: the 1st, 3rd, ... of the order
+
+
 def test_the_cost_estimate_counts_a_training_step_as_forward_and_backward_of_the_batch(tmp_path):
     sys.path.insert(0, str(EXPERIMENTS))
     try:

@@ -8,11 +8,12 @@ second start skips every finished run. ``--shard K/N`` lets N processes share a 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
@@ -70,11 +71,21 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def first_runs(runs: list[tuple[str, Any]], patterns: Sequence[str]) -> list[tuple[str, Any]]:
+    """``runs`` with those whose name matches one of the glob ``patterns`` first (in the patterns' order), then
+    the others in their order; every run once."""
+    first = [run for pattern in patterns for run in runs if fnmatch.fnmatchcase(run[0], pattern)]
+    first = list(dict.fromkeys(name for name, _ in first))
+    return [run for name in first for run in runs if run[0] == name] + [run for run in runs if run[0] not in first]
+
+
 def run_grid(runs: list[tuple[str, Any]], work: Path, shard: tuple[int, int],
-             run_one: Callable[[Any, Path], dict[str, Any]], log: Callable[[str], None] = print) -> None:
-    """Run this shard's share of ``runs`` (``(name, spec)``), skipping those with a ``result.json``."""
+             run_one: Callable[[Any, Path], dict[str, Any]], log: Callable[[str], None] = print,
+             first: Sequence[str] = ()) -> None:
+    """Run this shard's share of ``runs`` (``(name, spec)``), those matching ``first`` first (see :func:`first_runs`;
+    every shard must be given the same), skipping those with a ``result.json``."""
     k, n = shard
-    mine = [(name, spec) for i, (name, spec) in enumerate(runs) if i % n == k]
+    mine = [(name, spec) for i, (name, spec) in enumerate(first_runs(runs, first)) if i % n == k]
     for done, (name, spec) in enumerate(mine, 1):
         folder = work / name
         if (folder / "result.json").is_file():
@@ -114,6 +125,9 @@ def start(doc: str, config_class: type[T], default_config: Path, work_help: str,
     parser.add_argument("--results", type=Path, default=HERE, help=results_help)
     parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run from the K-th (N processes)")
     parser.add_argument("--report-only", action="store_true", help="only gather finished runs into the results")
+    parser.add_argument("--first", action="append", default=[], metavar="PATTERN",
+                        help="run the runs whose name matches this glob (e.g. 'baseline/75pct_5-13px/*') before the "
+                             "others; repeatable, in order; give every shard the same")
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 Usage::
 
     python experiments/noisy_labels/run_2d.py [--config configs/noisy_labels_2d.json] --work DIR
-        [--shard K/N] [--data JSRT256_DIR] [--results DIR] [--report-only]
+        [--shard K/N] [--first PATTERN]... [--data JSRT256_DIR] [--results DIR] [--report-only]
 
 Every run (method, noise fraction, noise range, seed) trains a 2D U-Net (``unet2d.py``) on
 the seeded 165-case training split with its labels corrupted at 256 x 256 by
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"JSRT: {len(data.train_ids)} training, {len(data.test_ids)} test cases at "
               f"{256 // data.factor}x{256 // data.factor}; {len(runs)} runs, shard {args.shard}", flush=True)
         run_grid(runs, args.work, shard, lambda spec, folder: train_run(config, data, spec, folder),
-                 log=lambda line: print(line, flush=True))
+                 log=lambda line: print(line, flush=True), first=args.first)
     results = finished_results(args.work, [name for name, _ in runs])
     write_report_2d(results, args.work, args.results, config)
     print(f"{len(results)} of {len(runs)} runs finished; results in {args.results}")

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(config.phantoms.train_seeds)} training and {len(config.phantoms.test_seeds)} test phantoms; "
               f"{len(runs)} runs, shard {args.shard}", flush=True)
         run_grid(runs, args.work / "runs", shard, lambda spec, folder: train_run(config, phantoms, spec, folder),
-                 log=lambda line: print(line, flush=True))
+                 log=lambda line: print(line, flush=True), first=args.first)
     from report import write_report_3d
 
     results = finished_results(args.work / "runs", [name for name, _ in runs])
