@@ -16,7 +16,7 @@ def label_components(mask: np.ndarray, fully_connected: bool) -> tuple[np.ndarra
     """Label the connected parts of the nonzero voxels of a 3D ``mask``: 26-connected when ``fully_connected``,
     else 6-connected (``ndimage.label`` with a full 3x3x3 or its default structure). Returns the int32 labels
     (0 outside, parts numbered from 1 in raster order of their first voxel) and the number of parts."""
-    image = sitk.GetImageFromArray((mask != 0).view(np.uint8) if mask.dtype == bool else (mask != 0).astype(np.uint8))
+    image = sitk.GetImageFromArray((mask != 0).view(np.uint8))
     labels = sitk.ConnectedComponent(image, fully_connected)
     return sitk.GetArrayFromImage(labels).astype(np.int32, copy=False), int(sitk.GetArrayViewFromImage(labels).max())
 
