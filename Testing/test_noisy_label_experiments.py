@@ -213,3 +213,65 @@ def test_a_table_cell_gives_the_spread_over_seeds_and_none_for_one_seed():
     assert mean_sd([0.9, 0.8, 0.7]) == "0.800 ± 0.100"
     assert mean_sd([0.9, 0.7]) == "0.800 ± 0.141 (n=2)"
     assert mean_sd([0.9]) == "0.900 (n=1)" and mean_sd([]) == "–"
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_result_of_a_straight_run(shared_data, tmp_path,
+                                                                                        monkeypatch):
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import run_2d
+        from common import RESUME, load_config, run_grid
+        from ctv_core.errors import TrainingError
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    import torch
+
+    config = load_config(run_2d.Experiment2D, _write(tmp_path / "tiny.json", {
+        "data": {"limit": 30, "train_cases": 20, "image_size": 64},
+        "grid": {"methods": ["qam+ocm"], "fractions": [0.5], "ranges": ["5-13"], "seeds": [0], "clean": False},
+        "model": {"widths": [4, 8], "batch_size": 4, "log_every": 1, "curve_every": 2, "checkpoint_every": 2},
+        "optimisation": {"steps": 5, "learning_rate": 0.001}, "quality": {"widths": [4, 8]}, "threads": 1}))
+    data = run_2d.Jsrt2D(config, shared_data / "jsrt256", torch.device("cpu"))
+    runs = run_2d.grid_runs(config)
+    assert [name for name, _ in runs] == ["qam+ocm/50pct_5-13px/seed0"]
+
+    def grid(work: Path) -> None:
+        run_grid(runs, work, (0, 1), lambda spec, folder: run_2d.train_run(config, data, spec, folder),
+                 log=lambda line: None)
+
+    grid(tmp_path / "straight")
+    real_step = run_2d.train_step
+
+    def stop_at_the_fourth_step(*args, **kwargs):
+        if kwargs["step"] == 3:  # after step 3 was logged, one step past the checkpoint at step 2
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(run_2d, "train_step", stop_at_the_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        grid(tmp_path / "resumed")
+    folder = tmp_path / "resumed" / runs[0][0]
+    assert (folder / RESUME).is_file() and not (folder / "result.json").exists()
+    assert "\n3,0," in (folder / "samples.csv").read_text()  # the step past the checkpoint was logged
+    monkeypatch.setattr(run_2d, "train_step", real_step)
+    grid(tmp_path / "resumed")
+    assert not (folder / RESUME).exists()  # removed once the result is written
+    straight_folder = tmp_path / "straight" / runs[0][0]
+    straight, resumed = (json.loads((f / "result.json").read_text()) for f in (straight_folder, folder))
+    assert resumed.pop("resumed_from") == 2 and straight.pop("resumed_from") == 0
+    for result in (straight, resumed):
+        result.pop("seconds")
+    assert resumed == straight  # Dice, curve (steps 2, 4, 5), weight separation: bit for bit
+    assert [p["step"] for p in resumed["curve"]] == [2, 4, 5]
+    for name in ("samples.csv", "log.csv"):  # the rows written after the checkpoint were dropped, then rewritten
+        assert (folder / name).read_text() == (straight_folder / name).read_text()
+
+    other = tmp_path / "other" / runs[0][0]
+    other.mkdir(parents=True)
+    other_config = load_config(run_2d.Experiment2D, _write(tmp_path / "other.json", {
+        **json.loads((tmp_path / "tiny.json").read_text()), "optimisation": {"steps": 6, "learning_rate": 0.001}}))
+    monkeypatch.setattr(run_2d, "train_step", stop_at_the_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_2d.train_run(config, data, runs[0][1], other)
+    with pytest.raises(TrainingError, match="another run or other settings"):
+        run_2d.train_run(other_config, data, runs[0][1], other)  # a checkpoint of 5 steps does not resume a 6-step run

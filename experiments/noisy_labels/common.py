@@ -1,8 +1,9 @@
 """What the two noisy-label experiments share: strict configuration files, the grid of runs, the runner.
 
 A run is one (method, noise, seed); its folder holds ``result.json`` once it has finished,
-written last and atomically, so an interrupted grid loses at most the runs in progress and a
-second start skips every finished run. ``--shard K/N`` lets N processes share a grid.
+written last and atomically, so a second start skips every finished run; a run that keeps a
+resume checkpoint (``RESUME`` in its folder) continues from it, and the checkpoint is removed
+once ``result.json`` is written. ``--shard K/N`` lets N processes share a grid.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ T = TypeVar("T")
 
 #: Method name -> (QAM on, OCM on), as the method's table names them.
 METHODS = {"baseline": (False, False), "qam": (True, False), "qam+ocm": (True, True)}
+#: A run's resume checkpoint, in its folder while the run is unfinished.
+RESUME = "resume.pt"
 
 
 def method_quality(quality: QualityConfig, method: str) -> QualityConfig:
@@ -94,6 +97,7 @@ def run_grid(runs: list[tuple[str, Any]], work: Path, shard: tuple[int, int],
         result = run_one(spec, folder)
         result["seconds"] = round(time.perf_counter() - started, 1)
         write_json(folder / "result.json", result)
+        (folder / RESUME).unlink(missing_ok=True)
         log(f"[{done}/{len(mine)}] {name}: mean Dice {result['row']['mean_dice']:.4f} ({result['seconds']:.0f} s)")
 
 

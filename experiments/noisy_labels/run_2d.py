@@ -13,7 +13,10 @@ the QAM/OCM weighting of :mod:`ctv_core.training.quality`, ``RunLog``'s ``sample
 scores Dice per structure on the 82 clean test labels at 256 x 256 (logits upsampled
 bilinearly). Runs go to ``--work`` (outside the repository: they are derived from JSRT); the
 results files (``results.json``, ``results.md``, the plots) to ``--results``
-(default: this folder). Finished runs are skipped, so the command resumes a grid.
+(default: this folder). Finished runs are skipped, and a run in progress writes ``resume.pt``
+every ``model.checkpoint_every`` steps and continues from it, so the command resumes a grid
+losing at most that many steps of each interrupted run; a resumed run's result is the one a
+straight run gives, bit for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import METHODS, REPO, command, finished_results, method_quality, run_grid, start  # noqa: E402
+from common import METHODS, REPO, RESUME, command, finished_results, method_quality, run_grid, start  # noqa: E402
 from jsrt import STRUCTURES, downsample, load_jsrt, split  # noqa: E402
 from report import weight_separation, write_report_2d  # noqa: E402
 from unet2d import UNet2D  # noqa: E402
@@ -36,7 +39,9 @@ from unet2d import UNet2D  # noqa: E402
 from ctv_core.evaluation.metrics import dice  # noqa: E402
 from ctv_core.model.runtime import select_device  # noqa: E402
 from ctv_core.strict_config import is_int, is_number  # noqa: E402
-from ctv_core.training.checkpoints import NETWORK  # noqa: E402
+from ctv_core.errors import TrainingError  # noqa: E402
+from ctv_core.training.checkpoints import (NETWORK, load_checkpoint, restore_modules, restore_optimizers,  # noqa: E402
+                                           rng_state, save_checkpoint, set_rng_state)
 from ctv_core.training.config import OptimisationConfig  # noqa: E402
 from ctv_core.training.label_noise import simulate_label_noise  # noqa: E402
 from ctv_core.training.objective import DeepSupervisionObjective  # noqa: E402
@@ -128,12 +133,14 @@ class Grid2D:
 
 @dataclass(frozen=True)
 class Model2D:
-    """The U-Net's widths (finest first) and the batch size."""
+    """The U-Net's widths (finest first), the batch size, and every how many steps a run logs, adds a
+    point to its memorisation curve (``None``: no curve) and writes its resume checkpoint."""
 
     widths: tuple[int, ...] = (8, 16, 32, 64)
     batch_size: int = 16
     log_every: int = 10
     curve_every: int | None = None
+    checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
         if not self.widths or any(not is_int(w) or w < 1 for w in self.widths):
@@ -142,6 +149,8 @@ class Model2D:
             raise ValueError(f"model.batch_size must be an integer >= 2, not {self.batch_size!r}")
         if self.curve_every is not None and (not is_int(self.curve_every) or self.curve_every < 1):
             raise ValueError(f"model.curve_every must be null or a positive integer, not {self.curve_every!r}")
+        if not is_int(self.checkpoint_every) or self.checkpoint_every < 1:
+            raise ValueError(f"model.checkpoint_every must be a positive integer, not {self.checkpoint_every!r}")
 
 
 @dataclass(frozen=True)
@@ -236,11 +245,11 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
     opt = config.optimisation
     run = RunFolder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run, 0, True, tensorboard=False)
+    first_step, curve = resume_training(folder / RESUME, trainables, run_identity(config, spec))
+    log = RunLog(run, first_step, True, tensorboard=False)
     network.train()
-    curve: list[dict[str, Any]] = []
     try:
-        for step in range(opt.steps):
+        for step in range(first_step, opt.steps):
             picked = batch_indices(spec.seed, step, config.model.batch_size, len(data.train_ids))
             case_ids = [data.train_ids[i] for i in picked]
             result = train_step(trainables, objective, weighting, data.train_images[picked], targets[picked],
@@ -253,6 +262,10 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
                 curve.append(curve_point(network, data, targets, step + 1))
                 write_json(folder / "curve.json", curve)  # readable while the run goes on
                 network.train()
+            if (step + 1) % config.model.checkpoint_every == 0 or step + 1 == opt.steps:
+                save_checkpoint(folder / RESUME, step=step + 1, modules=trainables.modules,
+                                optimizers=trainables.optimizers, scaler=trainables.scaler.state_dict(),
+                                rng=rng_state(), curve=curve, run=run_identity(config, spec))
     finally:
         log.close()
     scores = evaluate(network, data)
@@ -260,10 +273,38 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
              for case, changes in record.items()}
     row = {"method": spec.method, "noise_fraction": spec.fraction, "noise_range": spec.noise_range,
            "seed": spec.seed, "dice": scores, "mean_dice": float(np.mean(list(scores.values())))}
-    return {"row": row, "curve": curve, "steps": opt.steps, "batch_size": config.model.batch_size,
+    return {"row": row, "curve": curve, "steps": opt.steps, "resumed_from": first_step,
+            "batch_size": config.model.batch_size,
             "image_size": 256 // data.factor, "noisy_cases": sorted(record), "noise": noise,
             "weight_separation": weight_separation(folder / "samples.csv", noise)
             if spec.method != "baseline" and record else None}
+
+
+def run_identity(config: Experiment2D, spec: RunSpec) -> dict[str, Any]:
+    """What a resume checkpoint must have been made by: the run and the settings its steps depend on."""
+    return {"name": run_name(spec), "steps": config.optimisation.steps, "batch_size": config.model.batch_size,
+            "image_size": config.data.image_size, "widths": list(config.model.widths),
+            "train_cases": config.data.train_cases, "split_seed": config.data.split_seed}
+
+
+def resume_training(path: Path, trainables: Trainables, identity: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Restore a run from its resume checkpoint ``path`` when there is one: ``(steps done, curve so far)``.
+
+    Modules, optimisers, the gradient scaler and the RNG states come back as they were after that
+    step (batches are a function of the seed and the step), so the run continues as if never
+    stopped. A checkpoint made by another run or other settings raises ``TrainingError``.
+    """
+    if not path.is_file():
+        return 0, []
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("run") != identity:
+        raise TrainingError(f"{path} was written by another run or other settings ({checkpoint.get('run')!r}, "
+                            f"this run is {identity!r}); delete it to start that run over.")
+    restore_modules(checkpoint, trainables.modules)
+    restore_optimizers(checkpoint, trainables.optimizers)
+    trainables.scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"])
+    return int(checkpoint["step"]), list(checkpoint["curve"])
 
 
 def evaluate(network: torch.nn.Module, data: Jsrt2D, batch: int = 16) -> dict[str, float]:
