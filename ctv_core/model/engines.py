@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..errors import DeviceError, MissingDependencyError
+from ..heap import return_free_memory
 from .devices import device_name, torch_installed, usable_cpu_count
 from .graph import import_openvino
 
@@ -72,6 +73,7 @@ class OpenVINOEngine:
         if compiled is None:
             self._model.reshape(list(shape))
             compiled = self._compiled[shape] = self._core.compile_model(self._model, "CPU")
+            return_free_memory()  # the graph transformations' garbage (~8 MB), before the activations' peak
             logger.debug("OpenVINO: compiled for input %s on %d threads", shape, self.threads)
         return np.asarray(compiled(np.ascontiguousarray(batch, dtype=np.float32))[0], dtype=np.float32)
 
