@@ -22,7 +22,7 @@ straight run gives, bit for bit on the CPU.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +245,8 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
     opt = config.optimisation
     run = RunFolder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    first_step, curve = resume_training(folder / RESUME, trainables, run_identity(config, spec))
+    identity = run_identity(config, spec)
+    first_step, curve = resume_training(folder / RESUME, trainables, identity)
     log = RunLog(run, first_step, True, tensorboard=False)
     network.train()
     try:
@@ -265,7 +266,7 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
             if (step + 1) % config.model.checkpoint_every == 0 or step + 1 == opt.steps:
                 save_checkpoint(folder / RESUME, step=step + 1, modules=trainables.modules,
                                 optimizers=trainables.optimizers, scaler=trainables.scaler.state_dict(),
-                                rng=rng_state(), curve=curve, run=run_identity(config, spec))
+                                rng=rng_state(), curve=curve, run=identity)
     finally:
         log.close()
     scores = evaluate(network, data)
@@ -281,10 +282,11 @@ def train_run(config: Experiment2D, data: Jsrt2D, spec: RunSpec, folder: Path) -
 
 
 def run_identity(config: Experiment2D, spec: RunSpec) -> dict[str, Any]:
-    """What a resume checkpoint must have been made by: the run and the settings its steps depend on."""
-    return {"name": run_name(spec), "steps": config.optimisation.steps, "batch_size": config.model.batch_size,
-            "image_size": config.data.image_size, "widths": list(config.model.widths),
-            "train_cases": config.data.train_cases, "split_seed": config.data.split_seed}
+    """What a resume checkpoint must have been made by: the run and every setting its steps depend on
+    (the data, the network, the batch, the optimisation and the run's QAM settings)."""
+    return {"name": run_name(spec), "data": asdict(config.data), "widths": list(config.model.widths),
+            "batch_size": config.model.batch_size, "optimisation": asdict(config.optimisation),
+            "quality": asdict(method_quality(config.quality, spec.method))}
 
 
 def resume_training(path: Path, trainables: Trainables, identity: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
